@@ -1,0 +1,21 @@
+# IPD interpretability workflow. Main job:
+#   snakemake --cores 1 results/patching/cross_experiment_summary.csv
+# (until the patching rules exist, the default target `all` builds everything that does).
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/cache.smk"
+include: "workflow/rules/behavior.smk"
+
+
+rule all:
+    input:
+        "results/prompts/ipd_eval_prompts.json",
+        "results/behavior/decisions.csv",
+    default_target: True

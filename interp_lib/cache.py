@@ -1,0 +1,275 @@
+"""HDF5 activation cache: one file per (model, scenario), one group per prompt variant.
+
+Layout (all floats stored as float32; L layers, T positions, d d_model, H heads,
+dh head dim, V vocabulary):
+
+    /                      attrs: format_version, model, scenario, fingerprint (sha256 of the
+                           merged weights), tokenizer_hash, dtype (the model's), family, n_layers,
+                           n_heads, n_kv_heads, d_head, d_model, d_vocab, eps, norm_offset,
+                           attn_softcap, final_softcap (NaN = none), token_C, token_D, prefix
+    /unembed/W_U_actions   [2, d]   unembedding rows of the C and D tokens (in that order)
+    /unembed/ln_final_gain [d]      effective final-norm gain ((1 + w) for Gemma)
+    /{variant}/            attrs: prompt, decision_position, delta (post-softcap logit D - C),
+                           delta_pre_softcap, p_action2
+      input_ids          [T]       int64, the model's input (chat template + action prefix)
+      embed              [T, d]    hook_embed (scaled embedding)
+      resid_pre          [L, T, d] blocks.{l}.hook_resid_pre
+      resid_post         [L, T, d] blocks.{l}.hook_resid_post
+      attn_out           [L, T, d] blocks.{l}.hook_attn_out
+      mlp_out            [L, T, d] blocks.{l}.hook_mlp_out
+      z                  [L, T, H, dh] blocks.{l}.attn.hook_z
+      ln1_scale, ln2_scale [L, T]  input / pre-MLP norm scales sqrt(mean(x^2) + eps)
+      ln1_post_scale, ln2_post_scale [L, T] Gemma-2's post-attention / post-MLP norm scales
+      ln_final_scale     [T]
+      head_out_decision  [L, H, d] each head's addition to the residual at the decision
+                                   position (post-attention scale frozen); sums over H to attn_out
+      decision_logits    [V]       the model's own (post-softcap) logits at the decision position
+
+Variant groups are named by their number ("1", "2", ...). Files are written to a
+temporary name and renamed, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .io import atomic_path
+
+FORMAT_VERSION = 1
+STACKED = {
+    "resid_pre": "hook_resid_pre",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+    "z": "attn.hook_z",
+    "ln1_scale": "ln1.hook_scale",
+    "ln2_scale": "ln2.hook_scale",
+    "ln1_post_scale": "ln1_post.hook_scale",
+    "ln2_post_scale": "ln2_post.hook_scale",
+}
+
+
+class CacheError(RuntimeError):
+    """A cache that cannot be trusted; the message says how to rebuild it."""
+
+
+class NonFiniteActivation(CacheError):
+    pass
+
+
+def _rebuild_hint(path) -> str:
+    return f"delete {path} and rerun the workflow (snakemake --cores 1 {path})"
+
+
+def collect_variant(hooked, input_ids: torch.Tensor, action_tokens: dict, label: str = "") -> dict:
+    """Runs one prompt ([1, T] ids) and returns the arrays and attrs of its cache group."""
+    logits, cache = hooked.run_with_cache(input_ids)
+    cfg, pos = hooked.cfg, input_ids.shape[-1] - 1
+    arrays: dict[str, np.ndarray] = {}
+    for key, hook in STACKED.items():
+        names = [f"blocks.{l}.{hook}" for l in range(cfg.n_layers)]
+        if names[0] not in cache:  # post-norm scales exist for Gemma-2 only
+            continue
+        for name in names:
+            _check_finite(cache[name], hooked.name, label, name)
+        stacked = torch.stack([cache[n][0] for n in names]).float()
+        arrays[key] = (stacked.squeeze(-1) if key.endswith("scale") else stacked).cpu().numpy()
+    for name in ("hook_embed", "ln_final.hook_scale"):
+        _check_finite(cache[name], hooked.name, label, name)
+    _check_finite(logits[0, pos], hooked.name, label, "logits")
+    arrays["embed"] = cache["hook_embed"][0].float().cpu().numpy()
+    arrays["ln_final_scale"] = cache["ln_final.hook_scale"][0, :, 0].float().cpu().numpy()
+    arrays["head_out_decision"] = torch.stack(
+        [hooked.head_contributions(cache, l, pos)[0] for l in range(cfg.n_layers)]
+    ).cpu().numpy()
+    arrays["decision_logits"] = logits[0, pos].float().cpu().numpy()
+    arrays["input_ids"] = input_ids[0].cpu().numpy().astype(np.int64)
+    C, D = action_tokens["C"], action_tokens["D"]
+    with torch.no_grad():
+        resid_final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, pos]
+        pre = hooked.unembed(resid_final, rows=[C, D], apply_softcap=False)
+    delta = float(logits[0, pos, D] - logits[0, pos, C])
+    attrs = {
+        "decision_position": pos,
+        "delta": delta,
+        "delta_pre_softcap": float(pre[0, 1] - pre[0, 0]),
+        "p_action2": 1.0 / (1.0 + math.exp(-delta)),
+    }
+    return {"arrays": arrays, "attrs": attrs}
+
+
+def _check_finite(t: torch.Tensor, model: str, label: str, name: str) -> None:
+    if not torch.isfinite(t).all():
+        raise NonFiniteActivation(f"model {model}, prompt {label}: NaN or Inf in {name}")
+
+
+def file_attrs(hooked, model_name: str, scenario: str, fingerprint: str, tokenizer_hash: str,
+               action_tokens: dict) -> dict:
+    cfg = hooked.cfg
+    nan = float("nan")
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model_name,
+        "scenario": scenario,
+        "fingerprint": fingerprint,
+        "tokenizer_hash": tokenizer_hash,
+        "dtype": str(hooked.dtype).replace("torch.", ""),
+        "family": cfg.family,
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "d_head": cfg.d_head,
+        "d_model": cfg.d_model,
+        "d_vocab": cfg.d_vocab,
+        "eps": cfg.eps,
+        "norm_offset": cfg.norm_offset,
+        "attn_softcap": cfg.attn_softcap if cfg.attn_softcap is not None else nan,
+        "final_softcap": cfg.final_softcap if cfg.final_softcap is not None else nan,
+        "token_C": action_tokens["C"],
+        "token_D": action_tokens["D"],
+        "prefix": np.asarray(action_tokens["prefix"], dtype=np.int64),
+    }
+
+
+def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int, dict]) -> None:
+    """Writes a cache file atomically. `variants` maps variant number -> collect_variant()
+    output plus a "prompt" attr; `unembed` holds W_U_actions and ln_final_gain arrays."""
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(attrs)
+        grp = f.create_group("unembed")
+        for key, value in unembed.items():
+            grp.create_dataset(key, data=np.asarray(value, dtype=np.float32))
+        for number, data in sorted(variants.items()):
+            g = f.create_group(str(number))
+            g.attrs.update(data["attrs"])
+            for key, value in data["arrays"].items():
+                g.create_dataset(key, data=value)
+
+
+def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
+                     out: str | Path, dtype: str = "float32", device: str = "cpu") -> None:
+    """Runs a merged model on one scenario's prompt records and writes its cache file."""
+    from tqdm import tqdm
+
+    from .hooked import HookedModel
+    from .models import load_base_model, load_tokenizer, read_fingerprint, state_fingerprint
+    from .tokens import decision_input_ids, get_action_token_ids, tokenizer_hash
+
+    model = load_base_model(str(model_dir), dtype, device, model_name)
+    tokenizer = load_tokenizer(str(model_dir), model_name)
+    expected = read_fingerprint(model_dir)["fingerprint"]
+    fingerprint = state_fingerprint(model)
+    if fingerprint != expected:
+        raise CacheError(
+            f"model {model_name}: weights in {model_dir} differ from its fingerprint.json "
+            f"(loaded in {dtype}?); rerun its merge (delete {model_dir})"
+        )
+    hooked = HookedModel(model, tokenizer, name=model_name)
+    action_tokens = get_action_token_ids(tokenizer)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    inputs = {}
+    for rec in records:
+        ids = decision_input_ids(tokenizer, rec["prompt"], action_tokens)
+        if limit is not None and ids.shape[-1] > limit:
+            raise ValueError(
+                f"model {model_name}: prompt {scenario}/{rec['variant']} has {ids.shape[-1]} tokens, "
+                f"more than the model's context of {limit}"
+            )
+        inputs[rec["variant"]] = ids.to(hooked.device)
+    variants = {}
+    for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
+        data = collect_variant(hooked, inputs[rec["variant"]], action_tokens, f"{scenario}/{rec['variant']}")
+        data["attrs"]["prompt"] = rec["prompt"]
+        variants[rec["variant"]] = data
+    C, D = action_tokens["C"], action_tokens["D"]
+    unembed = {
+        "W_U_actions": hooked.W_U[[C, D]].float().detach().cpu().numpy(),
+        "ln_final_gain": hooked.final_norm_gain().detach().cpu().numpy(),
+    }
+    attrs = file_attrs(hooked, model_name, scenario, fingerprint, tokenizer_hash(tokenizer), action_tokens)
+    write_cache(out, attrs, unembed, variants)
+
+
+class CacheFile:
+    """Read access to one cache file, with format and fingerprint checks.
+
+    `cache.variants` -> [1, 2, 3]; `cache[v]["z"]` -> numpy array; `cache.group(v).attrs`.
+    Use as a context manager or call close().
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str | None = None, tokenizer_hash: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CacheError(f"cache file not found: {self.path}; run the workflow to build it")
+        try:
+            self._f = h5py.File(self.path, "r")
+            self.attrs = dict(self._f.attrs)
+        except (OSError, KeyError) as exc:
+            raise CacheError(f"cannot read {self.path} (damaged or truncated: {exc}); {_rebuild_hint(self.path)}") from None
+        version = self.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            self.close()
+            raise CacheError(
+                f"{self.path} has cache format version {version}, this interp_lib reads version "
+                f"{FORMAT_VERSION}; {_rebuild_hint(self.path)}"
+            )
+        if fingerprint is not None and self.attrs.get("fingerprint") != fingerprint:
+            self.close()
+            raise CacheError(
+                f"{self.path} was made from other weights than results/models/{self.attrs.get('model')} now holds "
+                f"(fingerprint mismatch); {_rebuild_hint(self.path)}"
+            )
+        if tokenizer_hash is not None and self.attrs.get("tokenizer_hash") != tokenizer_hash:
+            self.close()
+            raise CacheError(f"{self.path} was made with another tokenizer; {_rebuild_hint(self.path)}")
+        try:
+            self.variants = sorted(int(k) for k in self._f.keys() if k.isdigit())
+            self.unembed = {k: self._f["unembed"][k][()] for k in self._f["unembed"]}
+        except (OSError, KeyError, ValueError) as exc:
+            self.close()
+            raise CacheError(f"cannot read {self.path} (damaged: {exc}); {_rebuild_hint(self.path)}") from None
+        if not self.variants:
+            self.close()
+            raise CacheError(f"{self.path} holds no prompt variants; {_rebuild_hint(self.path)}")
+
+    def group(self, variant: int) -> h5py.Group:
+        return self._f[str(variant)]
+
+    def __getitem__(self, variant: int) -> "VariantView":
+        return VariantView(self, variant)
+
+    def close(self) -> None:
+        f = getattr(self, "_f", None)
+        if f is not None:
+            f.close()
+            self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VariantView:
+    def __init__(self, cache: CacheFile, variant: int):
+        self._cache, self.variant = cache, variant
+        self._group = cache.group(variant)
+        self.attrs = dict(self._group.attrs)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self._group[key][()]
+        except (OSError, KeyError) as exc:
+            raise CacheError(
+                f"cannot read {key} of variant {self.variant} in {self._cache.path} ({exc}); "
+                f"{_rebuild_hint(self._cache.path)}"
+            ) from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._group

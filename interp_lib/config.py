@@ -1,0 +1,137 @@
+"""Workflow configuration: YAML loading, JSON-schema validation with defaults, and
+checks the schema cannot express. Every error is one line naming the culprit."""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+NAME_CHARS = "A-Z a-z 0-9 _ . -"
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key."""
+
+
+def schema() -> dict:
+    text = resources.files("interp_lib").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sch):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(prop, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, sch)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key_path(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = "" if not error.absolute_path else where + "."
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {prefix}{extra[0] if extra else '?'}{hint}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "pattern" and error.schema.get("pattern") == "^[A-Za-z0-9_.-]+$":
+        return f"{where}: name {error.instance!r} may use only {NAME_CHARS}"
+    if error.validator == "propertyNames":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def validate_config(config: dict) -> dict:
+    """Validates a config dict in place, filling defaults; returns it. Raises ConfigError."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping of keys, got {type(config).__name__}")
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
+    errors = list(validator.iter_errors(config))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        if error.validator == "propertyNames":
+            bad = [e for e in error.context] or [error]
+            raise ConfigError(
+                f"{_key_path(error.absolute_path)}: name {bad[0].instance!r} may use only {NAME_CHARS}"
+            )
+        raise ConfigError(f"config: {_describe(error)}")
+    try:
+        _check_references(config)
+    except ConfigError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    return config
+
+
+def _check_references(config: dict) -> None:
+    models, scenarios = config["models"], config["scenarios"]
+    known = ", ".join(models)
+    for name, exp in config.get("experiments", {}).items():
+        for role in ("source", "target"):
+            if exp[role] not in models:
+                raise ConfigError(
+                    f"experiments.{name}.{role}: unknown model {exp[role]!r} (known models: {known})"
+                )
+        if exp["source"] == exp["target"]:
+            raise ConfigError(f"experiments.{name}: source and target are the same model {exp['source']!r}")
+    subset = config["analysis"].get("patch_scenarios")
+    for scen in subset or ():
+        if scen not in scenarios:
+            raise ConfigError(
+                f"analysis.patch_scenarios: unknown scenario {scen!r} (known: {', '.join(scenarios)})"
+            )
+    ref = config.get("prompt_tokenizer_model")
+    if ref is not None and ref not in models:
+        raise ConfigError(f"prompt_tokenizer_model: unknown model {ref!r} (known models: {known})")
+    seen = {}
+    for name, spec in scenarios.items():
+        key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"))
+        if key in seen:
+            raise ConfigError(
+                f"scenarios.{name}: same state and extra sentence as scenarios.{seen[key]}; prompts would repeat"
+            )
+        seen[key] = name
+
+
+def load_config(path: str | os.PathLike | None = None) -> dict:
+    """Reads and validates a YAML config (default: $INTERP_CONFIG or ./config.yaml)."""
+    path = Path(path or os.environ.get("INTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: YAML does not parse: {problem}") from None
+    return validate_config(config)
+
+
+def is_embedded(config: dict, path: str | None) -> bool:
+    """True when a model path lies under the embedded family's directory (built by the workflow)."""
+    if not path:
+        return False
+    root = Path(config["embedded"]["dir"]).resolve()
+    return Path(path).resolve().is_relative_to(root)
+
+
+def patch_scenarios(config: dict) -> list[str]:
+    subset = config["analysis"].get("patch_scenarios")
+    return list(subset) if subset else list(config["scenarios"])

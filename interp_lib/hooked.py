@@ -1,0 +1,339 @@
+"""The hooked model: the one module that knows the architectures.
+
+`HookedModel` re-runs a Hugging Face decoder (Gemma-2, or the Llama family: Llama,
+Qwen2, Mistral) block by block from its own weights, exposing TransformerLens hook
+points. Shapes: B batch, T positions, d d_model, H query heads, dh head dim.
+
+Hook points (TransformerLens names) and their shapes:
+    hook_embed                       [B, T, d]   scaled token embedding (= resid_pre of block 0)
+    blocks.{l}.hook_resid_pre        [B, T, d]
+    blocks.{l}.ln1.hook_scale        [B, T, 1]   sqrt(mean(x^2) + eps) of the input norm
+    blocks.{l}.attn.hook_z           [B, T, H, dh] per-head input slice of o_proj
+    blocks.{l}.ln1_post.hook_scale   [B, T, 1]   post-attention norm scale (Gemma-2 only)
+    blocks.{l}.hook_attn_out         [B, T, d]   attention block's addition to the residual
+    blocks.{l}.hook_resid_mid        [B, T, d]
+    blocks.{l}.ln2.hook_scale        [B, T, 1]
+    blocks.{l}.ln2_post.hook_scale   [B, T, 1]   post-feedforward norm scale (Gemma-2 only)
+    blocks.{l}.hook_mlp_out          [B, T, d]   MLP block's addition to the residual
+    blocks.{l}.hook_resid_post       [B, T, d]
+    ln_final.hook_scale              [B, T, 1]
+
+A hook is `fn(tensor, name) -> tensor | None`; a returned tensor replaces the
+activation and everything downstream recomputes from it. Replacing a scale freezes
+that norm (what makes per-head attribution linear).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+
+SUPPORTED_MODEL_TYPES = ("gemma2", "llama", "qwen2", "mistral")
+
+
+class UnsupportedArchitecture(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What differs between the supported decoders."""
+
+    family: str  # "gemma2" or "llama"
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    d_vocab: int
+    eps: float
+    norm_offset: float  # RMSNorm gain is (offset + w): 1 for Gemma, 0 for Llama
+    post_norms: bool  # Gemma-2's post-attention / post-feedforward norms
+    embed_scale: float | None
+    attn_scale: float
+    attn_softcap: float | None
+    final_softcap: float | None
+    sliding_windows: tuple  # per layer: window length or None (global attention)
+
+    @classmethod
+    def from_config(cls, config) -> "ArchSpec":
+        model_type = getattr(config, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedArchitecture(
+                f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        n_heads = config.num_attention_heads
+        d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+        layer_types = getattr(config, "layer_types", None)
+        window = getattr(config, "sliding_window", None)
+        if layer_types is not None:
+            windows = tuple(window if t == "sliding_attention" else None for t in layer_types)
+        else:
+            windows = tuple([window] * config.num_hidden_layers)
+        gemma = model_type == "gemma2"
+        return cls(
+            family="gemma2" if gemma else "llama",
+            n_layers=config.num_hidden_layers,
+            n_heads=n_heads,
+            n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
+            d_head=d_head,
+            d_model=config.hidden_size,
+            d_vocab=config.vocab_size,
+            eps=config.rms_norm_eps,
+            norm_offset=1.0 if gemma else 0.0,
+            post_norms=gemma,
+            embed_scale=math.sqrt(config.hidden_size) if gemma else None,
+            attn_scale=(config.query_pre_attn_scalar if gemma else d_head) ** -0.5,
+            attn_softcap=getattr(config, "attn_logit_softcapping", None) if gemma else None,
+            final_softcap=getattr(config, "final_logit_softcapping", None) if gemma else None,
+            sliding_windows=windows,
+        )
+
+
+def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    return x if cap is None else torch.tanh(x / cap) * cap
+
+
+def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """sqrt(mean(x^2) + eps) over the last axis, float32, keepdim."""
+    return torch.sqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Boolean [Tq, Tk]: causal, and within the sliding window when there is one."""
+    allowed = k_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        allowed &= k_pos[None, :] > q_pos[:, None] - window
+    return allowed
+
+
+class HookedModel:
+    """A decoder-only HF model run block by block with hook points (see module doc)."""
+
+    def __init__(self, hf_model, tokenizer=None, name: str | None = None):
+        self.model = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(hf_model.config, "_name_or_path", "model")
+        self.cfg = ArchSpec.from_config(hf_model.config)
+        self._layers = hf_model.model.layers
+        self._rotary = hf_model.model.rotary_emb
+        self._rope_cache: dict = {}
+
+    # ---- basic properties -------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return self.cfg.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.cfg.n_heads
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """[d_vocab, d_model] unembedding."""
+        return self.model.get_output_embeddings().weight
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        """[H, dh, d] per-head output projection of a layer."""
+        w = self._layers[layer].self_attn.o_proj.weight  # [d, H*dh]
+        return w.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+
+    def norm_gain(self, norm_module) -> torch.Tensor:
+        """[d] float32 effective RMSNorm gain ((1 + w) for Gemma, w for Llama)."""
+        return norm_module.weight.float() + self.cfg.norm_offset
+
+    def final_norm_gain(self) -> torch.Tensor:
+        return self.norm_gain(self.model.model.norm)
+
+    def post_attn_norm_gain(self, layer: int) -> torch.Tensor | None:
+        return self.norm_gain(self._layers[layer].post_attention_layernorm) if self.cfg.post_norms else None
+
+    def to_tokens(self, prompt: str) -> torch.Tensor:
+        """[1, T] decision input for a prompt (see `tokens.decision_input_ids`)."""
+        from .tokens import decision_input_ids
+
+        if self.tokenizer is None:
+            raise ValueError("this HookedModel has no tokenizer; pass input ids instead of a prompt")
+        return decision_input_ids(self.tokenizer, prompt).to(self.device)
+
+    # ---- pieces ---------------------------------------------------------------------------
+    def _norm(self, module, x: torch.Tensor, name: str, hooks) -> torch.Tensor:
+        scale = self._hook(hooks, name, rms_scale(x, self.cfg.eps))
+        return ((x.float() / scale) * self.norm_gain(module)).to(x.dtype)
+
+    @staticmethod
+    def _hook(hooks, name: str, value: torch.Tensor) -> torch.Tensor:
+        if hooks:
+            for fn in hooks.get(name, ()):
+                out = fn(value, name)
+                if out is not None:
+                    value = out
+        return value
+
+    def _rope(self, positions: torch.Tensor, like: torch.Tensor):
+        key = (tuple(positions.tolist()), like.dtype, like.device)
+        if key not in self._rope_cache:
+            if len(self._rope_cache) > 16:
+                self._rope_cache.clear()
+            cos, sin = self._rotary(like, positions[None].to(like.device))
+            self._rope_cache[key] = (cos[:, None], sin[:, None])  # [1, 1, T, dh]
+        return self._rope_cache[key]
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] token embedding, scaled by sqrt(d_model) for Gemma."""
+        emb = self.model.get_input_embeddings()
+        x = torch.nn.functional.embedding(input_ids, emb.weight)
+        if self.cfg.embed_scale is not None:
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype, device=x.device)
+        return x
+
+    def attention_z(
+        self,
+        layer: int,
+        x_normed: torch.Tensor,
+        q_positions: torch.Tensor | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B, Tq, H, dh] attention result per head before o_proj.
+
+        By default queries and keys are all positions of `x_normed`. With `kv` (keys
+        and values [B, Hkv, Tk, dh], already rotated) and `kv_positions`, only the
+        query rows `q_positions` of `x_normed` are computed against them.
+        """
+        cfg, attn = self.cfg, self._layers[layer].self_attn
+        B, T, _ = x_normed.shape
+        positions = torch.arange(T, device=x_normed.device) if q_positions is None else q_positions
+        q = attn.q_proj(x_normed).view(B, T, cfg.n_heads, cfg.d_head).transpose(1, 2)
+        cos, sin = self._rope(positions, x_normed)
+        q = q * cos + _rotate_half(q) * sin
+        if kv is None:
+            k, v = self.keys_values(layer, x_normed)
+            kv_positions = positions
+        else:
+            k, v = kv
+        groups = cfg.n_heads // cfg.n_kv_heads
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+        scores = torch.matmul(q, k.transpose(2, 3)) * cfg.attn_scale
+        scores = softcap(scores, cfg.attn_softcap)
+        allowed = attention_mask(positions, kv_positions, cfg.sliding_windows[layer])
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return torch.matmul(probs, v).transpose(1, 2)
+
+    def keys_values(self, layer: int, x_normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values [B, Hkv, T, dh] of a layer, from its normed input."""
+        cfg, attn = self.cfg, self._layers[layer].self_attn
+        B, T, _ = x_normed.shape
+        k = attn.k_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
+        v = attn.v_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
+        cos, sin = self._rope(torch.arange(T, device=x_normed.device), x_normed)
+        return k * cos + _rotate_half(k) * sin, v
+
+    def block(self, layer: int, resid: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
+        """One decoder block on [B, T, d]; returns resid_post."""
+        blk, p = self._layers[layer], f"blocks.{layer}."
+        resid = self._hook(hooks, p + "hook_resid_pre", resid)
+        x = self._norm(blk.input_layernorm, resid, p + "ln1.hook_scale", hooks)
+        z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x))
+        a = blk.self_attn.o_proj(z.reshape(*z.shape[:2], -1))
+        if self.cfg.post_norms:
+            a = self._norm(blk.post_attention_layernorm, a, p + "ln1_post.hook_scale", hooks)
+        a = self._hook(hooks, p + "hook_attn_out", a)
+        resid = self._hook(hooks, p + "hook_resid_mid", resid + a)
+        mlp_norm = blk.pre_feedforward_layernorm if self.cfg.post_norms else blk.post_attention_layernorm
+        m = blk.mlp(self._norm(mlp_norm, resid, p + "ln2.hook_scale", hooks))
+        if self.cfg.post_norms:
+            m = self._norm(blk.post_feedforward_layernorm, m, p + "ln2_post.hook_scale", hooks)
+        m = self._hook(hooks, p + "hook_mlp_out", m)
+        return self._hook(hooks, p + "hook_resid_post", resid + m)
+
+    def unembed(self, resid: torch.Tensor, hooks: dict | None = None, rows=None, apply_softcap: bool = True):
+        """Final norm (recomputed on `resid`), unembedding and softcap: [..., d] -> [..., V].
+
+        With `rows` (token ids), only those logits are computed: [..., len(rows)].
+        """
+        x = self._norm(self.model.model.norm, resid, "ln_final.hook_scale", hooks)
+        w = self.W_U if rows is None else self.W_U[list(rows)]
+        logits = x @ w.T
+        return softcap(logits, self.cfg.final_softcap) if apply_softcap else logits
+
+    # ---- forward passes ---------------------------------------------------------------------
+    def forward_from(
+        self,
+        resid: torch.Tensor,
+        start_layer: int = 0,
+        hooks: dict | None = None,
+        rows: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits from `resid` = resid_pre of `start_layer` [B, T, d] through the last block.
+
+        `last_only` unembeds the last position only ([B, V] instead of [B, T, V]).
+        """
+        for layer in range(start_layer, self.cfg.n_layers):
+            resid = self.block(layer, resid, hooks)
+        if last_only:
+            resid = resid[:, -1]
+        return self.unembed(resid, hooks, rows)
+
+    @torch.no_grad()
+    def run_with_hooks(self, input_ids: torch.Tensor, fwd_hooks: Iterable[tuple[str, Hook]] = (), **kw):
+        """Logits [B, T, V] of a full forward pass with TransformerLens-style (name, fn) hooks."""
+        hooks: dict = {}
+        for name, fn in fwd_hooks:
+            hooks.setdefault(name, []).append(fn)
+        input_ids = input_ids.to(self.device)
+        resid = self._hook(hooks, "hook_embed", self.embed(input_ids))
+        return self.forward_from(resid, 0, hooks, **kw)
+
+    @torch.no_grad()
+    def run_with_cache(self, input_ids: torch.Tensor, names_filter: Callable[[str], bool] | None = None):
+        """(logits [B, T, V], cache {hook name: tensor}) of one forward pass."""
+        cache: dict[str, torch.Tensor] = {}
+
+        def save(value, name):
+            if names_filter is None or names_filter(name):
+                cache[name] = value.detach()
+
+        names = ["hook_embed", "ln_final.hook_scale"]
+        for layer in range(self.cfg.n_layers):
+            p = f"blocks.{layer}."
+            names += [p + n for n in ("hook_resid_pre", "ln1.hook_scale", "attn.hook_z", "hook_attn_out",
+                                      "hook_resid_mid", "ln2.hook_scale", "hook_mlp_out", "hook_resid_post")]
+            if self.cfg.post_norms:
+                names += [p + "ln1_post.hook_scale", p + "ln2_post.hook_scale"]
+        logits = self.run_with_hooks(input_ids, [(n, save) for n in names])
+        return logits, cache
+
+    def head_contributions(self, cache: dict, layer: int, position: int) -> torch.Tensor:
+        """[B, H, d] float32: each head's addition to the residual at `position`, with the
+        post-attention norm scale frozen at its cached value. Sums over H to hook_attn_out."""
+        z = cache[f"blocks.{layer}.attn.hook_z"][:, position].float()  # [B, H, dh]
+        out = torch.einsum("bhk,hkd->bhd", z, self.W_O(layer).float())
+        if self.cfg.post_norms:
+            scale = cache[f"blocks.{layer}.ln1_post.hook_scale"][:, position]  # [B, 1]
+            out = out / scale[:, None] * self.post_attn_norm_gain(layer)
+        return out
+
+
+HookedGemmaModel = HookedModel

@@ -1,0 +1,220 @@
+"""Loading base models, merging LoRA adapters, saving and fingerprinting merged weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FINGERPRINT_FILE = "fingerprint.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message names the model and the path."""
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def check_dtype(model_type: str, dtype: str, name: str) -> None:
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"model {name}: unknown dtype {dtype!r} (use one of {', '.join(DTYPES)})")
+    if model_type == "gemma2" and dtype == "float16":
+        raise ModelLoadError(
+            f"model {name}: Gemma-2 overflows in float16 (activations exceed its range); "
+            "set analysis.dtype to bfloat16 or float32"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_tokenizer(path: str, name: str = "", allow_download: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=not allow_download, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"model {name}: cannot load the tokenizer from {path!r} offline ({_first_line(exc)})"
+        ) from None
+
+
+def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name: str = "",
+                    allow_download: bool = False):
+    """A HF causal LM with eager attention, in `dtype`, on `device`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    local = not allow_download
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        where = "local path" if Path(path).exists() else "path or hub id (not in the local cache)"
+        raise ModelLoadError(
+            f"model {name}: cannot load weights from {where} {path!r} offline ({_first_line(exc)}); "
+            "download them first, or point the config at a local directory"
+        ) from None
+    check_dtype(config.model_type, dtype, name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[dtype], attn_implementation="eager", local_files_only=local,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model {name}: cannot load weights from {path!r} ({_first_line(exc)})") from None
+    return model.to(resolve_device(device)).eval()
+
+
+def _check_adapter_dir(adapter: str, name: str, allow_pickle: bool) -> None:
+    adir = Path(adapter)
+    if not adir.is_dir():
+        raise ModelLoadError(f"model {name}: adapter directory not found: {adapter}")
+    if not (adir / "adapter_config.json").is_file():
+        raise ModelLoadError(f"model {name}: {adapter} has no adapter_config.json (not a PEFT adapter)")
+    if not (adir / "adapter_model.safetensors").is_file():
+        if (adir / "adapter_model.bin").is_file():
+            if not allow_pickle:
+                raise ModelLoadError(
+                    f"model {name}: adapter {adapter} is a pickle (adapter_model.bin); convert it to "
+                    "safetensors or set analysis.allow_pickle: true (loaded with weights_only=True)"
+                )
+        else:
+            raise ModelLoadError(f"model {name}: {adapter} has no adapter_model.safetensors")
+
+
+def merge_adapter(base_model, adapter: str, name: str = "", allow_pickle: bool = False):
+    """Merges a LoRA adapter into `base_model` (merged in float32); returns the plain HF model."""
+    from peft import PeftModel
+
+    _check_adapter_dir(adapter, name, allow_pickle)
+    dtype = base_model.dtype
+    base_model = base_model.float()
+    try:
+        peft_model = PeftModel.from_pretrained(base_model, adapter, is_trainable=False)
+    except RuntimeError as exc:
+        mismatch = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+        detail = mismatch[0] if mismatch else _first_line(exc)
+        raise ModelLoadError(f"model {name}: adapter {adapter} does not fit its base model: {detail}") from None
+    merged = peft_model.merge_and_unload()
+    return merged.to(dtype).eval()
+
+
+def load_model(name: str, spec: dict, dtype: str = "float32", device: str = "cpu",
+               allow_download: bool = False, allow_pickle: bool = False):
+    """(HF model, tokenizer) for a config entry `{base, adapter}`, merged in memory."""
+    tokenizer = load_tokenizer(spec["base"], name, allow_download)
+    if spec.get("adapter"):
+        _check_adapter_dir(spec["adapter"], name, allow_pickle)
+        model = load_base_model(spec["base"], "float32", "cpu", name, allow_download)
+        check_dtype(model.config.model_type, dtype, name)
+        model = merge_adapter(model, spec["adapter"], name, allow_pickle).to(DTYPES[dtype])
+        model = model.to(resolve_device(device))
+    else:
+        model = load_base_model(spec["base"], dtype, device, name, allow_download)
+    return model, tokenizer
+
+
+def state_fingerprint(model) -> str:
+    """sha256 over parameter names, dtypes, shapes and bytes of a model's state dict."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_merged(model, tokenizer, out_dir: str | Path, meta: dict) -> dict:
+    """Writes model.safetensors (one file), config, tokenizer and fingerprint.json into
+    `out_dir`; every file is written to a temporary name first, fingerprint.json last."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "fingerprint": state_fingerprint(model), "dtype": str(model.dtype).replace("torch.", "")}
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")
+        tokenizer.save_pretrained(tmp)
+        for item in sorted(Path(tmp).iterdir()):
+            dest = out_dir / item.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(item, dest)
+    write_json_atomic(out_dir / FINGERPRINT_FILE, meta)
+    return meta
+
+
+def read_fingerprint(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / FINGERPRINT_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: the merged model is incomplete; rerun its merge rule")
+    return json.loads(path.read_text())
+
+
+class LoRAModelLoader:
+    """Loads configured models as `HookedModel`s by name.
+
+    Merged weights from `{results_dir}/models/{name}/` are used when present; otherwise
+    the adapter is merged in memory. `config` is a path, a dict, or None for
+    $INTERP_CONFIG / ./config.yaml.
+    """
+
+    def __init__(self, device: str = "auto", config=None, results_dir: str | Path = "results",
+                 dtype: str | None = None):
+        from .config import load_config, validate_config
+
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config = load_config(config)
+        else:
+            config = validate_config(config)
+        self.config = config
+        self.device = resolve_device(device)
+        self.dtype = dtype or config["analysis"]["dtype"]
+        self.results_dir = Path(results_dir)
+
+    def merged_dir(self, name: str) -> Path:
+        return self.results_dir / "models" / name
+
+    def load_hf_model(self, name: str):
+        models = self.config["models"]
+        if name not in models:
+            raise ModelLoadError(f"unknown model {name!r} (configured: {', '.join(models)})")
+        opts = self.config["analysis"]
+        merged = self.merged_dir(name)
+        if (merged / FINGERPRINT_FILE).is_file():
+            return load_base_model(str(merged), self.dtype, self.device, name), load_tokenizer(str(merged), name)
+        return load_model(name, models[name], self.dtype, self.device, opts["allow_download"], opts["allow_pickle"])
+
+    def load_hooked_model(self, name: str):
+        from .hooked import HookedModel
+
+        model, tokenizer = self.load_hf_model(name)
+        return HookedModel(model, tokenizer, name=name)
+
+
+def merge_to_dir(name: str, spec: dict, out_dir: str | Path, dtype: str = "float32",
+                 allow_download: bool = False, allow_pickle: bool = False) -> dict:
+    """Merges a configured model once (in float32, on the CPU) and saves it in `dtype`."""
+    tokenizer = load_tokenizer(spec["base"], name, allow_download)
+    model = load_base_model(spec["base"], "float32", "cpu", name, allow_download)
+    check_dtype(model.config.model_type, dtype, name)
+    if spec.get("adapter"):
+        model = merge_adapter(model, spec["adapter"], name, allow_pickle)
+    model = model.to(DTYPES[dtype])
+    log.info("model %s: saving merged weights (%s) to %s", name, dtype, out_dir)
+    return save_merged(model, tokenizer, out_dir, {"model": name, "base": spec["base"], "adapter": spec.get("adapter")})

@@ -1,0 +1,62 @@
+"""Action tokens and the model input whose last position makes the decision.
+
+`action1` and `action2` tokenize to a shared prefix plus one differing token. The
+model's choice is the next-token distribution after the prefix, so the input is the
+chat-templated prompt followed by the prefix, and the decision position is the last
+one. delta = logit[D] - logit[C] there (positive = pro-Defect).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+COOPERATE, DEFECT = "action1", "action2"
+
+
+class ActionTokenError(ValueError):
+    pass
+
+
+def get_action_token_ids(tokenizer, cooperate: str = COOPERATE, defect: str = DEFECT) -> dict:
+    """`{'action1_tokens', 'action2_tokens', 'prefix', 'C', 'D'}` derived from the tokenizer."""
+    c_ids = tokenizer.encode(cooperate, add_special_tokens=False)
+    d_ids = tokenizer.encode(defect, add_special_tokens=False)
+    if len(c_ids) != len(d_ids) or c_ids[:-1] != d_ids[:-1] or c_ids[-1] == d_ids[-1]:
+        raise ActionTokenError(
+            f"action strings {cooperate!r} -> {c_ids} and {defect!r} -> {d_ids} do not share all but "
+            "their last token; the decision metric needs one differing token"
+        )
+    return {
+        "action1_tokens": list(c_ids),
+        "action2_tokens": list(d_ids),
+        "prefix": list(c_ids[:-1]),
+        "C": int(c_ids[-1]),
+        "D": int(d_ids[-1]),
+    }
+
+
+def decision_input_ids(tokenizer, prompt: str, action_tokens: dict | None = None) -> torch.Tensor:
+    """`[1, n_tokens]` ids: chat template (one BOS) + prompt + the actions' shared prefix."""
+    from .prompts import chat_prompt
+
+    action_tokens = action_tokens or get_action_token_ids(tokenizer)
+    text = chat_prompt(tokenizer, prompt)
+    # A template that already writes BOS must not get a second one from the tokenizer.
+    has_bos = tokenizer.bos_token is not None and text.startswith(tokenizer.bos_token)
+    ids = tokenizer.encode(text, add_special_tokens=not has_bos)
+    return torch.tensor([ids + action_tokens["prefix"]], dtype=torch.long)
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 over the vocabulary, special tokens and chat template."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(str(tokenizer.chat_template or "").encode())
+    h.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    return h.hexdigest()

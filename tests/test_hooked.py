@@ -1,0 +1,131 @@
+"""The hooked model against Hugging Face's own forward pass, and the decomposition
+identities every analysis relies on."""
+
+import pytest
+import torch
+from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+
+from interp_lib.hooked import HookedModel, UnsupportedArchitecture
+
+
+def _randomize(model, std=0.1):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model.eval()
+
+
+def tiny_gemma2():
+    cfg = Gemma2Config(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                       query_pre_attn_scalar=24, max_position_embeddings=128, attn_implementation="eager")
+    return _randomize(Gemma2ForCausalLM(cfg))
+
+
+def tiny(config_cls, model_cls, **extra):
+    cfg = config_cls(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                     attn_implementation="eager", **extra)
+    return _randomize(model_cls(cfg))
+
+
+MODELS = {
+    "gemma2": tiny_gemma2,
+    "llama": lambda: tiny(LlamaConfig, LlamaForCausalLM),
+    "qwen2": lambda: tiny(Qwen2Config, Qwen2ForCausalLM),
+    "mistral": lambda: tiny(MistralConfig, MistralForCausalLM, sliding_window=6),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model_and_ids(request):
+    torch.manual_seed(0)
+    return MODELS[request.param](), torch.randint(0, 97, (2, 30))
+
+
+def test_logits_equal_hf_forward(model_and_ids):
+    model, ids = model_and_ids
+    with torch.no_grad():
+        expected = model(ids).logits
+    got = HookedModel(model).run_with_hooks(ids)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_residual_stream_adds_up(model_and_ids):
+    model, ids = model_and_ids
+    hooked = HookedModel(model)
+    _, cache = hooked.run_with_cache(ids)
+    for layer in range(hooked.n_layers):
+        p = f"blocks.{layer}."
+        total = cache[p + "hook_resid_pre"] + cache[p + "hook_attn_out"] + cache[p + "hook_mlp_out"]
+        assert torch.allclose(cache[p + "hook_resid_post"], total, atol=1e-6)
+        if layer + 1 < hooked.n_layers:
+            assert torch.equal(cache[p + "hook_resid_post"], cache[f"blocks.{layer + 1}.hook_resid_pre"])
+    assert torch.equal(cache["hook_embed"], cache["blocks.0.hook_resid_pre"])
+
+
+def test_head_contributions_sum_to_attn_out(model_and_ids):
+    model, ids = model_and_ids
+    hooked = HookedModel(model)
+    _, cache = hooked.run_with_cache(ids)
+    for layer in range(hooked.n_layers):
+        for pos in (0, 17, ids.shape[1] - 1):
+            heads = hooked.head_contributions(cache, layer, pos)
+            assert heads.shape == (2, hooked.n_heads, hooked.cfg.d_model)
+            assert (heads.sum(1) - cache[f"blocks.{layer}.hook_attn_out"][:, pos]).abs().max() < 1e-5
+            # heads differ: the decomposition is not attn_out / n_heads
+            assert (heads[:, 0] - heads[:, 1]).abs().max() > 1e-3
+
+
+def test_gemma2_features_are_exercised():
+    model = tiny_gemma2()
+    cfg = HookedModel(model).cfg
+    assert cfg.post_norms and cfg.attn_softcap == 50.0 and cfg.final_softcap == 30.0
+    assert cfg.sliding_windows == (8, None, 8, None)
+    assert cfg.n_kv_heads < cfg.n_heads
+    assert cfg.embed_scale == pytest.approx(8.0)
+
+
+def test_sliding_window_limits_what_a_local_layer_sees():
+    model = tiny_gemma2()
+    hooked = HookedModel(model)
+    ids = torch.randint(0, 97, (1, 30))
+    changed = ids.clone()
+    changed[0, 5] = (ids[0, 5] + 1) % 97  # 24 positions before the last: outside the window of 8
+    _, a = hooked.run_with_cache(ids)
+    _, b = hooked.run_with_cache(changed)
+    # layer 0 is local: its last-position attention output ignores position 5 ...
+    assert torch.allclose(a["blocks.0.hook_attn_out"][0, -1], b["blocks.0.hook_attn_out"][0, -1], atol=1e-6)
+    # ... layer 1 is global: it does not
+    assert not torch.allclose(a["blocks.1.hook_attn_out"][0, -1], b["blocks.1.hook_attn_out"][0, -1], atol=1e-4)
+
+
+def test_hooks_replace_activations():
+    model = tiny_gemma2()
+    hooked = HookedModel(model)
+    ids = torch.randint(0, 97, (1, 12))
+    base = hooked.run_with_hooks(ids)
+    same = hooked.run_with_hooks(ids, [("blocks.2.attn.hook_z", lambda z, name: z.clone())])
+    assert torch.equal(base, same)
+    zeroed = hooked.run_with_hooks(ids, [("blocks.2.attn.hook_z", lambda z, name: torch.zeros_like(z))])
+    assert (zeroed - base).abs().max() > 1e-3
+
+
+def test_forward_from_cached_residual_matches_full_run():
+    model = tiny_gemma2()
+    hooked = HookedModel(model)
+    ids = torch.randint(0, 97, (1, 20))
+    logits, cache = hooked.run_with_cache(ids)
+    for layer in range(hooked.n_layers):
+        resumed = hooked.forward_from(cache[f"blocks.{layer}.hook_resid_pre"], layer)
+        assert torch.equal(resumed, logits)
+
+
+def test_unsupported_architecture_is_named():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with pytest.raises(UnsupportedArchitecture, match="gpt2"):
+        HookedModel(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))

@@ -1,0 +1,57 @@
+import os
+import re
+import sys
+from pathlib import Path
+
+from interp_lib.config import ConfigError, is_embedded, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    sys.exit(f"Error: {exc}")
+
+MODELS = list(config["models"])
+SCENARIOS = list(config["scenarios"])
+EMBEDDED_DIR = config["embedded"]["dir"].rstrip("/")
+NAME = "[A-Za-z0-9_.-]+"
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS),
+    scenario="|".join(re.escape(s) for s in SCENARIOS),
+
+
+def model_dir_inputs(path):
+    """Files that stand for a base or adapter directory: built by the embedded family's
+    rules, or existing local files (so that replacing them reruns what depends on them)."""
+    if not path:
+        return []
+    if is_embedded(config, path):
+        return [f"{path}/config.json"] if not path.startswith(f"{EMBEDDED_DIR}/adapters/") else [
+            f"{path}/adapter_config.json",
+            f"{path}/adapter_model.safetensors",
+        ]
+    local = Path(path)
+    return [str(p) for p in sorted(local.glob("*.json")) + sorted(local.glob("*.safetensors"))]
+
+
+def check_adapter_paths():
+    for name, spec in config["models"].items():
+        adapter = spec.get("adapter")
+        if adapter and not is_embedded(config, adapter) and not Path(adapter).is_dir():
+            sys.exit(f"Error: config: models.{name}.adapter: adapter directory not found: {adapter}")
+
+
+check_adapter_paths()
+
+
+def prompt_tokenizer_model():
+    return config.get("prompt_tokenizer_model") or MODELS[0]
+
+
+def cache_files(models=None, scenarios=None):
+    return [
+        f"results/cache/{m}/{s}.h5"
+        for m in (models or MODELS)
+        for s in (scenarios or SCENARIOS)
+    ]

@@ -1,0 +1,52 @@
+# The embedded demo family: a small Gemma-2 and four LoRA adapters trained with the
+# paper's rewards. Built only for models whose paths lie under config["embedded"]["dir"];
+# real users point the config at their own models and these rules never run.
+from interp_lib.demo import ADAPTER_REWARDS
+
+
+rule demo_base:
+    output:
+        f"{EMBEDDED_DIR}/base/config.json",
+        f"{EMBEDDED_DIR}/base/model.safetensors",
+        f"{EMBEDDED_DIR}/base/tokenizer.json",
+    params:
+        seed=config["seed"],
+        steps=config["embedded"]["pretrain_steps"],
+    log:
+        "results/logs/demo/base.log",
+    benchmark:
+        "results/benchmarks/demo/base.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../envs/interp.yaml"
+    script:
+        "../scripts/demo_base.py"
+
+
+rule demo_adapter:
+    input:
+        f"{EMBEDDED_DIR}/base/config.json",
+        f"{EMBEDDED_DIR}/base/model.safetensors",
+    output:
+        f"{EMBEDDED_DIR}/adapters/{{adapter}}/adapter_config.json",
+        f"{EMBEDDED_DIR}/adapters/{{adapter}}/adapter_model.safetensors",
+    params:
+        base=f"{EMBEDDED_DIR}/base",
+        reward=lambda wc: ADAPTER_REWARDS[wc.adapter],
+        seed=config["seed"],
+        steps=config["embedded"]["rl_steps"],
+    log:
+        "results/logs/demo/adapter_{adapter}.log",
+    benchmark:
+        "results/benchmarks/demo/adapter_{adapter}.tsv"
+    wildcard_constraints:
+        adapter="|".join(ADAPTER_REWARDS),
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../envs/interp.yaml"
+    script:
+        "../scripts/demo_adapter.py"

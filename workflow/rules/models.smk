@@ -1,0 +1,26 @@
+# Each adapter merged into its base exactly once (in float32), saved in analysis.dtype.
+
+
+rule merge_model:
+    input:
+        lambda wc: model_dir_inputs(config["models"][wc.model]["base"])
+        + model_dir_inputs(config["models"][wc.model]["adapter"]),
+    output:
+        "results/models/{model}/model.safetensors",
+        "results/models/{model}/fingerprint.json",
+    params:
+        spec=lambda wc: config["models"][wc.model],
+        dtype=config["analysis"]["dtype"],
+        allow_download=config["analysis"]["allow_download"],
+        allow_pickle=config["analysis"]["allow_pickle"],
+    log:
+        "results/logs/models/{model}.log",
+    benchmark:
+        "results/benchmarks/models/{model}.tsv"
+    resources:
+        mem_mb=24000,
+        runtime=60,
+    conda:
+        "../../envs/interp.yaml"
+    script:
+        "../scripts/merge_model.py"

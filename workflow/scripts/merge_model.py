@@ -1,0 +1,11 @@
+"""Merges one model's LoRA adapter into its base and saves it as safetensors."""
+
+from pathlib import Path
+
+from interp_lib.io import job_logging
+from interp_lib.models import merge_to_dir
+
+with job_logging(snakemake.log[0]):
+    p = snakemake.params
+    merge_to_dir(snakemake.wildcards.model, p.spec, Path(snakemake.output[0]).parent, p.dtype,
+                 p.allow_download, p.allow_pickle)

@@ -1,0 +1,10 @@
+"""Writes one scenario's evaluation prompts."""
+
+from interp_lib.io import job_logging
+from interp_lib.models import load_tokenizer
+from interp_lib.prompts import write_scenario_file
+
+with job_logging(snakemake.log[0]):
+    p = snakemake.params
+    tokenizer = load_tokenizer(p.tokenizer, "prompt tokenizer", p.allow_download)
+    write_scenario_file(snakemake.output[0], snakemake.wildcards.scenario, p.spec, p.n_variants, p.seed, tokenizer)
