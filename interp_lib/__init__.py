@@ -1,0 +1,44 @@
+"""White-box interpretability of LoRA fine-tuned language models on the Iterated
+Prisoner's Dilemma: hooked model, HDF5 activation cache, logit lens, direct logit
+attribution and activation patching.
+
+Sign convention everywhere: delta = logit(D) - logit(C) at the decision position;
+positive = pro-Defect (action2), negative = pro-Cooperate (action1).
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# Public names -> defining module; imported on first use (torch and transformers are heavy).
+_EXPORTS = {
+    "load_config": "config",
+    "ConfigError": "config",
+    "get_action_token_ids": "tokens",
+    "decision_input_ids": "tokens",
+    "load_prompt_dataset": "prompts",
+    "build_dataset": "prompts",
+    "HookedModel": "hooked",
+    "HookedGemmaModel": "hooked",
+    "LoRAModelLoader": "models",
+    "ModelLoadError": "models",
+    "CacheFile": "cache",
+    "CacheError": "cache",
+    "LogitLensAnalyzer": "logit_lens",
+    "LogitLensVisualizer": "logit_lens",
+    "DirectLogitAttributor": "dla",
+    "DLAResult": "dla",
+    "DLAVisualizer": "dla",
+    "ActivationPatcher": "patching",
+    "PatchResult": "patching",
+    "CircuitDiscovery": "patching",
+    "PatchingVisualizer": "patching",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'interp_lib' has no attribute {name!r}")

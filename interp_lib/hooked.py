@@ -9,6 +9,8 @@ Hook points (TransformerLens names) and their shapes:
     blocks.{l}.hook_resid_pre        [B, T, d]
     blocks.{l}.ln1.hook_scale        [B, T, 1]   sqrt(mean(x^2) + eps) of the input norm
     blocks.{l}.attn.hook_z           [B, T, H, dh] per-head input slice of o_proj
+    blocks.{l}.attn.hook_result      [B, T, H, d] per-head output z_h @ W_O[h] (computed only
+                                                  when hooked; o_proj's output is their sum)
     blocks.{l}.ln1_post.hook_scale   [B, T, 1]   post-attention norm scale (Gemma-2 only)
     blocks.{l}.hook_attn_out         [B, T, d]   attention block's addition to the residual
     blocks.{l}.hook_resid_mid        [B, T, d]
@@ -95,6 +97,16 @@ class ArchSpec:
         )
 
 
+def o_proj_weight_name(layer: int) -> str:
+    """State-dict key of a layer's o_proj weight [d, H*dh] in HF decoder checkpoints."""
+    return f"model.layers.{layer}.self_attn.o_proj.weight"
+
+
+def W_O_from_o_proj(weight: torch.Tensor, n_heads: int, d_head: int) -> torch.Tensor:
+    """[d, H*dh] o_proj weight -> [H, dh, d] per-head output matrices."""
+    return weight.T.reshape(n_heads, d_head, weight.shape[0])
+
+
 def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     return x if cap is None else torch.tanh(x / cap) * cap
 
@@ -153,8 +165,7 @@ class HookedModel:
 
     def W_O(self, layer: int) -> torch.Tensor:
         """[H, dh, d] per-head output projection of a layer."""
-        w = self._layers[layer].self_attn.o_proj.weight  # [d, H*dh]
-        return w.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+        return W_O_from_o_proj(self._layers[layer].self_attn.o_proj.weight, self.cfg.n_heads, self.cfg.d_head)
 
     def norm_gain(self, norm_module) -> torch.Tensor:
         """[d] float32 effective RMSNorm gain ((1 + w) for Gemma, w for Llama)."""
@@ -255,7 +266,13 @@ class HookedModel:
         resid = self._hook(hooks, p + "hook_resid_pre", resid)
         x = self._norm(blk.input_layernorm, resid, p + "ln1.hook_scale", hooks)
         z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x))
-        a = blk.self_attn.o_proj(z.reshape(*z.shape[:2], -1))
+        if hooks and p + "attn.hook_result" in hooks:
+            result = torch.einsum("bthk,hkd->bthd", z, self.W_O(layer))
+            a = self._hook(hooks, p + "attn.hook_result", result).sum(2)
+            if blk.self_attn.o_proj.bias is not None:
+                a = a + blk.self_attn.o_proj.bias
+        else:
+            a = blk.self_attn.o_proj(z.reshape(*z.shape[:2], -1))
         if self.cfg.post_norms:
             a = self._norm(blk.post_attention_layernorm, a, p + "ln1_post.hook_scale", hooks)
         a = self._hook(hooks, p + "hook_attn_out", a)

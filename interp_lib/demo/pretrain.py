@@ -125,7 +125,9 @@ def _loss(model, cache: PromptCache, batch, answer_weight: float):
     return lm + answer_weight * ans, lm.item(), ans.item()
 
 
-def pretrain(model, tokenizer, seed: int, steps: int, batch_size: int = BATCH_SIZE, lr: float = LR):
+def pretrain(model, tokenizer, seed: int, steps: int, batch_size: int | None = None, lr: float | None = None):
+    batch_size = batch_size or BATCH_SIZE
+    lr = lr or LR
     rng = seed_everything(seed + 1)
     cache = PromptCache(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY, betas=(0.9, 0.98))
@@ -146,7 +148,7 @@ def pretrain(model, tokenizer, seed: int, steps: int, batch_size: int = BATCH_SI
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        history.append((float(loss), lm, ans))
+        history.append((loss.item(), lm, ans))
         if (step + 1) % LOG_EVERY == 0 or step == steps - 1:
             logger.info("pretrain step %d/%d: loss %.4f (lm %.4f, answer %.4f)", step + 1, steps, *history[-1])
     model.eval()

@@ -55,3 +55,20 @@ def cache_files(models=None, scenarios=None):
         for m in (models or MODELS)
         for s in (scenarios or SCENARIOS)
     ]
+
+
+def code_version(*modules):
+    """Short sha256 of interp_lib modules (e.g. "dla", "plotting/style"): used as a param,
+    so that editing an analysis module reruns its rules (Snakemake does not track imports)."""
+    import hashlib
+    import interp_lib
+
+    root = Path(interp_lib.__file__).parent
+    h = hashlib.sha256()
+    for module in modules:
+        h.update((root / f"{module}.py").read_bytes())
+    return h.hexdigest()[:12]
+
+
+def model_label(name):
+    return config["models"][name].get("label") or name

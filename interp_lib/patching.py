@@ -1,0 +1,291 @@
+"""Activation patching between two models that see the same prompt.
+
+A patch replaces, in the target's forward pass, one component's activation by the
+source's and lets everything downstream recompute (norm scales included):
+
+- head `L{l}H{h}`: the head's output z_h @ W_O[h] (TransformerLens `attn.hook_result`,
+  summed into o_proj's output before Gemma-2's post-attention norm). With
+  `head_site="z"` only its o_proj input z_h is replaced, so the target's own W_O[h]
+  (which LoRA adapts) is applied to it.
+- `L{l}_MLP`: the MLP block's addition to the residual (after Gemma-2's post-feedforward norm).
+
+Positions: "all" prompt positions, or "decision" (the last position only).
+Components below the patched layer are unchanged, so a patched run starts from the
+target's cached resid_pre at the lowest patched layer, and many patches share one
+batched forward pass. delta = logit(D) - logit(C) (post-softcap) at the decision
+position; delta_change = patched - baseline (positive = towards Defect).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .behavior import action_of
+
+POSITION_MODES = ("all", "decision")
+HEAD_SITES = ("result", "z")
+_COMPONENT = re.compile(r"^L(\d+)(?:H(\d+)|_MLP)$")
+
+
+@dataclass(frozen=True)
+class Component:
+    layer: int
+    head: int | None  # None for the MLP
+
+    @property
+    def kind(self) -> str:
+        return "mlp" if self.head is None else "head"
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}_MLP" if self.head is None else f"L{self.layer}H{self.head}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Component":
+        m = _COMPONENT.match(name)
+        if not m:
+            raise ValueError(f"not a component name: {name!r} (expected L{{layer}}H{{head}} or L{{layer}}_MLP)")
+        return cls(int(m.group(1)), None if m.group(2) is None else int(m.group(2)))
+
+
+def all_components(n_layers: int, n_heads: int) -> list[Component]:
+    """Every head and MLP, layer by layer (heads first within a layer)."""
+    return [Component(l, h) for l in range(n_layers) for h in [*range(n_heads), None]]
+
+
+@dataclass
+class PromptActivations:
+    """What patching needs of one model on one prompt (float tensors on the model's device).
+
+    resid_pre [L, T, d]; z [L, T, H, dh]; mlp_out [L, T, d]; delta (post-softcap).
+    """
+
+    input_ids: torch.Tensor  # [T]
+    resid_pre: torch.Tensor
+    z: torch.Tensor
+    mlp_out: torch.Tensor
+    delta: float
+
+    @classmethod
+    def from_run(cls, model, input_ids: torch.Tensor, action_tokens: dict) -> "PromptActivations":
+        logits, cache = model.run_with_cache(input_ids)
+        L = model.n_layers
+        stack = lambda hook: torch.stack([cache[f"blocks.{l}.{hook}"][0] for l in range(L)])  # noqa: E731
+        delta = float(logits[0, -1, action_tokens["D"]] - logits[0, -1, action_tokens["C"]])
+        return cls(input_ids.reshape(-1), stack("hook_resid_pre"), stack("attn.hook_z"), stack("hook_mlp_out"), delta)
+
+    @classmethod
+    def from_cache(cls, variant_view, device, dtype) -> "PromptActivations":
+        get = lambda key: torch.as_tensor(variant_view[key], device=device).to(dtype)  # noqa: E731
+        return cls(torch.as_tensor(variant_view["input_ids"], device=device), get("resid_pre"), get("z"),
+                   get("mlp_out"), float(variant_view.attrs["delta"]))
+
+
+class PatchRunner:
+    """Exact patched deltas of a target model, many patch sets per batched forward pass."""
+
+    def __init__(self, target, source_W_O: torch.Tensor | None, action_tokens: dict,
+                 positions: str = "all", head_site: str = "result", batch_size: int = 64):
+        if positions not in POSITION_MODES:
+            raise ValueError(f"positions must be one of {POSITION_MODES}, got {positions!r}")
+        if head_site not in HEAD_SITES:
+            raise ValueError(f"head_site must be one of {HEAD_SITES}, got {head_site!r}")
+        if head_site == "result" and source_W_O is None:
+            raise ValueError("head_site='result' needs the source's W_O [L, H, dh, d]")
+        self.target, self.positions, self.head_site = target, positions, head_site
+        self.source_W_O = source_W_O
+        self.rows = [action_tokens["C"], action_tokens["D"]]
+        self.batch_size = batch_size
+
+    def _position_mask(self, T: int, device) -> torch.Tensor:
+        mask = torch.zeros(T, dtype=torch.bool, device=device)
+        if self.positions == "all":
+            mask[:] = True
+        else:
+            mask[-1] = True
+        return mask
+
+    def deltas(self, source: PromptActivations, target: PromptActivations,
+               patch_sets: Sequence[Iterable[Component]]) -> np.ndarray:
+        """[len(patch_sets)] patched deltas; each set is patched jointly in one run."""
+        sets = [tuple(s) for s in patch_sets]
+        out = np.empty(len(sets))
+        # Sets that start at the same layer share a batch (they skip the same clean layers).
+        order = sorted(range(len(sets)), key=lambda i: min((c.layer for c in sets[i]), default=self.target.n_layers))
+        for chunk_start in range(0, len(order), self.batch_size):
+            chunk = order[chunk_start:chunk_start + self.batch_size]
+            out[chunk] = self._run([sets[i] for i in chunk], source, target)
+        return out
+
+    @torch.no_grad()
+    def _run(self, sets: list[tuple[Component, ...]], source: PromptActivations,
+             target: PromptActivations) -> np.ndarray:
+        model = self.target
+        L, H, B = model.n_layers, model.n_heads, len(sets)
+        device = target.resid_pre.device
+        start = min((c.layer for s in sets for c in s), default=L)
+        if start == L:
+            return np.full(B, target.delta)
+        head_mask = torch.zeros(B, L, H, dtype=torch.bool, device=device)
+        mlp_mask = torch.zeros(B, L, dtype=torch.bool, device=device)
+        for b, s in enumerate(sets):
+            for c in s:
+                if c.head is None:
+                    mlp_mask[b, c.layer] = True
+                else:
+                    head_mask[b, c.layer, c.head] = True
+        T = target.resid_pre.shape[1]
+        pos = self._position_mask(T, device)
+        hooks: dict = {}
+        for layer in range(start, L):
+            if head_mask[:, layer].any():
+                where = head_mask[:, layer][:, None, :] & pos[None, :, None]  # [B, T, H]
+                if self.head_site == "z":
+                    hooks[f"blocks.{layer}.attn.hook_z"] = [self._replace(where[..., None], source.z[layer])]
+                else:
+                    src = torch.einsum("thk,hkd->thd", source.z[layer], self.source_W_O[layer])
+                    hooks[f"blocks.{layer}.attn.hook_result"] = [self._replace(where[..., None], src)]
+            if mlp_mask[:, layer].any():
+                where = mlp_mask[:, layer][:, None] & pos[None, :]  # [B, T]
+                hooks[f"blocks.{layer}.hook_mlp_out"] = [self._replace(where[..., None], source.mlp_out[layer])]
+        resid = target.resid_pre[start].expand(B, -1, -1)
+        logits = model.forward_from(resid, start, hooks, rows=self.rows, last_only=True)  # [B, 2]
+        return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
+
+    @staticmethod
+    def _replace(where: torch.Tensor, value: torch.Tensor):
+        def hook(act, name):
+            return torch.where(where, value.to(act.dtype)[None], act)
+
+        return hook
+
+
+@dataclass
+class PatchResult:
+    component: str
+    layer: int
+    head: int | None
+    kind: str
+    baseline_delta: float
+    source_delta: float
+    patched_delta: float
+    delta_change: float
+    baseline_action: str
+    patched_action: str
+    action_flipped: bool
+    effect_size: float  # |delta_change| / |baseline_delta| (NaN when baseline_delta == 0)
+    gap_fraction: float  # delta_change / (source_delta - baseline_delta) (NaN when they are equal)
+
+    @classmethod
+    def make(cls, component: Component, baseline: float, source: float, patched: float) -> "PatchResult":
+        change = patched - baseline
+        return cls(
+            component=component.name, layer=component.layer, head=component.head, kind=component.kind,
+            baseline_delta=baseline, source_delta=source, patched_delta=patched, delta_change=change,
+            baseline_action=action_of(baseline), patched_action=action_of(patched),
+            action_flipped=action_of(baseline) != action_of(patched),
+            effect_size=_ratio(abs(change), abs(baseline)), gap_fraction=_ratio(change, source - baseline),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if abs(den) > 1e-12 else math.nan
+
+
+@dataclass
+class CircuitDiscovery:
+    """Greedy joint patching of the top-ranked components until the target takes the
+    source's action. `flipped=False` means no prefix of up to `max_components` flipped it;
+    `minimal_circuit` is then the best attempt (largest gap recovered), never padded."""
+
+    ranked_components: list[tuple[str, float]]  # (component, delta_change), by |delta_change|
+    minimal_circuit: list[str]
+    all_patches: list[PatchResult]
+    flipped: bool
+    patched_delta: float
+    gap_recovered: float
+    baseline_delta: float = math.nan
+    source_delta: float = math.nan
+    attempts: list[tuple[int, float]] = field(default_factory=list)  # (k, joint patched delta)
+    reason: str = ""
+
+
+def discover_circuit(runner: PatchRunner, source: PromptActivations, target: PromptActivations,
+                     results: list[PatchResult], max_components: int = 10) -> CircuitDiscovery:
+    """Ranks components by |delta_change| and patches the top k jointly, k = 1..max_components,
+    all in one batched pass; the first k that gives the source's action is the circuit."""
+    ranked = sorted(results, key=lambda r: abs(r.delta_change), reverse=True)
+    ranking = [(r.component, r.delta_change) for r in ranked]
+    base, src = target.delta, source.delta
+    common = dict(ranked_components=ranking, all_patches=results, baseline_delta=base, source_delta=src)
+    if action_of(base) == action_of(src):
+        return CircuitDiscovery(minimal_circuit=[], flipped=False, patched_delta=base, gap_recovered=math.nan,
+                                reason="source and target already take the same action", **common)
+    comps = [Component.parse(r.component) for r in ranked[:max_components]]
+    prefixes = [comps[:k] for k in range(1, len(comps) + 1)]
+    deltas = runner.deltas(source, target, prefixes)
+    attempts = [(k + 1, float(d)) for k, d in enumerate(deltas)]
+    for k, d in attempts:
+        if action_of(d) == action_of(src):
+            return CircuitDiscovery(minimal_circuit=[c.name for c in comps[:k]], flipped=True, patched_delta=d,
+                                    gap_recovered=_ratio(d - base, src - base), attempts=attempts, **common)
+    best_k, best_d = max(attempts, key=lambda a: _ratio(a[1] - base, src - base))
+    return CircuitDiscovery(minimal_circuit=[c.name for c in comps[:best_k]], flipped=False, patched_delta=best_d,
+                            gap_recovered=_ratio(best_d - base, src - base), attempts=attempts,
+                            reason=f"no set of up to {len(comps)} top components flipped the action", **common)
+
+
+def sweep(runner: PatchRunner, source: PromptActivations, target: PromptActivations) -> list[PatchResult]:
+    """Every single-component patch (all heads and MLPs)."""
+    if not torch.equal(source.input_ids.cpu(), target.input_ids.cpu()):
+        raise ValueError("source and target caches hold different token ids for this prompt (another tokenizer?)")
+    comps = all_components(runner.target.n_layers, runner.target.n_heads)
+    deltas = runner.deltas(source, target, [(c,) for c in comps])
+    return [PatchResult.make(c, target.delta, source.delta, float(d)) for c, d in zip(comps, deltas)]
+
+
+class ActivationPatcher:
+    """Patching from `source` into `target` (both `HookedModel`s) on prompts given as text."""
+
+    def __init__(self, source, target, action_tokens: dict, positions: str = "all", head_site: str = "result"):
+        self.source, self.target, self.action_tokens = source, target, action_tokens
+        W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)]).to(target.device, target.dtype)
+        self.runner = PatchRunner(target, W_O, action_tokens, positions, head_site)
+        self._memo: dict = {}
+
+    def _activations(self, prompt: str):
+        if prompt not in self._memo:
+            ids = self.target.to_tokens(prompt)
+            self._memo = {prompt: (PromptActivations.from_run(self.source, ids.to(self.source.device), self.action_tokens),
+                                   PromptActivations.from_run(self.target, ids, self.action_tokens))}
+            src = self._memo[prompt][0]
+            src.z, src.mlp_out = src.z.to(self.target.device), src.mlp_out.to(self.target.device)
+        return self._memo[prompt]
+
+    def get_baseline_behavior(self, prompt: str) -> tuple[float, str]:
+        _, tgt = self._activations(prompt)
+        return tgt.delta, action_of(tgt.delta)
+
+    def patch_component(self, prompt: str, component: str) -> tuple[float, str]:
+        src, tgt = self._activations(prompt)
+        delta = float(self.runner.deltas(src, tgt, [(Component.parse(component),)])[0])
+        return delta, action_of(delta)
+
+    def systematic_patch(self, prompt: str, scenario: str = "") -> list[PatchResult]:
+        src, tgt = self._activations(prompt)
+        return sweep(self.runner, src, tgt)
+
+    def discover_minimal_circuit(self, prompt: str, scenario: str = "", max_components: int = 10,
+                                 results: list[PatchResult] | None = None) -> CircuitDiscovery:
+        src, tgt = self._activations(prompt)
+        results = results if results is not None else sweep(self.runner, src, tgt)
+        return discover_circuit(self.runner, src, tgt, results, max_components)

@@ -1,0 +1,89 @@
+"""Config validation: one-line errors naming the key, defaults filled, references checked."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from interp_lib.config import ConfigError, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def check(mutate):
+    cfg = copy.deepcopy(RAW)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_default_config_is_valid_and_defaults_are_filled():
+    cfg = load_config(REPO / "config.yaml")
+    assert cfg["analysis"]["allow_pickle"] is False
+    assert cfg["analysis"]["patch_scenarios"] is None
+    assert cfg["models"]["base"]["adapter"] is None
+    assert cfg["embedded"]["pretrain_steps"] is None
+    assert list(cfg["scenarios"]) == ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+
+
+def test_real_config_is_valid():
+    cfg = load_config(REPO / "config.real.yaml")
+    assert cfg["analysis"]["dtype"] == "bfloat16"
+    assert cfg["models"]["base"]["base"] == "google/gemma-2-2b-it"
+
+
+def test_yaml_that_does_not_parse(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("models:\n  base: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: line \d+, column \d+: YAML does not parse") as info:
+        load_config(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_key_names_its_path():
+    assert check(lambda c: c["analysis"].update(top_kk=3)).startswith("config: unknown key analysis.top_kk")
+    assert "unknown key models.base.adaptor" in check(lambda c: c["models"]["base"].update(adaptor="x"))
+
+
+def test_wrong_type_names_its_path():
+    assert check(lambda c: c["analysis"].update(top_k="ten")) == "config: analysis.top_k: 'ten' is not of type 'integer'"
+    assert "analysis.circuits" in check(lambda c: c["analysis"].update(circuits="yes"))
+    assert "scenarios.CD_punished.self_last" in check(lambda c: c["scenarios"]["CD_punished"].update(self_last="X"))
+
+
+def test_missing_required_key():
+    assert check(lambda c: c["models"]["PT2_COREDe"].pop("base")) == "config: models.PT2_COREDe: 'base' is a required property"
+    assert "'scenarios' is a required property" in check(lambda c: c.pop("scenarios"))
+
+
+def test_experiment_with_unknown_model_lists_known_ones():
+    msg = check(lambda c: c["experiments"]["PT2_to_PT3De"].update(target="PT9"))
+    assert msg.startswith("config: experiments.PT2_to_PT3De.target: unknown model 'PT9'")
+    assert "base, PT2_COREDe, PT3_COREDe, PT3_COREUt, PT4_COREDe" in msg
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "x y", "", "é"])
+def test_names_outside_the_safe_alphabet_are_refused(name):
+    assert f"models: name {name!r} may use only" in check(lambda c: c["models"].update({name: {"base": "x"}}))
+    assert f"scenarios: name {name!r} may use only" in check(
+        lambda c: c["scenarios"].update({name: {"self_last": "C", "opponent_last": "D", "extra_sentence": "x"}})
+    )
+
+
+def test_unknown_patch_scenario():
+    assert "analysis.patch_scenarios: unknown scenario 'XX'" in check(
+        lambda c: c["analysis"].update(patch_scenarios=["XX"]))
+
+
+def test_scenarios_that_would_repeat_prompts():
+    msg = check(lambda c: c["scenarios"].update(copy={"self_last": "C", "opponent_last": "C"}))
+    assert "scenarios.copy: same state" in msg
+
+
+def test_variants_limit():
+    assert "variants_per_scenario" in check(lambda c: c.update(variants_per_scenario=5))
