@@ -1,6 +1,6 @@
 # IPD interpretability workflow. Main job:
 #   snakemake --cores 1 results/patching/cross_experiment_summary.csv
-# (until the patching rules exist, the default target `all` builds everything that does).
+# The default target `all` builds that and every other analysis.
 
 
 configfile: "config.yaml"
@@ -12,10 +12,12 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/cache.smk"
 include: "workflow/rules/behavior.smk"
+include: "workflow/rules/patching.smk"
 
 
 rule all:
     input:
         "results/prompts/ipd_eval_prompts.json",
         "results/behavior/decisions.csv",
+        "results/patching/cross_experiment_summary.csv",
     default_target: True

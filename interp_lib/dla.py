@@ -56,6 +56,7 @@ class DLAResult:
     scenario: str = ""
     variant: int | None = None
     prompt: str = field(default="", repr=False)
+    n_variants: int = 1  # > 1 for a mean over variants (`average_results`, variant None)
 
     @property
     def n_layers(self) -> int:
@@ -126,6 +127,44 @@ def results_from_cache(cache: CacheFile) -> list[DLAResult]:
                         scenario, v, res.reconstruction_error, reconstruction_tolerance(res.final_delta_pre_softcap),
                         cache.attrs.get("dtype"))
         out.append(res)
+    return out
+
+
+def average_results(results: list[DLAResult]) -> DLAResult:
+    """Mean over prompt variants (of one model and scenario): every field averaged,
+    variant None, n_variants = len(results)."""
+    if not results:
+        raise ValueError("no DLA results to average")
+    mean = lambda attr: float(np.mean([getattr(r, attr) for r in results]))  # noqa: E731
+    return DLAResult(
+        np.mean([r.head_contributions for r in results], axis=0), np.mean([r.mlp_contributions for r in results], axis=0),
+        mean("embed_contribution"), mean("final_delta"), mean("final_delta_pre_softcap"), mean("reconstruction_error"),
+        model=results[0].model, scenario=results[0].scenario, variant=None, n_variants=len(results))
+
+
+def results_from_frame(full, summary=None) -> list[DLAResult]:
+    """DLAResults back from tidy rows (FULL_COLUMNS), one per (model, scenario, variant) in
+    first-seen order; delta fields from `summary` rows (dla_summary_stats.csv), else NaN."""
+    nan = float("nan")
+    deltas = {}
+    if summary is not None:
+        for row in summary.itertuples(index=False):
+            deltas[(row.model, row.scenario, int(row.variant))] = (
+                row.final_delta, row.final_delta_pre_softcap, row.reconstruction_error)
+    out = []
+    for (model, scenario, variant), grp in full.groupby(["model", "scenario", "variant"], sort=False):
+        heads = grp[grp["kind"] == "head"]
+        n_layers = int(grp["layer"].max()) + 1
+        n_heads = int(heads["head"].max()) + 1 if len(heads) else 0
+        head_arr = np.full((n_layers, n_heads), np.nan)
+        head_arr[heads["layer"].to_numpy(int), heads["head"].to_numpy(int)] = heads["contribution"].to_numpy(float)
+        mlps = grp[grp["kind"] == "mlp"]
+        mlp_arr = np.full(n_layers, np.nan)
+        mlp_arr[mlps["layer"].to_numpy(int)] = mlps["contribution"].to_numpy(float)
+        embed = grp.loc[grp["kind"] == "embed", "contribution"]
+        final, pre, err = deltas.get((model, scenario, int(variant)), (nan, nan, nan))
+        out.append(DLAResult(head_arr, mlp_arr, float(embed.iloc[0]) if len(embed) else nan, final, pre, err,
+                             model=model, scenario=scenario, variant=int(variant)))
     return out
 
 
@@ -224,12 +263,15 @@ class DirectLogitAttributor:
 
     def decompose_logits(self, prompt, scenario: str = "", variant: int | None = None) -> DLAResult:
         """DLAResult of a prompt (text, or decision input ids [1, T])."""
+        import torch
+
         from .cache import collect_variant
         from .tokens import decision_input_ids
 
         is_text = isinstance(prompt, str)
         ids = decision_input_ids(self.model.tokenizer, prompt, self.action_tokens) if is_text else prompt
-        data = collect_variant(self.model, ids.to(self.model.device), self.action_tokens, self.model.name)
+        with torch.no_grad():
+            data = collect_variant(self.model, ids.to(self.model.device), self.action_tokens, self.model.name)
         return dla_from_arrays(data["arrays"], data["attrs"], self.readout, model=self.model.name,
                                scenario=scenario, variant=variant, prompt=prompt if is_text else "")
 

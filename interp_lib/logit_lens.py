@@ -172,11 +172,14 @@ class LogitLensAnalyzer:
         self.readout = ActionReadout.from_model(model, self.action_tokens)
 
     def _variant(self, prompt):
+        import torch
+
         from .cache import collect_variant
         from .tokens import decision_input_ids
 
         ids = prompt if not isinstance(prompt, str) else decision_input_ids(self.model.tokenizer, prompt, self.action_tokens)
-        return collect_variant(self.model, ids.to(self.model.device), self.action_tokens, self.model.name)
+        with torch.no_grad():
+            return collect_variant(self.model, ids.to(self.model.device), self.action_tokens, self.model.name)
 
     def compute_action_trajectory(self, prompt) -> np.ndarray:
         """[n_layers] delta (D - C) after each block. `prompt`: text (chat template and

@@ -289,3 +289,79 @@ class ActivationPatcher:
         src, tgt = self._activations(prompt)
         results = results if results is not None else sweep(self.runner, src, tgt)
         return discover_circuit(self.runner, src, tgt, results, max_components)
+
+
+def load_W_O(model_dir: str, n_layers: int, n_heads: int, d_head: int, device="cpu", dtype=torch.float32):
+    """[L, H, dh, d] per-head output matrices read from a merged model's safetensors
+    (only the o_proj tensors are read)."""
+    from safetensors import safe_open
+
+    from .hooked import W_O_from_o_proj, o_proj_weight_name
+    from .models import WEIGHTS_FILE
+
+    with safe_open(f"{model_dir}/{WEIGHTS_FILE}", framework="pt") as f:
+        mats = [W_O_from_o_proj(f.get_tensor(o_proj_weight_name(l)), n_heads, d_head) for l in range(n_layers)]
+    return torch.stack(mats).to(device=device, dtype=dtype)
+
+
+RESULT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site",
+                  *PatchResult.__dataclass_fields__]
+
+
+def patch_scenario(experiment: str, source_name: str, target_name: str, scenario: str,
+                   source_cache: str, target_cache: str, source_dir: str, target_dir: str,
+                   positions: str = "all", head_site: str = "result", circuits: bool = True,
+                   max_components: int = 10, dtype: str = "float32", device: str = "cpu"):
+    """The workflow's patching job for one (experiment, scenario): every single-component
+    patch on every variant, then circuits. Returns (results DataFrame, circuit records)."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .cache import CacheFile
+    from .hooked import HookedModel
+    from .models import DTYPES, load_base_model, read_fingerprint, resolve_device
+    from .tokens import get_action_token_ids
+
+    device = resolve_device(device)
+    model = load_base_model(target_dir, dtype, device, target_name)
+    hooked = HookedModel(model, name=target_name)
+    torch_dtype = DTYPES[dtype]
+    rows, circuit_records = [], []
+    with CacheFile(source_cache, fingerprint=read_fingerprint(source_dir)["fingerprint"]) as src_file, \
+            CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file:
+        action_tokens = {"C": int(tgt_file.attrs["token_C"]), "D": int(tgt_file.attrs["token_D"])}
+        if (int(src_file.attrs["token_C"]), int(src_file.attrs["token_D"])) != (action_tokens["C"], action_tokens["D"]):
+            raise ValueError(f"{source_name} and {target_name} use different action tokens; they cannot be patched")
+        W_O = load_W_O(source_dir, hooked.n_layers, hooked.n_heads, hooked.cfg.d_head, device, torch_dtype) \
+            if head_site == "result" else None
+        runner = PatchRunner(hooked, W_O, action_tokens, positions, head_site)
+        for variant in tqdm(tgt_file.variants, desc=f"patch {experiment}/{scenario}"):
+            src = PromptActivations.from_cache(src_file[variant], device, torch_dtype)
+            tgt = PromptActivations.from_cache(tgt_file[variant], device, torch_dtype)
+            results = sweep(runner, src, tgt)
+            meta = dict(experiment=experiment, source=source_name, target=target_name, scenario=scenario,
+                        variant=variant, positions=positions, head_site=head_site)
+            rows += [{**meta, **r.to_dict()} for r in results]
+            if circuits:
+                found = discover_circuit(runner, src, tgt, results, max_components)
+                circuit_records.append({**meta, **circuit_record(found)})
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS), circuit_records
+
+
+CIRCUIT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site",
+                   "flipped", "circuit_size", "circuit", "baseline_delta", "source_delta", "patched_delta",
+                   "gap_recovered", "attempts", "reason"]
+
+
+def circuit_record(found: CircuitDiscovery) -> dict:
+    return {
+        "flipped": found.flipped,
+        "circuit_size": len(found.minimal_circuit),
+        "circuit": ";".join(found.minimal_circuit),
+        "baseline_delta": found.baseline_delta,
+        "source_delta": found.source_delta,
+        "patched_delta": found.patched_delta,
+        "gap_recovered": found.gap_recovered,
+        "attempts": ";".join(f"{k}:{d:.6g}" for k, d in found.attempts),
+        "reason": found.reason,
+    }

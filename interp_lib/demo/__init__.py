@@ -1,0 +1,15 @@
+"""The embedded model family: a tiny Gemma-2 (same architecture, chat format and action
+tokenization as Gemma-2-2b-it) pre-trained on IPD prompts, plus four LoRA adapters trained
+by policy gradient against Tit-for-Tat with the rewards of NOTES.md section 1. Built
+deterministically under a seed in a couple of minutes on CPU; no download needed.
+
+    build_base_model(out_dir, seed=0, pretrain_steps=None) -> stats
+    train_adapter(base_dir, out_dir, reward, seed=0, rl_steps=None) -> stats
+    ADAPTER_REWARDS: adapter name -> reward name
+"""
+
+from .pretrain import build_base_model
+from .rewards import REWARDS, get_reward, optimal_actions
+from .rl import ADAPTER_REWARDS, train_adapter
+
+__all__ = ["ADAPTER_REWARDS", "REWARDS", "build_base_model", "get_reward", "optimal_actions", "train_adapter"]

@@ -52,9 +52,9 @@ MODEL_CONFIG = dict(
     initializer_range=0.02,
     tie_word_embeddings=True,
 )
-PRETRAIN_STEPS = 300
-BATCH_SIZE = 64
-LR = 3e-3
+PRETRAIN_STEPS = 200
+BATCH_SIZE = 12
+LR = 1e-2
 WARMUP = 10
 WEIGHT_DECAY = 0.01
 ANSWER_WEIGHT = 1.0

@@ -1,0 +1,102 @@
+"""Tables built from patching results: per-experiment summary, component consistency
+across scenarios, circuits, and the cross-experiment summary. All inputs and outputs are
+tidy DataFrames (one row per observation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scenario, variant): baseline and source behaviour, patches run, flips,
+    and the strongest single component (largest |delta_change|)."""
+    rows = []
+    for (scenario, variant), g in results.groupby(["scenario", "variant"], sort=False):
+        best = g.loc[g["delta_change"].abs().idxmax()]
+        rows.append({
+            "experiment": g["experiment"].iat[0], "scenario": scenario, "variant": variant,
+            "positions": g["positions"].iat[0], "head_site": g["head_site"].iat[0],
+            "baseline_delta": g["baseline_delta"].iat[0], "source_delta": g["source_delta"].iat[0],
+            "baseline_action": g["baseline_action"].iat[0],
+            "source_action": "D" if g["source_delta"].iat[0] > 0 else "C",
+            "n_patches": len(g), "n_flips": int(g["action_flipped"].sum()),
+            "max_abs_delta_change": abs(best["delta_change"]),
+            "strongest_component": best["component"], "strongest_delta_change": best["delta_change"],
+            "strongest_gap_fraction": best["gap_fraction"],
+        })
+    return pd.DataFrame(rows)
+
+
+def component_consistency(results: pd.DataFrame, top_k: int) -> pd.DataFrame:
+    """Per component, over scenarios: mean effect, sign agreement, and in how many scenarios
+    it is among the top_k by |mean delta_change| (mean over variants). Ranked by mean |effect|."""
+    per_scen = (results.groupby(["component", "scenario"], sort=False)
+                .agg(delta_change=("delta_change", "mean"), gap_fraction=("gap_fraction", "mean"))
+                .reset_index())
+    per_scen["rank_in_scenario"] = per_scen.groupby("scenario")["delta_change"].transform(
+        lambda s: s.abs().rank(ascending=False, method="first"))
+    meta = results.drop_duplicates("component").set_index("component")[["kind", "layer", "head"]]
+    rows = []
+    for comp, g in per_scen.groupby("component", sort=False):
+        mean = g["delta_change"].mean()
+        signs = np.sign(g["delta_change"].to_numpy())
+        rows.append({
+            "component": comp, **meta.loc[comp].to_dict(),
+            "mean_delta_change": mean,
+            "mean_abs_delta_change": g["delta_change"].abs().mean(),
+            "mean_gap_fraction": g["gap_fraction"].mean(),
+            "sign_agreement": float(np.mean(signs == np.sign(mean))) if mean != 0 else 0.0,
+            "n_scenarios": len(g),
+            "n_scenarios_top_k": int((g["rank_in_scenario"] <= top_k).sum()),
+            "n_flips": int(results.loc[results["component"] == comp, "action_flipped"].sum()),
+        })
+    out = pd.DataFrame(rows).sort_values("mean_abs_delta_change", ascending=False, kind="stable")
+    out.insert(0, "rank", range(1, len(out) + 1))
+    out.insert(0, "experiment", results["experiment"].iat[0])
+    return out.reset_index(drop=True)
+
+
+def cross_experiment_summary(experiments: dict[str, dict], top_k: int) -> pd.DataFrame:
+    """One row per (experiment, scenario), plus an "ALL" row per experiment.
+
+    `experiments` maps name -> {"results": DataFrame, "circuits": DataFrame (may be empty)}.
+    `strong_elsewhere` lists this experiment's top_k components (by mean |delta_change|)
+    that are also top_k in another experiment.
+    """
+    tops = {}
+    for name, data in experiments.items():
+        cons = component_consistency(data["results"], top_k)
+        tops[name] = list(cons["component"].head(top_k))
+    rows = []
+    for name, data in experiments.items():
+        res, circ = data["results"], data["circuits"]
+        others = {c for other, comps in tops.items() if other != name for c in comps}
+        shared = ";".join(c for c in tops[name] if c in others)
+        groups = [(s, g) for s, g in res.groupby("scenario", sort=False)] + [("ALL", res)]
+        for scenario, g in groups:
+            per_comp = g.groupby("component")["delta_change"].mean()
+            best = per_comp.abs().idxmax()
+            gap = g.loc[g["component"] == best, "gap_fraction"].mean()
+            c = circ if scenario == "ALL" or circ.empty else circ[circ["scenario"] == scenario]
+            rows.append({
+                "experiment": name, "source": res["source"].iat[0], "target": res["target"].iat[0],
+                "scenario": scenario, "positions": res["positions"].iat[0],
+                "n_prompts": g[["scenario", "variant"]].drop_duplicates().shape[0],
+                "patches_run": len(g), "flips": int(g["action_flipped"].sum()),
+                "strongest_component": best, "strongest_mean_delta_change": per_comp[best],
+                "strongest_gap_fraction": gap,
+                "circuits_flipped": int(c["flipped"].sum()) if len(c) else 0,
+                "circuits_run": len(c),
+                "mean_circuit_size_flipped": float(c.loc[c["flipped"], "circuit_size"].mean())
+                if len(c) and c["flipped"].any() else np.nan,
+                "strong_elsewhere": shared,
+            })
+    return pd.DataFrame(rows)
+
+
+def read_csvs(paths) -> pd.DataFrame:
+    """Concatenation of CSV files (empty files contribute no rows)."""
+    frames = [pd.read_csv(p) for p in paths]
+    frames = [f for f in frames if len(f.columns)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,26 @@
+"""Plots of the analyses, one module per analysis (matplotlib, imported on demand).
+
+Shared conventions (see `interp_lib.style`): models in config order with fixed colours
+and labels; deltas coloured with a diverging map centred at zero (red = pro-Defect,
+blue = pro-Cooperate) and labelled "delta logit (D - C)".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_figure(fig, path, dpi: int = 150) -> None:
+    """Saves `fig` to `path` (atomically, parent created) and closes it."""
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+
+
+def zero_line(ax, orientation: str = "h") -> None:
+    """A thin black line at delta = 0."""
+    (ax.axhline if orientation == "h" else ax.axvline)(0.0, color="black", linewidth=0.8, zorder=1)

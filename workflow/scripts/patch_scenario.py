@@ -1,0 +1,16 @@
+"""Patches every head and MLP from source into target on one scenario's prompts."""
+
+import pandas as pd
+
+from interp_lib.io import job_logging, write_csv_atomic
+from interp_lib.patching import CIRCUIT_COLUMNS, patch_scenario
+
+with job_logging(snakemake.log[0]):
+    p, i = snakemake.params, snakemake.input
+    results, circuits = patch_scenario(
+        snakemake.wildcards.experiment, p.source, p.target, snakemake.wildcards.scenario,
+        i.source_cache, i.target_cache, f"results/models/{p.source}", f"results/models/{p.target}",
+        p.positions, p.head_site, p.circuits, p.max_components, p.dtype, p.device,
+    )
+    write_csv_atomic(results, snakemake.output.results)
+    write_csv_atomic(pd.DataFrame(circuits, columns=CIRCUIT_COLUMNS), snakemake.output.circuits)
