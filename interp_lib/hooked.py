@@ -216,56 +216,57 @@ class HookedModel:
             x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype, device=x.device)
         return x
 
-    def attention_z(
-        self,
-        layer: int,
-        x_normed: torch.Tensor,
-        q_positions: torch.Tensor | None = None,
-        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        kv_positions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """[B, Tq, H, dh] attention result per head before o_proj.
+    def attention_z(self, layer: int, x_normed: torch.Tensor, kv_prefix=None) -> torch.Tensor:
+        """[B, Tn, H, dh] attention result per head before o_proj.
 
-        By default queries and keys are all positions of `x_normed`. With `kv` (keys
-        and values [B, Hkv, Tk, dh], already rotated) and `kv_positions`, only the
-        query rows `q_positions` of `x_normed` are computed against them.
+        `x_normed` [B, Tn, d] holds positions T0..T0+Tn-1, where T0 is the length of
+        `kv_prefix` (rotated keys and values [1 or B, Hkv, T0, dh] of the earlier positions,
+        e.g. a clean run's), or 0 without one.
         """
         cfg, attn = self.cfg, self._layers[layer].self_attn
-        B, T, _ = x_normed.shape
-        positions = torch.arange(T, device=x_normed.device) if q_positions is None else q_positions
-        q = attn.q_proj(x_normed).view(B, T, cfg.n_heads, cfg.d_head).transpose(1, 2)
+        B, Tn, _ = x_normed.shape
+        T0 = 0 if kv_prefix is None else kv_prefix[0].shape[2]
+        positions = torch.arange(T0, T0 + Tn, device=x_normed.device)
+        q = attn.q_proj(x_normed).view(B, Tn, cfg.n_heads, cfg.d_head).transpose(1, 2)
         cos, sin = self._rope(positions, x_normed)
         q = q * cos + _rotate_half(q) * sin
-        if kv is None:
-            k, v = self.keys_values(layer, x_normed)
-            kv_positions = positions
-        else:
-            k, v = kv
+        k, v = self.keys_values(layer, x_normed, T0)
+        if kv_prefix is not None:
+            k = torch.cat([kv_prefix[0].expand(B, -1, -1, -1), k], dim=2)
+            v = torch.cat([kv_prefix[1].expand(B, -1, -1, -1), v], dim=2)
         groups = cfg.n_heads // cfg.n_kv_heads
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
         scores = torch.matmul(q, k.transpose(2, 3)) * cfg.attn_scale
         scores = softcap(scores, cfg.attn_softcap)
-        allowed = attention_mask(positions, kv_positions, cfg.sliding_windows[layer])
+        allowed = attention_mask(positions, torch.arange(T0 + Tn, device=x_normed.device), cfg.sliding_windows[layer])
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         return torch.matmul(probs, v).transpose(1, 2)
 
-    def keys_values(self, layer: int, x_normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated keys and values [B, Hkv, T, dh] of a layer, from its normed input."""
+    def keys_values(self, layer: int, x_normed: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values [B, Hkv, T, dh] of a layer from its normed input [B, T, d]
+        holding positions start..start+T-1."""
         cfg, attn = self.cfg, self._layers[layer].self_attn
         B, T, _ = x_normed.shape
         k = attn.k_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
         v = attn.v_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
-        cos, sin = self._rope(torch.arange(T, device=x_normed.device), x_normed)
+        cos, sin = self._rope(torch.arange(start, start + T, device=x_normed.device), x_normed)
         return k * cos + _rotate_half(k) * sin, v
 
-    def block(self, layer: int, resid: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
-        """One decoder block on [B, T, d]; returns resid_post."""
+    def clean_keys_values(self, layer: int, resid_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of a layer from its (cached) resid_pre [B, T, d]."""
+        blk = self._layers[layer]
+        x = self._norm(blk.input_layernorm, resid_pre, f"blocks.{layer}.ln1.hook_scale", None)
+        return self.keys_values(layer, x)
+
+    def block(self, layer: int, resid: torch.Tensor, hooks: dict | None = None, kv_prefix=None) -> torch.Tensor:
+        """One decoder block on [B, T, d] (positions after `kv_prefix`'s, see attention_z);
+        returns resid_post."""
         blk, p = self._layers[layer], f"blocks.{layer}."
         resid = self._hook(hooks, p + "hook_resid_pre", resid)
         x = self._norm(blk.input_layernorm, resid, p + "ln1.hook_scale", hooks)
-        z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x))
+        z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x, kv_prefix))
         if hooks and p + "attn.hook_result" in hooks:
             result = torch.einsum("bthk,hkd->bthd", z, self.W_O(layer))
             a = self._hook(hooks, p + "attn.hook_result", result).sum(2)
@@ -300,15 +301,18 @@ class HookedModel:
         resid: torch.Tensor,
         start_layer: int = 0,
         hooks: dict | None = None,
-        rows: torch.Tensor | None = None,
+        rows=None,
         last_only: bool = False,
+        kv_prefixes: dict | None = None,
     ) -> torch.Tensor:
         """Logits from `resid` = resid_pre of `start_layer` [B, T, d] through the last block.
 
         `last_only` unembeds the last position only ([B, V] instead of [B, T, V]).
+        `kv_prefixes` maps layer -> keys and values of positions before `resid`'s
+        (see attention_z): then `resid` holds only the later positions.
         """
         for layer in range(start_layer, self.cfg.n_layers):
-            resid = self.block(layer, resid, hooks)
+            resid = self.block(layer, resid, hooks, None if kv_prefixes is None else kv_prefixes[layer])
         if last_only:
             resid = resid[:, -1]
         return self.unembed(resid, hooks, rows)

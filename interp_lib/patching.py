@@ -71,6 +71,17 @@ class PromptActivations:
     z: torch.Tensor
     mlp_out: torch.Tensor
     delta: float
+    _kv: dict = field(default_factory=dict, repr=False)
+
+    def kv_prefixes(self, model, start: int) -> dict:
+        """layer -> the clean keys and values of positions 0..T-2 ([1, Hkv, T-1, dh]),
+        for layers >= start (computed once from resid_pre)."""
+        with torch.no_grad():
+            for layer in range(start, model.n_layers):
+                if layer not in self._kv:
+                    k, v = model.clean_keys_values(layer, self.resid_pre[layer][None, :-1])
+                    self._kv[layer] = (k, v)
+        return self._kv
 
     @classmethod
     def from_run(cls, model, input_ids: torch.Tensor, action_tokens: dict) -> "PromptActivations":
@@ -91,7 +102,8 @@ class PatchRunner:
     """Exact patched deltas of a target model, many patch sets per batched forward pass."""
 
     def __init__(self, target, source_W_O: torch.Tensor | None, action_tokens: dict,
-                 positions: str = "all", head_site: str = "result", batch_size: int = 64):
+                 positions: str = "all", head_site: str = "result", batch_size: int = 64,
+                 reuse_keys_values: bool = True):
         if positions not in POSITION_MODES:
             raise ValueError(f"positions must be one of {POSITION_MODES}, got {positions!r}")
         if head_site not in HEAD_SITES:
@@ -102,6 +114,9 @@ class PatchRunner:
         self.source_W_O = source_W_O
         self.rows = [action_tokens["C"], action_tokens["D"]]
         self.batch_size = batch_size
+        # With positions="decision", earlier positions never change: recompute only the last
+        # one, attending to the target's clean keys and values.
+        self.last_only = positions == "decision" and reuse_keys_values
 
     def _position_mask(self, T: int, device) -> torch.Tensor:
         mask = torch.zeros(T, dtype=torch.bool, device=device)
@@ -142,20 +157,23 @@ class PatchRunner:
                     head_mask[b, c.layer, c.head] = True
         T = target.resid_pre.shape[1]
         pos = self._position_mask(T, device)
+        sel = slice(T - 1, T) if self.last_only else slice(None)
+        pos = pos[sel]
         hooks: dict = {}
         for layer in range(start, L):
             if head_mask[:, layer].any():
                 where = head_mask[:, layer][:, None, :] & pos[None, :, None]  # [B, T, H]
                 if self.head_site == "z":
-                    hooks[f"blocks.{layer}.attn.hook_z"] = [self._replace(where[..., None], source.z[layer])]
+                    hooks[f"blocks.{layer}.attn.hook_z"] = [self._replace(where[..., None], source.z[layer, sel])]
                 else:
-                    src = torch.einsum("thk,hkd->thd", source.z[layer], self.source_W_O[layer])
+                    src = torch.einsum("thk,hkd->thd", source.z[layer, sel], self.source_W_O[layer])
                     hooks[f"blocks.{layer}.attn.hook_result"] = [self._replace(where[..., None], src)]
             if mlp_mask[:, layer].any():
                 where = mlp_mask[:, layer][:, None] & pos[None, :]  # [B, T]
-                hooks[f"blocks.{layer}.hook_mlp_out"] = [self._replace(where[..., None], source.mlp_out[layer])]
-        resid = target.resid_pre[start].expand(B, -1, -1)
-        logits = model.forward_from(resid, start, hooks, rows=self.rows, last_only=True)  # [B, 2]
+                hooks[f"blocks.{layer}.hook_mlp_out"] = [self._replace(where[..., None], source.mlp_out[layer, sel])]
+        resid = target.resid_pre[start, sel].expand(B, -1, -1)
+        kv = target.kv_prefixes(model, start) if self.last_only else None
+        logits = model.forward_from(resid, start, hooks, rows=self.rows, last_only=True, kv_prefixes=kv)  # [B, 2]
         return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
 
     @staticmethod

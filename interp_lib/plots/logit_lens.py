@@ -52,8 +52,12 @@ class LogitLensVisualizer:
             ax.plot(x, arr.mean(0), color=color, linewidth=2.0, marker="o", markersize=3, label=style.label(model))
         zero_line(ax)
         ax.grid(alpha=0.3)
-        if x.size <= 30:
+        from matplotlib.ticker import MaxNLocator
+
+        if x.size <= 13:
             ax.set_xticks(x)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
         ax.text(0.01, 0.98, "pro-Defect \u2191", transform=ax.transAxes, ha="left", va="top", fontsize=8, color="#b2182b")
         ax.text(0.01, 0.02, "pro-Cooperate \u2193", transform=ax.transAxes, ha="left", va="bottom", fontsize=8,
                 color="#2166ac")
@@ -96,7 +100,9 @@ class LogitLensVisualizer:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel(DELTA_LABEL)
-        for ax in axes[-1, :]:
+        for col in range(ncols):  # x labels under the lowest visible panel of each column
+            rows = [r for r in range(nrows) if r * ncols + col < n]
+            ax = axes[rows[-1], col]
             ax.set_xlabel(X_LABEL)
             ax.xaxis.set_tick_params(labelbottom=True)
         handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -130,13 +136,13 @@ class LogitLensVisualizer:
         for i in range(len(models)):
             for j in range(len(scenarios)):
                 if np.isfinite(mean[i, j]):
-                    ax.text(j, i, f"{mean[i, j]:+.2f}\n({lo[i, j]:+.2f}..{hi[i, j]:+.2f})", ha="center",
+                    ax.text(j, i, f"{mean[i, j]:+.2f}\n[{lo[i, j]:+.2f}, {hi[i, j]:+.2f}]", ha="center",
                             va="center", fontsize=8, color=text_color_for(mean[i, j], lim))
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=20, ha="right")
         ax.set_yticks(range(len(models)), [style.label(m) for m in models])
         ax.set_xlabel("scenario")
         ax.set_ylabel("model")
-        ax.set_title("Final-layer delta (D - C): mean over prompt variants (min..max)\n"
+        ax.set_title("Final-layer delta (D - C): mean over prompt variants [min, max]\n"
                      "red = prefers Defect (action2), blue = prefers Cooperate (action1)")
         cbar = fig.colorbar(im, ax=ax)
         cbar.set_label(DELTA_LABEL)

@@ -1,0 +1,163 @@
+"""Patching invariants (NOTES section 4) and the batched, truncated runner against the
+naive reference: one full forward pass with one hook per patch."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from interp_lib.hooked import HookedModel
+from interp_lib.patching import (ActivationPatcher, Component, PatchResult, PatchRunner, PromptActivations,
+                                 all_components, discover_circuit, sweep)
+from test_hooked import tiny_gemma2
+
+TOKENS = {"C": 5, "D": 7}
+
+
+def naive_patched_delta(target: HookedModel, ids, source: PromptActivations, source_W_O, comp: Component,
+                        positions: str, head_site: str, tokens: dict = TOKENS) -> float:
+    """One full forward of the target with one hook that writes the source's activation."""
+    pos = slice(None) if positions == "all" else slice(-1, None)
+    l, h = comp.layer, comp.head
+    if h is None:
+        name, value = f"blocks.{l}.hook_mlp_out", source.mlp_out[l]
+    elif head_site == "z":
+        name, value = f"blocks.{l}.attn.hook_z", source.z[l, :, h]
+    else:
+        name, value = f"blocks.{l}.attn.hook_result", source.z[l, :, h] @ source_W_O[l, h]
+
+    def hook(act, _):
+        act = act.clone()
+        if h is None:
+            act[0, pos] = value[pos]
+        else:
+            act[0, pos, h] = value[pos]
+        return act
+
+    logits = target.run_with_hooks(ids, [(name, hook)])
+    return float(logits[0, -1, tokens["D"]] - logits[0, -1, tokens["C"]])
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A target and a source that differ only in their linear layers, as LoRA models do."""
+    target_hf, source_hf = tiny_gemma2(), tiny_gemma2()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in source_hf.named_parameters():
+            if "proj" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    target, source = HookedModel(target_hf), HookedModel(source_hf)
+    ids = torch.randint(0, 97, (1, 26))
+    W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)])
+    return target, source, ids, W_O
+
+
+@pytest.mark.parametrize("positions,reuse_kv", [("all", False), ("decision", False), ("decision", True)])
+@pytest.mark.parametrize("head_site", ["result", "z"])
+def test_runner_equals_naive_for_every_component(pair, positions, reuse_kv, head_site):
+    target, source, ids, W_O = pair
+    src = PromptActivations.from_run(source, ids, TOKENS)
+    tgt = PromptActivations.from_run(target, ids, TOKENS)
+    runner = PatchRunner(target, W_O, TOKENS, positions, head_site, reuse_keys_values=reuse_kv)
+    results = sweep(runner, src, tgt)
+    assert len(results) == target.n_layers * (target.n_heads + 1)
+    for r in results:
+        expected = naive_patched_delta(target, ids, src, W_O, Component.parse(r.component), positions, head_site)
+        assert abs(r.patched_delta - expected) < 1e-5, r.component
+    # heads of one layer are different patches
+    layer0 = [r.delta_change for r in results if r.layer == 0 and r.kind == "head"]
+    assert len(set(np.round(layer0, 7))) == len(layer0)
+
+
+@pytest.mark.parametrize("positions", ["all", "decision"])
+def test_self_patching_changes_nothing(pair, positions):
+    target, _, ids, _ = pair
+    tgt = PromptActivations.from_run(target, ids, TOKENS)
+    own_W_O = torch.stack([target.W_O(l) for l in range(target.n_layers)])
+    comps = all_components(target.n_layers, target.n_heads)
+    for site in ("result", "z"):
+        runner = PatchRunner(target, own_W_O, TOKENS, positions, site)
+        deltas = runner.deltas(tgt, tgt, [(c,) for c in comps] + [comps])
+        assert np.abs(deltas - tgt.delta).max() < 1e-5
+
+
+@pytest.mark.parametrize("positions", ["all", "decision"])
+def test_patching_everything_reproduces_the_source(pair, positions):
+    target, source, ids, W_O = pair
+    src = PromptActivations.from_run(source, ids, TOKENS)
+    tgt = PromptActivations.from_run(target, ids, TOKENS)
+    runner = PatchRunner(target, W_O, TOKENS, positions, "result")
+    everything = all_components(target.n_layers, target.n_heads)
+    assert abs(runner.deltas(src, tgt, [everything])[0] - src.delta) < 1e-4
+    assert abs(src.delta - tgt.delta) > 1e-2  # the test means something
+
+
+def test_patch_result_fields():
+    r = PatchResult.make(Component(3, None), baseline=-2.0, source=4.0, patched=1.0)
+    assert (r.component, r.kind, r.delta_change, r.effect_size, r.gap_fraction) == ("L3_MLP", "mlp", 3.0, 1.5, 0.5)
+    assert r.action_flipped and r.baseline_action == "C" and r.patched_action == "D"
+    zero = PatchResult.make(Component(0, 1), baseline=0.0, source=0.0, patched=0.5)
+    assert math.isnan(zero.effect_size) and math.isnan(zero.gap_fraction)
+    with pytest.raises(ValueError, match="not a component name"):
+        Component.parse("L3H")
+
+
+def test_circuit_stops_at_first_flip_and_never_pads(pair):
+    target, source, ids, W_O = pair
+    src = PromptActivations.from_run(source, ids, TOKENS)
+    tgt = PromptActivations.from_run(target, ids, TOKENS)
+    runner = PatchRunner(target, W_O, TOKENS, "all", "result")
+    results = sweep(runner, src, tgt)
+    # Force a target whose action differs from the source's by shifting the baseline sign.
+    found = discover_circuit(runner, src, tgt, results, max_components=10)
+    if (src.delta > 0) == (tgt.delta > 0):
+        assert not found.flipped and found.minimal_circuit == [] and found.reason
+    else:
+        k = len(found.minimal_circuit)
+        assert 1 <= k <= 10
+        if found.flipped:
+            assert (found.patched_delta > 0) == (src.delta > 0)
+            assert all((d > 0) != (src.delta > 0) for kk, d in found.attempts[: k - 1])
+        else:
+            assert all((d > 0) != (src.delta > 0) for _, d in found.attempts)
+
+
+# ---- on the embedded family --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def embedded_pair(workflow_dir):
+    from interp_lib import LoRAModelLoader, get_action_token_ids
+
+    loader = LoRAModelLoader(device="cpu", config=workflow_dir / "config.yaml",
+                             results_dir=workflow_dir / "results")
+    source, target = loader.load_hooked_model("PT2_COREDe"), loader.load_hooked_model("PT3_COREDe")
+    return source, target, get_action_token_ids(target.tokenizer)
+
+
+@pytest.mark.parametrize("positions", ["all", "decision"])
+def test_invariants_on_the_embedded_family(embedded_pair, positions):
+    from interp_lib.prompts import build_dataset
+
+    source, target, tokens = embedded_pair
+    patcher = ActivationPatcher(source, target, tokens, positions=positions)
+    W_O = patcher.runner.source_W_O
+    seen = set()
+    for rec in build_dataset():
+        if rec["scenario"] in seen:
+            continue
+        seen.add(rec["scenario"])
+        src, tgt = patcher._activations(rec["prompt"])
+        results = patcher.systematic_patch(rec["prompt"], rec["scenario"])
+        ids = target.to_tokens(rec["prompt"])
+        for r in results:
+            naive = naive_patched_delta(target, ids, src, W_O, Component.parse(r.component), positions, "result",
+                                        tokens)
+            assert abs(r.patched_delta - naive) < 1e-5, (rec["scenario"], r.component)
+        comps = all_components(target.n_layers, target.n_heads)
+        assert abs(patcher.runner.deltas(src, tgt, [comps])[0] - src.delta) < 1e-4
+        own = PatchRunner(target, torch.stack([target.W_O(l) for l in range(target.n_layers)]), tokens, positions)
+        assert np.abs(own.deltas(tgt, tgt, [(c,) for c in comps]) - tgt.delta).max() < 1e-5
+        heads0 = [r.patched_delta for r in results if r.layer == 0 and r.kind == "head"]
+        assert len(set(np.round(heads0, 7))) == len(heads0)
