@@ -12,6 +12,8 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/cache.smk"
 include: "workflow/rules/behavior.smk"
+include: "workflow/rules/logit_lens.smk"
+include: "workflow/rules/dla.smk"
 include: "workflow/rules/patching.smk"
 
 
@@ -19,5 +21,24 @@ rule all:
     input:
         "results/prompts/ipd_eval_prompts.json",
         "results/behavior/decisions.csv",
+        "results/logit_lens/trajectories.json",
+        "results/logit_lens/statistics.csv",
+        expand(
+            "results/logit_lens/logit_lens_comparison_{scenario}.png",
+            scenario=SCENARIOS,
+        ),
+        "results/logit_lens/logit_lens_grid.png",
+        "results/logit_lens/final_preferences_heatmap.png",
+        "results/dla/dla_full_results.csv",
+        "results/dla/dla_summary_stats.csv",
+        "results/dla/dla_top_components.csv",
+        expand(
+            "results/dla/dla_{kind}_{model}_{scenario}.png",
+            kind=["heads", "mlps"],
+            model=MODELS,
+            scenario=SCENARIOS,
+        ),
+        expand("results/dla/dla_top_components_{model}.png", model=MODELS),
+        expand("results/dla/dla_model_comparison_{scenario}.png", scenario=SCENARIOS),
         "results/patching/cross_experiment_summary.csv",
     default_target: True

@@ -25,14 +25,14 @@ _EXPORTS = {
     "CacheFile": "cache",
     "CacheError": "cache",
     "LogitLensAnalyzer": "logit_lens",
-    "LogitLensVisualizer": "logit_lens",
+    "LogitLensVisualizer": "plots.logit_lens",
     "DirectLogitAttributor": "dla",
     "DLAResult": "dla",
-    "DLAVisualizer": "dla",
+    "DLAVisualizer": "plots.dla",
     "ActivationPatcher": "patching",
     "PatchResult": "patching",
     "CircuitDiscovery": "patching",
-    "PatchingVisualizer": "patching",
+    "PatchingVisualizer": "plots.patching",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from .io import atomic_path
 
@@ -66,8 +65,17 @@ def _rebuild_hint(path) -> str:
     return f"delete {path} and rerun the workflow (snakemake --cores 1 {path})"
 
 
-def collect_variant(hooked, input_ids: torch.Tensor, action_tokens: dict, label: str = "") -> dict:
+def collect_variant(hooked, input_ids, action_tokens: dict, label: str = "") -> dict:
     """Runs one prompt ([1, T] ids) and returns the arrays and attrs of its cache group."""
+    import torch
+
+    with torch.no_grad():
+        return _collect_variant(hooked, input_ids, action_tokens, label)
+
+
+def _collect_variant(hooked, input_ids, action_tokens, label):
+    import torch
+
     logits, cache = hooked.run_with_cache(input_ids)
     cfg, pos = hooked.cfg, input_ids.shape[-1] - 1
     arrays: dict[str, np.ndarray] = {}
@@ -90,9 +98,8 @@ def collect_variant(hooked, input_ids: torch.Tensor, action_tokens: dict, label:
     arrays["decision_logits"] = logits[0, pos].float().cpu().numpy()
     arrays["input_ids"] = input_ids[0].cpu().numpy().astype(np.int64)
     C, D = action_tokens["C"], action_tokens["D"]
-    with torch.no_grad():
-        resid_final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, pos]
-        pre = hooked.unembed(resid_final, rows=[C, D], apply_softcap=False)
+    resid_final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, pos]
+    pre = hooked.unembed(resid_final, rows=[C, D], apply_softcap=False)
     delta = float(logits[0, pos, D] - logits[0, pos, C])
     attrs = {
         "decision_position": pos,
@@ -103,8 +110,8 @@ def collect_variant(hooked, input_ids: torch.Tensor, action_tokens: dict, label:
     return {"arrays": arrays, "attrs": attrs}
 
 
-def _check_finite(t: torch.Tensor, model: str, label: str, name: str) -> None:
-    if not torch.isfinite(t).all():
+def _check_finite(t, model: str, label: str, name: str) -> None:
+    if not t.isfinite().all():
         raise NonFiniteActivation(f"model {model}, prompt {label}: NaN or Inf in {name}")
 
 
@@ -154,6 +161,7 @@ def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int
 def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
                      out: str | Path, dtype: str = "float32", device: str = "cpu") -> None:
     """Runs a merged model on one scenario's prompt records and writes its cache file."""
+    import torch
     from tqdm import tqdm
 
     from .hooked import HookedModel
@@ -187,10 +195,11 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
         data["attrs"]["prompt"] = rec["prompt"]
         variants[rec["variant"]] = data
     C, D = action_tokens["C"], action_tokens["D"]
-    unembed = {
-        "W_U_actions": hooked.W_U[[C, D]].float().detach().cpu().numpy(),
-        "ln_final_gain": hooked.final_norm_gain().detach().cpu().numpy(),
-    }
+    with torch.no_grad():
+        unembed = {
+            "W_U_actions": hooked.W_U[[C, D]].float().cpu().numpy(),
+            "ln_final_gain": hooked.final_norm_gain().cpu().numpy(),
+        }
     attrs = file_attrs(hooked, model_name, scenario, fingerprint, tokenizer_hash(tokenizer), action_tokens)
     write_cache(out, attrs, unembed, variants)
 

@@ -27,7 +27,6 @@ from .logit_lens import ActionReadout
 
 log = logging.getLogger(__name__)
 
-KINDS = ("embed", "head", "mlp")
 FULL_COLUMNS = ["model", "scenario", "variant", "component", "kind", "layer", "head", "contribution"]
 TOP_COLUMNS = ["model", "scenario", "rank", "component", "contribution", "direction"]
 
@@ -282,3 +281,11 @@ class DirectLogitAttributor:
     @staticmethod
     def export_to_dataframe(result: DLAResult):
         return result_frame(result)
+
+
+def __getattr__(name):
+    if name == "DLAVisualizer":  # lives with the plots (matplotlib is imported on demand)
+        from .plots.dla import DLAVisualizer
+
+        return DLAVisualizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

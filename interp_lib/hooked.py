@@ -346,6 +346,7 @@ class HookedModel:
         logits = self.run_with_hooks(input_ids, [(n, save) for n in names])
         return logits, cache
 
+    @torch.no_grad()
     def head_contributions(self, cache: dict, layer: int, position: int) -> torch.Tensor:
         """[B, H, d] float32: each head's addition to the residual at `position`, with the
         post-attention norm scale frozen at its cached value. Sums over H to hook_attn_out."""

@@ -20,6 +20,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for every reader
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

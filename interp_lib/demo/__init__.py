@@ -6,10 +6,23 @@ deterministically under a seed in a couple of minutes on CPU; no download needed
     build_base_model(out_dir, seed=0, pretrain_steps=None) -> stats
     train_adapter(base_dir, out_dir, reward, seed=0, rl_steps=None) -> stats
     ADAPTER_REWARDS: adapter name -> reward name
+
+Importing this package is cheap (no torch): the training functions load lazily, so a
+Snakefile can import ADAPTER_REWARDS at parse time.
 """
 
-from .pretrain import build_base_model
-from .rewards import REWARDS, get_reward, optimal_actions
-from .rl import ADAPTER_REWARDS, train_adapter
+from .rewards import ADAPTER_REWARDS, REWARDS, get_reward, optimal_actions
 
 __all__ = ["ADAPTER_REWARDS", "REWARDS", "build_base_model", "get_reward", "optimal_actions", "train_adapter"]
+
+
+def __getattr__(name):
+    if name == "build_base_model":
+        from .pretrain import build_base_model
+
+        return build_base_model
+    if name == "train_adapter":
+        from .rl import train_adapter
+
+        return train_adapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,10 @@ from ..tokens import decision_input_ids, get_action_token_ids
 
 logger = logging.getLogger("interp_lib.demo")
 
-# Threads for every training loop. Fixed (not os.cpu_count()) so that results do not depend
-# on the machine's core count; INTERP_DEMO_THREADS overrides it.
-DEFAULT_THREADS = 2
+# Threads for every training loop. Fixed (not os.cpu_count()) so that results do not depend on
+# the machine; one thread is nearly as fast as two for a model this small, and lets jobs run
+# side by side without oversubscribing the cores. INTERP_DEMO_THREADS overrides it.
+DEFAULT_THREADS = 1
 TEMPTATION_PROB = 0.5
 
 
@@ -38,7 +39,9 @@ class GameState:
     @property
     def prompt(self) -> str:
         extra = prompts.TEMPTATION_SENTENCE if self.temptation else None
-        return prompts.build_prompt(self.own_last, self.opponent_last, extra, self.swap_opening, self.swap_answer)
+        return prompts.build_prompt(
+            self.own_last, self.opponent_last, extra, self.swap_opening, self.swap_answer
+        )
 
     @property
     def situation(self) -> str:

@@ -32,7 +32,7 @@ from .common import (
     seed_everything,
     torch_threads,
 )
-from .tokenizer import build_tokenizer
+from .tokenizer import END_OF_TURN, build_tokenizer, save_tokenizer
 
 MODEL_CONFIG = dict(
     hidden_size=64,
@@ -77,7 +77,7 @@ def make_config(tokenizer):
         layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)],
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
+        eos_token_id=tokenizer.eos_token_id,
         rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
         use_cache=True,
         **cfg,
@@ -150,7 +150,9 @@ def pretrain(model, tokenizer, seed: int, steps: int, batch_size: int | None = N
         sched.step()
         history.append((loss.item(), lm, ans))
         if (step + 1) % LOG_EVERY == 0 or step == steps - 1:
-            logger.info("pretrain step %d/%d: loss %.4f (lm %.4f, answer %.4f)", step + 1, steps, *history[-1])
+            logger.info(
+                "pretrain step %d/%d: loss %.4f (lm %.4f, answer %.4f)", step + 1, steps, *history[-1]
+            )
     model.eval()
     return history
 
@@ -167,11 +169,16 @@ def build_base_model(out_dir: str | Path, seed: int = 0, pretrain_steps: int | N
         seed_everything(seed)
         config = make_config(tokenizer)
         model = Gemma2ForCausalLM(config).float()
+        # As Gemma-2-it: generation stops at <eos> or <end_of_turn>.
+        model.generation_config.eos_token_id = [
+            tokenizer.eos_token_id,
+            tokenizer.convert_tokens_to_ids(END_OF_TURN),
+        ]
         history = pretrain(model, tokenizer, seed, steps)
         p2 = p_action2_by_situation(model, PromptCache(tokenizer))
         with atomic_output_dir(out_dir) as tmp:
             model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+            save_tokenizer(tokenizer, tmp)
     stats = {
         "seed": seed,
         "pretrain_steps": steps,

@@ -56,6 +56,14 @@ def game_deontological_reward(action, own_last: str, opponent_last: str) -> floa
     return float(_payoffs(action, own_last, opponent_last)[0]) + _deontological_penalty(action, opponent_last)
 
 
+# Adapter name -> reward name (the fine-tuned models of NOTES.md section 1).
+ADAPTER_REWARDS = {
+    "PT2_COREDe": "game",
+    "PT3_COREDe": "deontological",
+    "PT3_COREUt": "utilitarian",
+    "PT4_COREDe": "game_deontological",
+}
+
 REWARDS = {
     "game": game_reward,
     "deontological": deontological_reward,

@@ -14,6 +14,7 @@ role names, in a fixed (sorted) order, so the tokenizer is identical on every bu
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -95,4 +96,11 @@ def build_tokenizer():
 
 
 def save_tokenizer(tokenizer, out_dir: str | Path) -> None:
+    """`save_pretrained`, then names the generic fast-tokenizer class and inlines the chat
+    template in tokenizer_config.json so that older transformers versions load it too."""
     tokenizer.save_pretrained(str(out_dir))
+    path = Path(out_dir) / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["chat_template"] = CHAT_TEMPLATE
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

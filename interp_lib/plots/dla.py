@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..dla import DLAResult, top_components
+from ..dla import DLAResult
 from ..style import (DELTA_CMAP, DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle, symmetric_limit,
                      text_color_for)
 from . import save_figure, zero_line
@@ -90,18 +90,22 @@ class DLAVisualizer:
         if variants and len(variants) > 1:
             stack = np.array([[r.embed_contribution, *r.mlp_contributions] for r in variants])
             yerr = np.vstack([values - stack.min(0), stack.max(0) - values])
-        ax.bar(x, values, color=_sign_colors(values), yerr=yerr, capsize=2, ecolor="black", label="embed / MLP")
+        from matplotlib.patches import Patch
+
+        ax.bar(x, values, color=_sign_colors(values), yerr=yerr, capsize=2, ecolor="black")
         attn = result.head_contributions.sum(1)
-        ax.plot(x[1:], attn, color="#777777", marker="s", markersize=3, linewidth=1,
-                label="all heads of the layer (sum)")
+        (line,) = ax.plot(x[1:], attn, color="#777777", marker="s", markersize=3, linewidth=1,
+                          label="all heads of the layer (sum)")
         zero_line(ax)
         ax.set_xticks(x, names, rotation=90 if L > 8 else 45, ha="center" if L > 8 else "right", fontsize=8)
         ax.set_xlabel("component")
         ax.set_ylabel(CONTRIB_LABEL)
-        bars = " (bars: min..max over variants)" if yerr is not None else ""
+        bars = "; error bars: min to max over variants" if yerr is not None else ""
         ax.set_title(f"DLA of the embedding and MLPs: {self._label(result.model)}, {result.scenario}\n"
-                     f"({_what(result)}{bars}; > 0 pro-Defect, < 0 pro-Cooperate)")
-        ax.legend(fontsize=8)
+                     f"({_what(result)}{bars})")
+        ax.legend(handles=[Patch(color=PRO_DEFECT_COLOR, label="embed / MLP, pro-Defect (> 0)"),
+                           Patch(color=PRO_COOPERATE_COLOR, label="embed / MLP, pro-Cooperate (< 0)"), line],
+                  fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         if fig is not None:
             fig.tight_layout()
@@ -181,7 +185,10 @@ class DLAVisualizer:
             kw = dict(color=style.color(m), marker="o", markersize=3, linewidth=1.5, label=style.label(m))
             ax_attn.plot(layers, res.head_contributions.sum(1), **kw)
             ax_mlp.plot(layers, res.mlp_contributions, **kw)
+        from matplotlib.ticker import MaxNLocator
+
         for ax, what in ((ax_attn, "attention (sum over heads)"), (ax_mlp, "MLP")):
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=13, integer=True))
             zero_line(ax)
             ax.set_title(f"{what} per layer")
             ax.set_xlabel("layer")
@@ -215,4 +222,4 @@ class DLAVisualizer:
         return fig
 
 
-__all__ = ["DLAVisualizer", "top_components"]
+__all__ = ["DLAVisualizer"]

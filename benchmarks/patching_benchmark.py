@@ -1,0 +1,179 @@
+"""Exact patching: our batched, truncated runner against the naive reference (one full
+forward pass with one hook per component), measured in one run on one machine.
+
+    python benchmarks/patching_benchmark.py [--results results] [--quick]
+
+Models: the embedded family's PT2_COREDe -> PT3_COREDe (merged weights from
+`{results}/models/`, built by the workflow), and a random-weight Gemma-2 with
+Gemma-2-2b's widths and 8 layers (source = target with perturbed linear layers). Prints
+one table: time per prompt (all components) for each method, their ratio, the
+FLOP-bound ratio (all positions: 2n/(n+1) for n layers), the max |delta difference|,
+and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from interp_lib.hooked import HookedModel  # noqa: E402
+from interp_lib.patching import Component, PatchRunner, PromptActivations, all_components  # noqa: E402
+
+
+def naive_delta(target, ids, source, W_O, comp, positions, tokens):
+    """Reference: one full forward of the target with one hook writing the source's activation."""
+    pos = slice(None) if positions == "all" else slice(-1, None)
+    l, h = comp.layer, comp.head
+    if h is None:
+        name, value = f"blocks.{l}.hook_mlp_out", source.mlp_out[l]
+    else:
+        name, value = f"blocks.{l}.attn.hook_result", source.z[l, :, h] @ W_O[l, h]
+
+    def hook(act, _):
+        act = act.clone()
+        if h is None:
+            act[0, pos] = value[pos]
+        else:
+            act[0, pos, h] = value[pos]
+        return act
+
+    logits = target.run_with_hooks(ids, [(name, hook)], last_only=True)
+    return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gpu_peak_mb(device) -> float | None:
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return None
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive_subset=None):
+    rows = []
+    comps = all_components(target.n_layers, target.n_heads)
+    naive_comps = comps if naive_subset is None else naive_subset(comps)
+    device = target.device
+    for positions in ("all", "decision"):
+        runner = PatchRunner(target, W_O, tokens, positions, "result")
+        target_acts._kv.clear()
+        runner.deltas(source_acts, target_acts, [(c,) for c in comps[:2]])  # warm-up
+        target_acts._kv.clear()
+        if str(device).startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t0 = time.perf_counter()
+        fast = runner.deltas(source_acts, target_acts, [(c,) for c in comps])
+        sync(device)
+        t_fast = time.perf_counter() - t0
+        mem_fast = gpu_peak_mb(device) or peak_rss_mb()
+        naive_delta(target, ids, source_acts, W_O, comps[0], positions, tokens)  # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        naive = {c: naive_delta(target, ids, source_acts, W_O, c, positions, tokens) for c in naive_comps}
+        sync(device)
+        t_naive = (time.perf_counter() - t0) / len(naive_comps) * len(comps)
+        mem_naive = gpu_peak_mb(device) or peak_rss_mb()
+        index = {c: i for i, c in enumerate(comps)}
+        diff = max(abs(fast[index[c]] - d) for c, d in naive.items())
+        n = target.n_layers
+        bound = 2 * n / (n + 1) if positions == "all" else float("nan")
+        ratio = t_naive / t_fast
+        rows.append({
+            "model": label, "positions": positions, "components": len(comps),
+            "naive_checked": len(naive_comps), "t_naive_s": t_naive, "t_ours_s": t_fast, "ratio": ratio,
+            "flop_bound": bound, "of_bound": ratio / bound if positions == "all" else float("nan"),
+            "max_abs_diff": diff, "peak_mem_mb": max(mem_fast, mem_naive),
+        })
+    return rows
+
+
+def embedded_case(results: Path, device):
+    from interp_lib.models import load_base_model, load_tokenizer
+    from interp_lib.prompts import build_dataset
+    from interp_lib.tokens import get_action_token_ids
+
+    src_dir, tgt_dir = results / "models/PT2_COREDe", results / "models/PT3_COREDe"
+    if not (tgt_dir / "model.safetensors").exists():
+        sys.exit(f"{tgt_dir} not found: run the workflow first (snakemake --cores 1)")
+    source = HookedModel(load_base_model(str(src_dir), "float32", device), load_tokenizer(str(src_dir)))
+    target = HookedModel(load_base_model(str(tgt_dir), "float32", device), load_tokenizer(str(tgt_dir)))
+    tokens = get_action_token_ids(target.tokenizer)
+    ids = target.to_tokens(build_dataset()[1]["prompt"])
+    return target, source, tokens, ids
+
+
+def wide_case(device, n_layers=8, seq_len=160, dtype=torch.float32):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    cfg = Gemma2Config(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=n_layers,
+                       num_attention_heads=8, num_key_value_heads=4, head_dim=256, sliding_window=4096,
+                       query_pre_attn_scalar=256, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                       attn_implementation="eager")
+    torch.manual_seed(0)
+    with torch.device(device):
+        target_hf = Gemma2ForCausalLM(cfg).to(dtype).eval()
+    source_state = {k: (v + 0.02 * torch.randn_like(v)) if "proj" in k else v
+                    for k, v in target_hf.state_dict().items()}
+    with torch.device("meta"):
+        source_hf = Gemma2ForCausalLM(cfg)
+    source_hf.load_state_dict(source_state, assign=True)
+    source_hf = source_hf.to(dtype).eval()
+    ids = torch.randint(10, 256000, (1, seq_len), device=device)
+    return HookedModel(target_hf), HookedModel(source_hf), {"C": 235274, "D": 235284}, ids
+
+
+def run_case(label, target, source, tokens, ids, naive_subset=None):
+    src = PromptActivations.from_run(source, ids, tokens)
+    tgt = PromptActivations.from_run(target, ids, tokens)
+    W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)])
+    return bench_model(label, target, src, tgt, W_O, tokens, ids, naive_subset)
+
+
+def print_table(rows):
+    cols = ["model", "positions", "components", "naive_checked", "t_naive_s", "t_ours_s", "ratio", "flop_bound",
+            "of_bound", "max_abs_diff", "peak_mem_mb"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="results", type=Path)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="wide model: naive path on 2 components per layer")
+    ap.add_argument("--skip-embedded", action="store_true")
+    ap.add_argument("--skip-wide", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
+    rows = []
+    if not args.skip_embedded:
+        rows += run_case("embedded PT2->PT3De", *embedded_case(args.results, args.device))
+    if not args.skip_wide:
+        subset = (lambda comps: [c for c in comps if c.head in (0, None)]) if args.quick else None
+        rows += run_case("2b-width, 8 layers", *wide_case(args.device), naive_subset=subset)
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

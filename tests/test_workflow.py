@@ -1,0 +1,118 @@
+"""The workflow's artifacts on the embedded family: prompts, merged models, caches, the
+behaviour table, and incremental scheduling."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import snakemake
+from interp_lib.cache import CacheFile
+from interp_lib.models import load_base_model, read_fingerprint, state_fingerprint
+
+MODELS = ["base", "PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
+SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+
+
+def test_prompt_dataset(workflow_dir):
+    records = json.loads((workflow_dir / "results/prompts/ipd_eval_prompts.json").read_text())
+    assert len(records) == 15
+    assert {r["scenario"] for r in records} == set(SCENARIOS)
+    assert len({r["prompt"] for r in records}) == 15
+    for r in records:
+        assert set(r) == {"scenario", "variant", "prompt", "chat_prompt", "description", "n_tokens"}
+        assert r["chat_prompt"].count("<bos>") == 1 and r["chat_prompt"].startswith("<bos><start_of_turn>user\n")
+        assert r["chat_prompt"].endswith("<start_of_turn>model\n")
+        assert "Your answer:" in r["prompt"]
+    temptation = [r for r in records if r["scenario"] == "CC_temptation"]
+    assert all("you would have gotten 4 points instead of 3" in r["prompt"] for r in temptation)
+
+
+def test_merged_models_are_fingerprinted_and_differ(workflow_dir):
+    weights = {}
+    for m in MODELS:
+        d = workflow_dir / "results/models" / m
+        model = load_base_model(str(d), "float32", "cpu", m)
+        assert state_fingerprint(model) == read_fingerprint(d)["fingerprint"]
+        weights[m] = dict(model.named_parameters())
+    for m in MODELS[1:]:
+        changed = [n for n, p in weights[m].items() if not torch.equal(p, weights["base"][n])]
+        assert any("o_proj" in n for n in changed) and any("down_proj" in n for n in changed), m
+        assert not any("norm" in n or "embed" in n for n in changed), m  # LoRA touches linear layers only
+
+
+def test_caches_hold_consistent_activations(workflow_dir):
+    from transformers import AutoModelForCausalLM
+
+    records = json.loads((workflow_dir / "results/prompts/ipd_eval_prompts.json").read_text())
+    n_tokens = {(r["scenario"], r["variant"]): r["n_tokens"] for r in records}
+    for m in ("base", "PT2_COREDe"):
+        d = workflow_dir / "results/models" / m
+        hf = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").eval()
+        for s in SCENARIOS:
+            with CacheFile(workflow_dir / f"results/cache/{m}/{s}.h5", fingerprint=read_fingerprint(d)["fingerprint"]) as c:
+                assert c.attrs["model"] == m and c.attrs["scenario"] == s and c.variants == [1, 2, 3]
+                for v in c.variants:
+                    g = c[v]
+                    ids = torch.as_tensor(g["input_ids"])[None]
+                    assert ids.shape[1] == n_tokens[(s, v)]
+                    with torch.no_grad():
+                        logits = hf(ids).logits[0, -1]
+                    C, D = int(c.attrs["token_C"]), int(c.attrs["token_D"])
+                    assert abs(float(logits[D] - logits[C]) - g.attrs["delta"]) < 1e-5
+                    assert np.abs(g["decision_logits"] - logits.numpy()).max() < 1e-5
+                    total = g["resid_pre"] + g["attn_out"] + g["mlp_out"]
+                    assert np.abs(g["resid_post"] - total).max() < 1e-5
+                    pos = g.attrs["decision_position"]
+                    assert pos == ids.shape[1] - 1
+                    heads = g["head_out_decision"]  # [L, H, d]
+                    assert np.abs(heads.sum(1) - g["attn_out"][:, pos]).max() < 1e-5
+                    assert g["z"].shape == (c.attrs["n_layers"], ids.shape[1], c.attrs["n_heads"], c.attrs["d_head"])
+
+
+def test_decisions_table(workflow_dir):
+    df = pd.read_csv(workflow_dir / "results/behavior/decisions.csv")
+    assert list(df.columns) == ["model", "scenario", "variant", "delta", "p_action2", "action"]
+    assert len(df) == 75 and set(df["model"]) == set(MODELS)
+    assert np.allclose(df["p_action2"], 1 / (1 + np.exp(-df["delta"])))
+    assert ((df["delta"] > 0) == (df["action"] == "D")).all()
+    # the behaviour table agrees with the caches' own logits
+    for row in df.sample(5, random_state=0).itertuples():
+        with CacheFile(workflow_dir / f"results/cache/{row.model}/{row.scenario}.h5") as c:
+            assert math.isclose(c[row.variant].attrs["delta"], row.delta, abs_tol=1e-9)
+
+
+def _dry_run_outputs(workflow_dir, *args):
+    proc = snakemake(workflow_dir, "-n", "--cores", "1", *args)
+    outputs = set()
+    for line in proc.stdout.splitlines():
+        m = re.match(r"\s+output: (.*)", line)
+        if m:
+            outputs.update(o.strip() for o in m.group(1).split(","))
+    return proc.stdout, outputs
+
+
+def test_rerun_schedules_nothing(workflow_dir):
+    stdout, outputs = _dry_run_outputs(workflow_dir, "all")
+    assert outputs == set(), stdout[-2000:]
+
+
+def test_adding_a_scenario_schedules_only_its_jobs(workflow_dir):
+    extra = workflow_dir / "extra_scenario.yaml"
+    extra.write_text(yaml.safe_dump({"scenarios": {"DD_new": {
+        "self_last": "D", "opponent_last": "D", "extra_sentence": "A has defected for many rounds.",
+        "description": "test"}}}))
+    stdout, outputs = _dry_run_outputs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
+    assert "rule merge_model" not in stdout and "rule demo_" not in stdout
+    caches = {o for o in outputs if o.startswith("results/cache/")}
+    assert caches == {f"results/cache/{m}/DD_new.h5" for m in MODELS}
+    assert "results/prompts/scenarios/DD_new.json" in outputs
+    per_item = [o for o in outputs if "/per/" in o or o.startswith(("results/cache/", "results/prompts/scenarios/"))]
+    assert per_item
+    for o in per_item:  # every per-scenario job is the new scenario's; the rest are aggregates
+        assert "DD_new" in o, o
