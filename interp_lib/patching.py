@@ -238,11 +238,15 @@ class CircuitDiscovery:
 
 
 def discover_circuit(runner: PatchRunner, source: PromptActivations, target: PromptActivations,
-                     results: list[PatchResult], max_components: int = 10) -> CircuitDiscovery:
-    """Ranks components by |delta_change| and patches the top k jointly, k = 1..max_components,
-    all in one batched pass; the first k that gives the source's action is the circuit."""
-    ranked = sorted(results, key=lambda r: abs(r.delta_change), reverse=True)
-    ranking = [(r.component, r.delta_change) for r in ranked]
+                     results: list[PatchResult], max_components: int = 10,
+                     scores: Sequence[float] | None = None) -> CircuitDiscovery:
+    """Ranks components by |delta_change| (or by |scores|, e.g. AtP estimates aligned with
+    `results`) and patches the top k jointly, k = 1..max_components, in one batched pass
+    of exact patching; the first k that gives the source's action is the circuit."""
+    scores = [r.delta_change for r in results] if scores is None else list(scores)
+    order = sorted(range(len(results)), key=lambda i: abs(scores[i]), reverse=True)
+    ranked = [results[i] for i in order]
+    ranking = [(results[i].component, float(scores[i])) for i in order]
     base, src = target.delta, source.delta
     common = dict(ranked_components=ranking, all_patches=results, baseline_delta=base, source_delta=src)
     if action_of(base) == action_of(src):
@@ -323,13 +327,14 @@ def load_W_O(model_dir: str, n_layers: int, n_heads: int, d_head: int, device="c
 
 
 RESULT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site",
-                  *PatchResult.__dataclass_fields__]
+                  *PatchResult.__dataclass_fields__, "atp_delta_change"]
 
 
 def patch_scenario(experiment: str, source_name: str, target_name: str, scenario: str,
                    source_cache: str, target_cache: str, source_dir: str, target_dir: str,
                    positions: str = "all", head_site: str = "result", circuits: bool = True,
-                   max_components: int = 10, dtype: str = "float32", device: str = "cpu"):
+                   max_components: int = 10, dtype: str = "float32", device: str = "cpu",
+                   atp: bool = True, circuit_ranking: str = "exact"):
     """The workflow's patching job for one (experiment, scenario): every single-component
     patch on every variant, then circuits. Returns (results DataFrame, circuit records)."""
     import pandas as pd
@@ -357,17 +362,20 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
             src = PromptActivations.from_cache(src_file[variant], device, torch_dtype)
             tgt = PromptActivations.from_cache(tgt_file[variant], device, torch_dtype)
             results = sweep(runner, src, tgt)
+            estimates = attribution_patch(runner, src, tgt) if atp or circuit_ranking == "atp" \
+                else np.full(len(results), np.nan)
             meta = dict(experiment=experiment, source=source_name, target=target_name, scenario=scenario,
                         variant=variant, positions=positions, head_site=head_site)
-            rows += [{**meta, **r.to_dict()} for r in results]
+            rows += [{**meta, **r.to_dict(), "atp_delta_change": e} for r, e in zip(results, estimates)]
             if circuits:
-                found = discover_circuit(runner, src, tgt, results, max_components)
-                circuit_records.append({**meta, **circuit_record(found)})
+                scores = estimates if circuit_ranking == "atp" else None
+                found = discover_circuit(runner, src, tgt, results, max_components, scores)
+                circuit_records.append({**meta, "ranking": circuit_ranking, **circuit_record(found)})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS), circuit_records
 
 
 CIRCUIT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site",
-                   "flipped", "circuit_size", "circuit", "baseline_delta", "source_delta", "patched_delta",
+                   "ranking", "flipped", "circuit_size", "circuit", "baseline_delta", "source_delta", "patched_delta",
                    "gap_recovered", "attempts", "reason"]
 
 
@@ -383,3 +391,41 @@ def circuit_record(found: CircuitDiscovery) -> dict:
         "attempts": ";".join(f"{k}:{d:.6g}" for k, d in found.attempts),
         "reason": found.reason,
     }
+
+
+def attribution_patch(runner: PatchRunner, source: PromptActivations, target: PromptActivations) -> np.ndarray:
+    """AtP estimates of every component's delta_change (all_components order), from one
+    forward and one backward pass of the target: (source activation - target activation)
+    . d delta / d activation, summed over the patched positions (Nanda; Kramar et al. 2024)."""
+    model = runner.target
+    L = model.n_layers
+    site = "attn.hook_result" if runner.head_site == "result" else "attn.hook_z"
+    saved: dict[str, torch.Tensor] = {}
+
+    def keep(act, name):
+        saved[name] = act
+        return act
+
+    hooks = {f"blocks.{l}.{s}": [keep] for l in range(L) for s in (site, "hook_mlp_out")}
+    ids = target.input_ids.to(model.device)[None]
+    with torch.enable_grad():
+        resid = model.embed(ids)
+        logits = model.forward_from(resid, 0, hooks, rows=runner.rows, last_only=True)
+        delta = logits[0, 1] - logits[0, 0]
+        names = list(saved)
+        grads = dict(zip(names, torch.autograd.grad(delta, [saved[n] for n in names])))
+    pos = runner._position_mask(ids.shape[1], model.device)
+    out = []
+    with torch.no_grad():
+        for layer in range(L):
+            act = saved[f"blocks.{layer}.{site}"][0]  # [T, H, dh or d]
+            grad = grads[f"blocks.{layer}.{site}"][0]
+            if runner.head_site == "result":
+                src = torch.einsum("thk,hkd->thd", source.z[layer], runner.source_W_O[layer])
+            else:
+                src = source.z[layer]
+            heads = ((src - act) * grad)[pos].sum(dim=(0, 2))  # [H]
+            mlp = ((source.mlp_out[layer] - saved[f"blocks.{layer}.hook_mlp_out"][0])
+                   * grads[f"blocks.{layer}.hook_mlp_out"][0])[pos].sum()
+            out += [*heads.float().cpu().tolist(), float(mlp)]
+    return np.asarray(out)

@@ -8,22 +8,46 @@ import numpy as np
 import pandas as pd
 
 
+def atp_agreement(exact: np.ndarray, estimate: np.ndarray, k: int = 10) -> dict:
+    """Spearman rank correlation of AtP estimates with exact delta_change, and the recall of
+    the exact top-k (by |delta_change|) within the AtP top-k."""
+    from scipy.stats import spearmanr
+
+    k = min(k, len(exact))
+    top_exact = set(np.argsort(-np.abs(exact), kind="stable")[:k])
+    top_atp = set(np.argsort(-np.abs(estimate), kind="stable")[:k])
+    rho = spearmanr(exact, estimate).statistic if len(exact) > 1 else np.nan
+    return {"atp_spearman": float(rho), f"atp_top{k}_recall": len(top_exact & top_atp) / k}
+
+
+def _atp_columns(g: pd.DataFrame) -> dict:
+    if "atp_delta_change" not in g or g["atp_delta_change"].isna().all():
+        return {"atp_spearman": np.nan, "atp_top10_recall": np.nan}
+    return atp_agreement(g["delta_change"].to_numpy(), g["atp_delta_change"].to_numpy(), 10)
+
+
 def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per (scenario, variant): baseline and source behaviour, patches run, flips,
-    and the strongest single component (largest |delta_change|)."""
+    """One row per (scenario, variant), then one "ALL" row: baseline and source behaviour,
+    patches run, flips, the strongest single component (largest |delta_change|), and the
+    agreement of attribution patching with exact patching (Spearman, top-10 recall; the
+    ALL row pools every patch of the experiment)."""
     rows = []
-    for (scenario, variant), g in results.groupby(["scenario", "variant"], sort=False):
+    groups = list(results.groupby(["scenario", "variant"], sort=False)) + [(("ALL", ""), results)]
+    for (scenario, variant), g in groups:
         best = g.loc[g["delta_change"].abs().idxmax()]
+        pooled = scenario == "ALL"
         rows.append({
             "experiment": g["experiment"].iat[0], "scenario": scenario, "variant": variant,
             "positions": g["positions"].iat[0], "head_site": g["head_site"].iat[0],
-            "baseline_delta": g["baseline_delta"].iat[0], "source_delta": g["source_delta"].iat[0],
-            "baseline_action": g["baseline_action"].iat[0],
-            "source_action": "D" if g["source_delta"].iat[0] > 0 else "C",
+            "baseline_delta": np.nan if pooled else g["baseline_delta"].iat[0],
+            "source_delta": np.nan if pooled else g["source_delta"].iat[0],
+            "baseline_action": "" if pooled else g["baseline_action"].iat[0],
+            "source_action": "" if pooled else ("D" if g["source_delta"].iat[0] > 0 else "C"),
             "n_patches": len(g), "n_flips": int(g["action_flipped"].sum()),
             "max_abs_delta_change": abs(best["delta_change"]),
             "strongest_component": best["component"], "strongest_delta_change": best["delta_change"],
             "strongest_gap_fraction": best["gap_fraction"],
+            **_atp_columns(g),
         })
     return pd.DataFrame(rows)
 

@@ -161,3 +161,36 @@ def test_invariants_on_the_embedded_family(embedded_pair, positions):
         assert np.abs(own.deltas(tgt, tgt, [(c,) for c in comps]) - tgt.delta).max() < 1e-5
         heads0 = [r.patched_delta for r in results if r.layer == 0 and r.kind == "head"]
         assert len(set(np.round(heads0, 7))) == len(heads0)
+
+
+@pytest.mark.parametrize("positions", ["all", "decision"])
+@pytest.mark.parametrize("head_site", ["result", "z"])
+def test_attribution_patching_is_the_first_order_term(positions, head_site):
+    """For a source that differs from the target by eps, AtP = exact + O(eps^2)."""
+    from interp_lib.patching import attribution_patch
+
+    target = HookedModel(tiny_gemma2())
+    ids = torch.randint(0, 97, (1, 20), generator=torch.Generator().manual_seed(4))
+    tgt = PromptActivations.from_run(target, ids, TOKENS)
+    W_O = torch.stack([target.W_O(l) for l in range(target.n_layers)])
+    errors = []
+    for eps in (1e-2, 1e-3):
+        gen = torch.Generator().manual_seed(5)
+        src = PromptActivations(tgt.input_ids, tgt.resid_pre,
+                                tgt.z + eps * torch.randn(tgt.z.shape, generator=gen),
+                                tgt.mlp_out + eps * torch.randn(tgt.mlp_out.shape, generator=gen), tgt.delta)
+        runner = PatchRunner(target, W_O, TOKENS, positions, head_site)
+        exact = np.array([r.delta_change for r in sweep(runner, src, tgt)])
+        estimate = attribution_patch(runner, src, tgt)
+        errors.append(np.abs(exact - estimate).max() / np.abs(exact).max())
+    assert errors[1] < 0.02 and errors[1] < errors[0] / 3
+
+
+def test_atp_agreement_hand_case():
+    from interp_lib.patching_summary import atp_agreement
+
+    exact = np.array([3.0, -2.0, 1.0, 0.5])
+    same_order = atp_agreement(exact, exact * 0.5, k=2)
+    assert same_order == {"atp_spearman": 1.0, "atp_top2_recall": 1.0}
+    swapped = atp_agreement(exact, np.array([0.1, -2.0, 3.0, 0.5]), k=2)
+    assert swapped["atp_top2_recall"] == 0.5

@@ -39,6 +39,8 @@ rule patch_scenario:
         head_site=config["analysis"]["head_patch_site"],
         circuits=config["analysis"]["circuits"],
         max_components=config["analysis"]["max_circuit_components"],
+        atp=config["analysis"]["atp"],
+        circuit_ranking=config["analysis"]["circuit_ranking"],
         dtype=config["analysis"]["dtype"],
         device=config["analysis"]["device"],
         code=code_version("patching", "hooked"),

@@ -10,7 +10,7 @@ with job_logging(snakemake.log[0]):
     results, circuits = patch_scenario(
         snakemake.wildcards.experiment, p.source, p.target, snakemake.wildcards.scenario,
         i.source_cache, i.target_cache, f"results/models/{p.source}", f"results/models/{p.target}",
-        p.positions, p.head_site, p.circuits, p.max_components, p.dtype, p.device,
+        p.positions, p.head_site, p.circuits, p.max_components, p.dtype, p.device, p.atp, p.circuit_ranking,
     )
     write_csv_atomic(results, snakemake.output.results)
     write_csv_atomic(pd.DataFrame(circuits, columns=CIRCUIT_COLUMNS), snakemake.output.circuits)
