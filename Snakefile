@@ -1,6 +1,14 @@
 # IPD interpretability workflow. Main job:
 #   snakemake --cores 1 results/patching/cross_experiment_summary.csv
 # The default target `all` builds that and every other analysis.
+import sys
+
+from interp_lib.config import ConfigError, read_yaml
+
+try:  # Snakemake's own message for a YAML error names neither line nor column
+    read_yaml("config.yaml")
+except ConfigError as exc:
+    sys.exit(f"Error: {exc}")
 
 
 configfile: "config.yaml"
@@ -18,6 +26,7 @@ include: "workflow/rules/patching.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/prompts/ipd_eval_prompts.json",
         "results/behavior/decisions.csv",
@@ -41,4 +50,3 @@ rule all:
         expand("results/dla/dla_top_components_{model}.png", model=MODELS),
         expand("results/dla/dla_model_comparison_{scenario}.png", scenario=SCENARIOS),
         "results/patching/cross_experiment_summary.csv",
-    default_target: True

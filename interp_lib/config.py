@@ -109,19 +109,23 @@ def _check_references(config: dict) -> None:
         seen[key] = name
 
 
-def load_config(path: str | os.PathLike | None = None) -> dict:
-    """Reads and validates a YAML config (default: $INTERP_CONFIG or ./config.yaml)."""
-    path = Path(path or os.environ.get("INTERP_CONFIG") or DEFAULT_CONFIG_PATH)
+def read_yaml(path: str | os.PathLike):
+    """The parsed YAML file; a ConfigError naming the file, line and column if it does not parse."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{where}: YAML does not parse: {problem}") from None
-    return validate_config(config)
+
+
+def load_config(path: str | os.PathLike | None = None) -> dict:
+    """Reads and validates a YAML config (default: $INTERP_CONFIG or ./config.yaml)."""
+    return validate_config(read_yaml(path or os.environ.get("INTERP_CONFIG") or DEFAULT_CONFIG_PATH))
 
 
 def is_embedded(config: dict, path: str | None) -> bool:

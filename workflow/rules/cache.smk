@@ -8,19 +8,19 @@ rule cache_activations:
         prompts="results/prompts/scenarios/{scenario}.json",
     output:
         "results/cache/{model}/{scenario}.h5",
-    params:
-        model_dir="results/models/{model}",
-        dtype=config["analysis"]["dtype"],
-        device=config["analysis"]["device"],
     log:
         "results/logs/cache/{model}/{scenario}.log",
     benchmark:
         "results/benchmarks/cache/{model}/{scenario}.tsv"
+    conda:
+        "../../envs/interp.yaml"
     resources:
         mem_mb=16000,
         runtime=30,
         gpu=1 if config["analysis"]["device"].startswith("cuda") else 0,
-    conda:
-        "../../envs/interp.yaml"
+    params:
+        model_dir=lambda wc, input: os.path.dirname(input.weights),
+        dtype=config["analysis"]["dtype"],
+        device=config["analysis"]["device"],
     script:
         "../scripts/cache_activations.py"

@@ -3,7 +3,7 @@ import re
 import sys
 from pathlib import Path
 
-from interp_lib.config import ConfigError, is_embedded, validate_config
+from interp_lib.config import ConfigError, is_embedded, patch_scenarios, validate_config
 
 try:
     validate_config(config)
@@ -23,23 +23,33 @@ wildcard_constraints:
 
 def model_dir_inputs(path):
     """Files that stand for a base or adapter directory: built by the embedded family's
-    rules, or existing local files (so that replacing them reruns what depends on them)."""
+    rules, or existing local files (so that replacing them reruns what depends on them).
+    """
     if not path:
         return []
     if is_embedded(config, path):
-        return [f"{path}/config.json"] if not path.startswith(f"{EMBEDDED_DIR}/adapters/") else [
-            f"{path}/adapter_config.json",
-            f"{path}/adapter_model.safetensors",
-        ]
+        return (
+            [f"{path}/config.json"]
+            if not path.startswith(f"{EMBEDDED_DIR}/adapters/")
+            else [
+                f"{path}/adapter_config.json",
+                f"{path}/adapter_model.safetensors",
+            ]
+        )
     local = Path(path)
-    return [str(p) for p in sorted(local.glob("*.json")) + sorted(local.glob("*.safetensors"))]
+    return [
+        str(p)
+        for p in sorted(local.glob("*.json")) + sorted(local.glob("*.safetensors"))
+    ]
 
 
 def check_adapter_paths():
     for name, spec in config["models"].items():
         adapter = spec.get("adapter")
         if adapter and not is_embedded(config, adapter) and not Path(adapter).is_dir():
-            sys.exit(f"Error: config: models.{name}.adapter: adapter directory not found: {adapter}")
+            sys.exit(
+                f"Error: config: models.{name}.adapter: adapter directory not found: {adapter}"
+            )
 
 
 check_adapter_paths()
@@ -59,7 +69,8 @@ def cache_files(models=None, scenarios=None):
 
 def code_version(*modules):
     """Short sha256 of interp_lib modules (e.g. "dla", "plotting/style"): used as a param,
-    so that editing an analysis module reruns its rules (Snakemake does not track imports)."""
+    so that editing an analysis module reruns its rules (Snakemake does not track imports).
+    """
     import hashlib
     import interp_lib
 
@@ -72,3 +83,28 @@ def code_version(*modules):
 
 def model_label(name):
     return config["models"][name].get("label") or name
+
+
+EXPERIMENTS = list(config["experiments"])
+PATCH_SCENARIOS = patch_scenarios(config)
+
+
+wildcard_constraints:
+    experiment="|".join(re.escape(e) for e in EXPERIMENTS) or "^$",
+
+
+def experiment_models(wc):
+    exp = config["experiments"][wc.experiment]
+    return exp["source"], exp["target"]
+
+
+def patch_inputs(wc):
+    source, target = experiment_models(wc)
+    return {
+        "source_cache": f"results/cache/{source}/{wc.scenario}.h5",
+        "target_cache": f"results/cache/{target}/{wc.scenario}.h5",
+        "source_fingerprint": f"results/models/{source}/fingerprint.json",
+        "target_fingerprint": f"results/models/{target}/fingerprint.json",
+        "source_weights": f"results/models/{source}/model.safetensors",
+        "target_weights": f"results/models/{target}/model.safetensors",
+    }

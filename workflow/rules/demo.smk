@@ -9,18 +9,18 @@ rule demo_base:
         f"{EMBEDDED_DIR}/base/config.json",
         f"{EMBEDDED_DIR}/base/model.safetensors",
         f"{EMBEDDED_DIR}/base/tokenizer.json",
-    params:
-        seed=config["seed"],
-        steps=config["embedded"]["pretrain_steps"],
     log:
         "results/logs/demo/base.log",
     benchmark:
         "results/benchmarks/demo/base.tsv"
+    conda:
+        "../../envs/interp.yaml"
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../../envs/interp.yaml"
+    params:
+        seed=config["seed"],
+        steps=config["embedded"]["pretrain_steps"],
     script:
         "../scripts/demo_base.py"
 
@@ -32,21 +32,21 @@ rule demo_adapter:
     output:
         f"{EMBEDDED_DIR}/adapters/{{adapter}}/adapter_config.json",
         f"{EMBEDDED_DIR}/adapters/{{adapter}}/adapter_model.safetensors",
-    params:
-        base=f"{EMBEDDED_DIR}/base",
-        reward=lambda wc: ADAPTER_REWARDS[wc.adapter],
-        seed=config["seed"],
-        steps=config["embedded"]["rl_steps"],
     log:
         "results/logs/demo/adapter_{adapter}.log",
     benchmark:
         "results/benchmarks/demo/adapter_{adapter}.tsv"
     wildcard_constraints:
         adapter="|".join(ADAPTER_REWARDS),
+    conda:
+        "../../envs/interp.yaml"
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../../envs/interp.yaml"
+    params:
+        base=lambda wc, input: os.path.dirname(input[0]),
+        reward=lambda wc: ADAPTER_REWARDS[wc.adapter],
+        seed=config["seed"],
+        steps=config["embedded"]["rl_steps"],
     script:
         "../scripts/demo_adapter.py"

@@ -9,39 +9,49 @@ rule dla_scenario:
     output:
         components="results/dla/per/{model}/{scenario}.csv",
         summary="results/dla/per/{model}/{scenario}.summary.csv",
-    params:
-        code=code_version("dla", "logit_lens"),
     log:
         "results/logs/dla/{model}/{scenario}.log",
     conda:
         "../../envs/interp.yaml"
+    params:
+        code=code_version("dla", "logit_lens"),
     script:
         "../scripts/dla_scenario.py"
 
 
 rule dla_tables:
     input:
-        components=expand("results/dla/per/{model}/{scenario}.csv", model=MODELS, scenario=SCENARIOS),
-        summary=expand("results/dla/per/{model}/{scenario}.summary.csv", model=MODELS, scenario=SCENARIOS),
+        components=expand(
+            "results/dla/per/{model}/{scenario}.csv", model=MODELS, scenario=SCENARIOS
+        ),
+        summary=expand(
+            "results/dla/per/{model}/{scenario}.summary.csv",
+            model=MODELS,
+            scenario=SCENARIOS,
+        ),
     output:
         full="results/dla/dla_full_results.csv",
         summary="results/dla/dla_summary_stats.csv",
         top="results/dla/dla_top_components.csv",
-    params:
-        top_k=config["analysis"]["top_k"],
-        code=code_version("dla"),
     log:
         "results/logs/dla/tables.log",
     conda:
         "../../envs/interp.yaml"
+    params:
+        top_k=config["analysis"]["top_k"],
+        code=code_version("dla"),
     script:
         "../scripts/dla_tables.py"
 
 
 rule dla_plots_model:
     input:
-        components=expand("results/dla/per/{{model}}/{scenario}.csv", scenario=SCENARIOS),
-        summary=expand("results/dla/per/{{model}}/{scenario}.summary.csv", scenario=SCENARIOS),
+        components=expand(
+            "results/dla/per/{{model}}/{scenario}.csv", scenario=SCENARIOS
+        ),
+        summary=expand(
+            "results/dla/per/{{model}}/{scenario}.summary.csv", scenario=SCENARIOS
+        ),
     output:
         heads=[
             report(
@@ -70,14 +80,14 @@ rule dla_plots_model:
             subcategory="Top components",
             labels={"model": "{model}"},
         ),
-    params:
-        label=lambda wc: model_label(wc.model),
-        top_k=config["analysis"]["top_k"],
-        code=code_version("plots/__init__", "plots/dla", "style"),
     log:
         "results/logs/dla/plots_{model}.log",
     conda:
         "../../envs/interp.yaml"
+    params:
+        label=lambda wc: model_label(wc.model),
+        top_k=config["analysis"]["top_k"],
+        code=code_version("plots/__init__", "plots/dla", "style"),
     script:
         "../scripts/dla_plots_model.py"
 
@@ -97,14 +107,14 @@ rule dla_plots_comparison:
             )
             for scenario in SCENARIOS
         ],
+    log:
+        "results/logs/dla/plots_comparison.log",
+    conda:
+        "../../envs/interp.yaml"
     params:
         models=MODELS,
         scenarios=SCENARIOS,
         labels={m: model_label(m) for m in MODELS},
         code=code_version("plots/__init__", "plots/dla", "style"),
-    log:
-        "results/logs/dla/plots_comparison.log",
-    conda:
-        "../../envs/interp.yaml"
     script:
         "../scripts/dla_plots_comparison.py"

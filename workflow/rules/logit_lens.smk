@@ -8,28 +8,32 @@ rule logit_lens_scenario:
         fingerprint="results/models/{model}/fingerprint.json",
     output:
         "results/logit_lens/per/{model}/{scenario}.json",
-    params:
-        code=code_version("logit_lens"),
     log:
         "results/logs/logit_lens/{model}/{scenario}.log",
     conda:
         "../../envs/interp.yaml"
+    params:
+        code=code_version("logit_lens"),
     script:
         "../scripts/logit_lens_scenario.py"
 
 
 rule logit_lens_tables:
     input:
-        expand("results/logit_lens/per/{model}/{scenario}.json", model=MODELS, scenario=SCENARIOS),
+        expand(
+            "results/logit_lens/per/{model}/{scenario}.json",
+            model=MODELS,
+            scenario=SCENARIOS,
+        ),
     output:
         trajectories="results/logit_lens/trajectories.json",
         statistics="results/logit_lens/statistics.csv",
-    params:
-        code=code_version("logit_lens"),
     log:
         "results/logs/logit_lens/tables.log",
     conda:
         "../../envs/interp.yaml"
+    params:
+        code=code_version("logit_lens"),
     script:
         "../scripts/logit_lens_tables.py"
 
@@ -62,14 +66,14 @@ rule logit_lens_plots:
             subcategory="Overview",
             labels={"figure": "final preferences"},
         ),
+    log:
+        "results/logs/logit_lens/plots.log",
+    conda:
+        "../../envs/interp.yaml"
     params:
         models=MODELS,
         scenarios=SCENARIOS,
         labels={m: model_label(m) for m in MODELS},
         code=code_version("plots/__init__", "plots/logit_lens", "style"),
-    log:
-        "results/logs/logit_lens/plots.log",
-    conda:
-        "../../envs/interp.yaml"
     script:
         "../scripts/logit_lens_plots.py"

@@ -8,19 +8,19 @@ rule merge_model:
     output:
         "results/models/{model}/model.safetensors",
         "results/models/{model}/fingerprint.json",
+    log:
+        "results/logs/models/{model}.log",
+    benchmark:
+        "results/benchmarks/models/{model}.tsv"
+    conda:
+        "../../envs/interp.yaml"
+    resources:
+        mem_mb=24000,
+        runtime=60,
     params:
         spec=lambda wc: config["models"][wc.model],
         dtype=config["analysis"]["dtype"],
         allow_download=config["analysis"]["allow_download"],
         allow_pickle=config["analysis"]["allow_pickle"],
-    log:
-        "results/logs/models/{model}.log",
-    benchmark:
-        "results/benchmarks/models/{model}.tsv"
-    resources:
-        mem_mb=24000,
-        runtime=60,
-    conda:
-        "../../envs/interp.yaml"
     script:
         "../scripts/merge_model.py"

@@ -7,16 +7,20 @@ rule scenario_prompts:
         model_dir_inputs(config["models"][prompt_tokenizer_model()]["base"]),
     output:
         "results/prompts/scenarios/{scenario}.json",
-    params:
-        spec=lambda wc: config["scenarios"][wc.scenario],
-        n_variants=config["variants_per_scenario"],
-        seed=config["seed"],
-        tokenizer=config["models"][prompt_tokenizer_model()]["base"],
-        allow_download=config["analysis"]["allow_download"],
     log:
         "results/logs/prompts/{scenario}.log",
     conda:
         "../../envs/interp.yaml"
+    params:
+        spec=lambda wc: config["scenarios"][wc.scenario],
+        n_variants=config["variants_per_scenario"],
+        seed=config["seed"],
+        tokenizer=lambda wc, input: (
+            os.path.dirname(input[0])
+            if input
+            else config["models"][prompt_tokenizer_model()]["base"]
+        ),
+        allow_download=config["analysis"]["allow_download"],
     script:
         "../scripts/scenario_prompts.py"
 

@@ -1,5 +1,7 @@
 """Patches every head and MLP from source into target on one scenario's prompts."""
 
+import os
+
 import pandas as pd
 
 from interp_lib.io import job_logging, write_csv_atomic
@@ -9,7 +11,7 @@ with job_logging(snakemake.log[0]):
     p, i = snakemake.params, snakemake.input
     results, circuits = patch_scenario(
         snakemake.wildcards.experiment, p.source, p.target, snakemake.wildcards.scenario,
-        i.source_cache, i.target_cache, f"results/models/{p.source}", f"results/models/{p.target}",
+        i.source_cache, i.target_cache, os.path.dirname(i.source_weights), os.path.dirname(i.target_weights),
         p.positions, p.head_site, p.circuits, p.max_components, p.dtype, p.device, p.atp, p.circuit_ranking,
     )
     write_csv_atomic(results, snakemake.output.results)
