@@ -1,8 +1,8 @@
 """The embedded model family: artifacts, formats, behaviour on the real evaluation prompts,
 determinism, and the reward functions.
 
-The family is built once per session into a temporary directory (about two minutes on two
-CPU cores), or taken from INTERP_DEMO_DIR when that variable is set (built there first when
+The family is the one the workflow builds in the session's workflow directory (see
+conftest.py), or taken from INTERP_DEMO_DIR when that variable is set (built there first when
 it holds no family yet). Layout: <dir>/base, <dir>/adapters/<name>.
 """
 
@@ -58,9 +58,12 @@ def build_family(family: Path, seed: int = 0, pretrain_steps=None, rl_steps=None
 
 
 @pytest.fixture(scope="session")
-def family(tmp_path_factory) -> Path:
+def family(request) -> Path:
+    """The family the workflow built (conftest's workflow_dir), or INTERP_DEMO_DIR."""
     env = os.environ.get("INTERP_DEMO_DIR")
-    root = Path(env) if env else tmp_path_factory.mktemp("demo_family")
+    if not env:
+        return request.getfixturevalue("demo_dir")
+    root = Path(env)
     if not _complete(root):
         build_family(root)
     return root
