@@ -23,6 +23,7 @@ include: "workflow/rules/behavior.smk"
 include: "workflow/rules/logit_lens.smk"
 include: "workflow/rules/dla.smk"
 include: "workflow/rules/patching.smk"
+include: "workflow/rules/patching_plots.smk"
 
 
 rule all:
@@ -49,4 +50,15 @@ rule all:
         ),
         expand("results/dla/dla_top_components_{model}.png", model=MODELS),
         expand("results/dla/dla_model_comparison_{scenario}.png", scenario=SCENARIOS),
+        expand(
+            "results/patching/{plot}_{experiment}_{scenario}.png",
+            plot=["patch_heatmap", "circuit_discovery"],
+            experiment=EXPERIMENTS,
+            scenario=PATCH_SCENARIOS,
+        ),
+        expand(
+            "results/patching/{plot}_{experiment}.png",
+            plot=["patch_top_components", "patch_consistency"],
+            experiment=EXPERIMENTS,
+        ),
         "results/patching/cross_experiment_summary.csv",

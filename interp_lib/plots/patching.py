@@ -163,6 +163,11 @@ def _tick_name(names: list) -> str:
     return label + (f" (+{len(common) - 2})" if len(common) > 2 else "")
 
 
+def _fmt(value: float) -> str:
+    """"+0.12" / "-0.12", and "0.00" where the sign would be noise."""
+    return f"{value:+.2f}" if abs(value) >= 0.005 else "0.00"
+
+
 def _message(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10, wrap=True,
             bbox=dict(boxstyle="round,pad=0.6", facecolor="#f4f4f4", edgecolor="#999999"))
@@ -221,19 +226,19 @@ class PatchingVisualizer:
             for l in range(L):
                 for c in range(C):
                     if np.isfinite(values[l, c]):
-                        ax.text(c, l, f"{values[l, c]:+.2f}", ha="center", va="center", fontsize=7,
+                        ax.text(c, l, _fmt(values[l, c]), ha="center", va="center", fontsize=7,
                                 color=text_color_for(values[l, c], lim))
         for l, c in zip(*np.nonzero(flips)):
             ax.add_patch(Rectangle((c - 0.45, l - 0.45), 0.9, 0.9, fill=False, edgecolor="black",
                                    linewidth=2.0 if L <= 12 else 1.4))
         ax.axvline(H - 0.5, color="black", linewidth=1.2)  # heads | MLP
         ax.set_xticks(range(C), [f"H{h}" for h in range(H)] + [MLP_COLUMN])
-        step = 1 if L <= 16 else 2
-        ax.set_yticks(range(0, L, step), [f"L{l}" for l in range(0, L, step)])
+        step = 1 if L <= 40 else 2
+        ax.set_yticks(range(0, L, step), [f"L{l}" for l in range(0, L, step)], fontsize=10 if L <= 16 else 8)
         n_flip = int((flips > 0).sum())
-        flip_note = (f"black frame: the patch flips the action in \u2265 1 of {n_var} variants ({n_flip} components)"
-                     if n_flip else f"no single patch flips the action (in any of {n_var} variants)")
-        ax.set_xlabel(f"attention head | MLP of the layer\n({flip_note})")
+        flip_note = (f"black frame: the patch flips the action in \u2265 1 of {n_var} variants ({n_flip} component{'s' if n_flip > 1 else ''})"
+                     if n_flip else f"no single patch flips the action in any of the {n_var} variants")
+        ax.set_xlabel(f"attention head | MLP of the layer\n{flip_note}")
         ax.set_ylabel("layer")
         if title is None:
             scen = _first(results, "scenario", "")
@@ -242,11 +247,11 @@ class PatchingVisualizer:
             title = (f"Activation patching {self._pair(results)}\n"
                      f"scenario {scen}: patched positions: {_first(results, 'positions', '?')}, "
                      f"head site: {_first(results, 'head_site', '?')}; {what}\n"
-                     f"mean delta (D - C): target baseline {base:+.2f}, source {src:+.2f}; "
-                     "red = towards Defect, blue = towards Cooperate")
+                     f"mean delta (D - C): target baseline {base:+.2f}, source {src:+.2f}\n"
+                     "red = patch moves the target towards Defect, blue = towards Cooperate")
         ax.set_title(title, fontsize=10)
         cbar = fig.colorbar(im, ax=ax)
-        cbar.set_label(metric_label(metric))
+        cbar.set_label(metric_label(metric).replace(", ", "\n", 1))
         return self._finish(fig, out)
 
     # -- one experiment: the strongest components over scenarios ---------------------------
@@ -303,7 +308,7 @@ class PatchingVisualizer:
         if title is None:
             title = (f"Top {K} patched components by mean |{metric.replace('_', ' ')}| over {S} scenarios\n"
                      f"{self._pair(results)}; positions: {_first(results, 'positions', '?')}")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, pad=26)
         return self._finish(fig, out)
 
     def plot_consistency(self, results: pd.DataFrame, top_k: int = 30, top_components: pd.DataFrame | None = None,
@@ -348,7 +353,7 @@ class PatchingVisualizer:
             for i in range(K):
                 for j in range(S):
                     if np.isfinite(matrix[i, j]):
-                        ax.text(j, i, f"{matrix[i, j]:+.2f}", ha="center", va="center", fontsize=7,
+                        ax.text(j, i, _fmt(matrix[i, j]), ha="center", va="center", fontsize=7,
                                 color=text_color_for(matrix[i, j], lim))
         ax.set_xticks(range(S), scenarios, rotation=30, ha="right")
         ax.set_yticks(range(K), order, fontsize=8)
@@ -407,7 +412,8 @@ class PatchingVisualizer:
         positions = _first(meta, "positions", "?") if meta is not None else "?"
 
         variants = [] if isinstance(circuits, pd.DataFrame) and circuits.empty else circuit_variants(circuits, patches)
-        fig, ax = plt.subplots(figsize=(10, 5.2))
+        n_max = max((len(v["attempts"]) for v in variants), default=0)
+        fig, ax = plt.subplots(figsize=(10 + 0.2 * max(0, n_max - 12), 5.2) if variants else (8, 3))
         if not variants:
             ax.set_axis_off()
             why = ("circuit discovery was not run (analysis.circuits: false)" if not circuits_run
@@ -421,7 +427,6 @@ class PatchingVisualizer:
         base = np.mean([v["baseline"] for v in variants])
         src = np.mean([v["source"] for v in variants])
         ranking = variants[0]["ranking"]
-        n_max = max((len(v["attempts"]) for v in variants), default=0)
         cmap = plt.get_cmap("viridis")
         for i, v in enumerate(variants):
             color = cmap(0.1 + 0.75 * i / max(len(variants) - 1, 1))
@@ -445,11 +450,12 @@ class PatchingVisualizer:
         if any(v["flipped"] for v in searched):
             ax.plot([], [], linestyle="", marker="*", markersize=11, color="white", markeredgecolor="black",
                     label="flip point: the target takes the source's action")
-        ax.axhline(base, color=self.style.color(target) if target else "#555555", linestyle="--", linewidth=1.5,
-                   label=f"target {self.style.label(target) if target else ''}: baseline delta {base:+.2f} (mean)",
+        style = self.style.with_models([m for m in (source, target) if m])
+        ax.axhline(base, color=style.color(target) if target else "#555555", linestyle="--", linewidth=1.5,
+                   label=f"target {style.label(target) if target else ''}: baseline delta {base:+.2f} (mean)",
                    zorder=2)
-        ax.axhline(src, color=self.style.color(source) if source else "#000000", linestyle="-.", linewidth=1.5,
-                   label=f"source {self.style.label(source) if source else ''}: delta {src:+.2f} (mean)", zorder=2)
+        ax.axhline(src, color=style.color(source) if source else "#000000", linestyle="-.", linewidth=1.5,
+                   label=f"source {style.label(source) if source else ''}: delta {src:+.2f} (mean)", zorder=2)
         zero_line(ax)
         ax.text(1.0, 0.0, "decision boundary (delta = 0) ", transform=ax.get_yaxis_transform(), ha="right",
                 va="bottom", fontsize=8)
@@ -472,11 +478,12 @@ class PatchingVisualizer:
                           rotation_mode="anchor" if n_max <= 12 else "default", fontsize=8)
             ax.set_xlim(-0.4, n_max + 0.4)
             top = ax.secondary_xaxis("top")
-            top.set_xticks(ticks, [str(k) for k in ticks], fontsize=8)
+            numbered = ticks if n_max <= 15 else [k for k in ticks if k % 5 == 0]
+            top.set_xticks(numbered, [str(k) for k in numbered], fontsize=8)
             top.set_xlabel("k = number of components patched jointly", fontsize=9)
-            ax.set_xlabel(f"component added at step k (ranked by {'AtP estimate' if ranking == 'atp' else 'exact'}"
-                          " |single-patch delta change|; names differing between variants shown as A / B)",
-                          fontsize=9)
+            by = "AtP estimate of the" if ranking == "atp" else "exact"
+            ax.set_xlabel(f"component added at step k, ranked by {by} |single-patch delta change|\n"
+                          "(A / B: the variants' rankings differ at this step)", fontsize=9)
             flipped = [v for v in searched if v["flipped"]]
             if flipped:
                 sizes = sorted({len(v["circuit"]) for v in flipped})

@@ -1,0 +1,69 @@
+# Activation-patching figures from the patching tables (no model is loaded): per
+# (experiment, scenario) the component heatmap and the circuit discovery, per experiment
+# the top components and their consistency across scenarios.
+
+
+rule patch_plots_scenario:
+    input:
+        results="results/patching/per/{experiment}/{scenario}/patches.csv",
+        circuits="results/patching/per/{experiment}/{scenario}/circuits.csv",
+    output:
+        heatmap=report(
+            "results/patching/patch_heatmap_{experiment}_{scenario}.png",
+            caption="../report/patch_heatmap.rst",
+            category="Activation patching",
+            subcategory="Component heatmaps",
+            labels={"experiment": "{experiment}", "scenario": "{scenario}"},
+        ),
+        circuit=report(
+            "results/patching/circuit_discovery_{experiment}_{scenario}.png",
+            caption="../report/circuit_discovery.rst",
+            category="Activation patching",
+            subcategory="Circuit discovery",
+            labels={"experiment": "{experiment}", "scenario": "{scenario}"},
+        ),
+    log:
+        "results/logs/patching/{experiment}/plots_{scenario}.log",
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        source=lambda wc: experiment_models(wc)[0],
+        target=lambda wc: experiment_models(wc)[1],
+        models=MODELS,
+        labels={m: model_label(m) for m in MODELS},
+        circuits=config["analysis"]["circuits"],
+        code=code_version("plots/__init__", "plots/patching", "style"),
+    script:
+        "../scripts/patch_plots_scenario.py"
+
+
+rule patch_plots_experiment:
+    input:
+        results="results/patching/patch_results_{experiment}.csv",
+        top="results/patching/top_components_{experiment}.csv",
+    output:
+        top=report(
+            "results/patching/patch_top_components_{experiment}.png",
+            caption="../report/patch_top_components.rst",
+            category="Activation patching",
+            subcategory="Top components",
+            labels={"experiment": "{experiment}", "figure": "top components"},
+        ),
+        consistency=report(
+            "results/patching/patch_consistency_{experiment}.png",
+            caption="../report/patch_consistency.rst",
+            category="Activation patching",
+            subcategory="Consistency across scenarios",
+            labels={"experiment": "{experiment}", "figure": "consistency"},
+        ),
+    log:
+        "results/logs/patching/{experiment}/plots.log",
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        models=MODELS,
+        labels={m: model_label(m) for m in MODELS},
+        top_k=config["analysis"]["top_k"],
+        code=code_version("plots/__init__", "plots/patching", "style"),
+    script:
+        "../scripts/patch_plots_experiment.py"
