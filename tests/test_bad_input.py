@@ -26,7 +26,7 @@ def _scratch(tmp_path, mutate=None, text=None) -> Path:
     else:
         cfg = yaml.safe_load((REPO / "config.yaml").read_text())
         mutate(cfg)
-        (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return wd
 
 
