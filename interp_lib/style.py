@@ -45,6 +45,14 @@ class ModelStyle:
         return cls(order=names, labels=labels, colors={n: color_at(i) for i, n in enumerate(names)})
 
     @classmethod
+    def from_entries(cls, entries: dict) -> "ModelStyle":
+        """From {name: (position in the config's model list, label)}: a subset of the
+        models keeps the colours it has in the full list."""
+        ordered = sorted(entries.items(), key=lambda kv: kv[1][0])
+        return cls(order=tuple(n for n, _ in ordered), labels={n: lab for n, (_, lab) in ordered},
+                   colors={n: color_at(i) for n, (i, _) in ordered})
+
+    @classmethod
     def from_config(cls, config: dict) -> "ModelStyle":
         models = config["models"]
         return cls.from_names(models, {n: spec.get("label") for n, spec in models.items()})

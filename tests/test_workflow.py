@@ -4,6 +4,7 @@ behaviour table, and incremental scheduling."""
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,32 +88,86 @@ def test_decisions_table(workflow_dir):
             assert math.isclose(c[row.variant].attrs["delta"], row.delta, abs_tol=1e-9)
 
 
-def _dry_run_outputs(workflow_dir, *args):
+def dry_run_jobs(workflow_dir, *args) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job `snakemake -n` schedules."""
     proc = snakemake(workflow_dir, "-n", "--cores", "1", *args)
-    outputs = set()
+    jobs, current = [], None
     for line in proc.stdout.splitlines():
-        m = re.match(r"\s+output: (.*)", line)
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            outputs.update(o.strip() for o in m.group(1).split(","))
-    return proc.stdout, outputs
+            current = (m.group(1), {})
+            jobs.append(current)
+        m = re.match(r"^\s+wildcards: (.*)$", line)
+        if m and current is not None:
+            current[1].update(kv.split("=", 1) for kv in m.group(1).split(", "))
+    return jobs
+
+
+def rule_counts(jobs) -> dict:
+    counts: dict = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
+# Aggregates that read every model and scenario, so any new model or scenario reruns them.
+AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
+              "dla_tables": 1, "dla_plots_comparison": 1, "cross_experiment_summary": 1, "all": 1}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
-    stdout, outputs = _dry_run_outputs(workflow_dir, "all")
-    assert outputs == set(), stdout[-2000:]
+    assert dry_run_jobs(workflow_dir, "all") == []
 
 
-def test_adding_a_scenario_schedules_only_its_jobs(workflow_dir):
+def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
     extra = workflow_dir / "extra_scenario.yaml"
     extra.write_text(yaml.safe_dump({"scenarios": {"DD_new": {
-        "self_last": "D", "opponent_last": "D", "extra_sentence": "A has defected for many rounds.",
+        "self_last": "D", "opponent_last": "D", "extra_sentence": "A played action2 for many rounds.",
         "description": "test"}}}))
-    stdout, outputs = _dry_run_outputs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
-    assert "rule merge_model" not in stdout and "rule demo_" not in stdout
-    caches = {o for o in outputs if o.startswith("results/cache/")}
-    assert caches == {f"results/cache/{m}/DD_new.h5" for m in MODELS}
-    assert "results/prompts/scenarios/DD_new.json" in outputs
-    per_item = [o for o in outputs if "/per/" in o or o.startswith(("results/cache/", "results/prompts/scenarios/"))]
-    assert per_item
-    for o in per_item:  # every per-scenario job is the new scenario's; the rest are aggregates
-        assert "DD_new" in o, o
+    jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
+    per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
+                    "patch_scenario": 4, "patch_plots_scenario": 4}
+    # per-model / per-experiment aggregates whose inputs include the new scenario
+    per_group = {"dla_plots_model": 5, "patch_experiment_tables": 4, "patch_plots_experiment": 4}
+    assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
+    for rule, wc in jobs:
+        if "scenario" in wc:
+            assert wc["scenario"] == "DD_new", (rule, wc)
+    assert {wc["model"] for r, wc in jobs if r == "cache_activations"} == set(MODELS)
+
+
+def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_dir):
+    extra = workflow_dir / "extra_model.yaml"
+    extra.write_text(yaml.safe_dump({
+        "models": {"PT4_copy": {"base": "results/demo/base", "adapter": "results/demo/adapters/PT4_COREDe"}},
+        "experiments": {"PT4copy_to_PT2": {"source": "PT4_copy", "target": "PT2_COREDe"}},
+    }))
+    jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
+    per_model = {"merge_model": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
+                 "dla_plots_model": 1}
+    per_experiment = {"patch_scenario": 5, "patch_experiment_tables": 1, "patch_plots_scenario": 5,
+                      "patch_plots_experiment": 1}
+    aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
+    assert rule_counts(jobs) == {**per_model, **per_experiment, **aggregates}
+    for rule, wc in jobs:
+        if "model" in wc:
+            assert wc["model"] == "PT4_copy", (rule, wc)
+        if "experiment" in wc:
+            assert wc["experiment"] == "PT4copy_to_PT2", (rule, wc)
+
+
+def test_changing_an_analysis_module_reruns_only_that_analysis(workflow_dir):
+    """Snakemake does not track imports: the DLA rules carry a hash of interp_lib/dla.py."""
+    import interp_lib
+
+    module = Path(interp_lib.__file__).parent / "dla.py"
+    original = module.read_bytes()
+    try:
+        module.write_bytes(original + b"\n# a change that reaches the DLA rules' code param\n")
+        jobs = dry_run_jobs(workflow_dir, "all")
+    finally:
+        module.write_bytes(original)
+    assert rule_counts(jobs) == {"dla_scenario": 25, "dla_tables": 1, "dla_plots_model": 5,
+                                 "dla_plots_comparison": 1, "all": 1}
+    assert dry_run_jobs(workflow_dir, "all") == []

@@ -85,6 +85,12 @@ def model_label(name):
     return config["models"][name].get("label") or name
 
 
+def model_style(models):
+    """{model: [position in the config, label]}: a per-item rule's style param that holds
+    only its own models, so adding a model does not rerun it."""
+    return {m: [MODELS.index(m), model_label(m)] for m in models}
+
+
 EXPERIMENTS = list(config["experiments"])
 PATCH_SCENARIOS = patch_scenarios(config)
 

@@ -29,8 +29,7 @@ rule patch_plots_scenario:
     params:
         source=lambda wc: experiment_models(wc)[0],
         target=lambda wc: experiment_models(wc)[1],
-        models=MODELS,
-        labels={m: model_label(m) for m in MODELS},
+        style=lambda wc: model_style(experiment_models(wc)),
         circuits=config["analysis"]["circuits"],
         code=code_version("plots/__init__", "plots/patching", "style"),
     script:
@@ -61,8 +60,7 @@ rule patch_plots_experiment:
     conda:
         "../../envs/interp.yaml"
     params:
-        models=MODELS,
-        labels={m: model_label(m) for m in MODELS},
+        style=lambda wc: model_style(experiment_models(wc)),
         top_k=config["analysis"]["top_k"],
         code=code_version("plots/__init__", "plots/patching", "style"),
     script:

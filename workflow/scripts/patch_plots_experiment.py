@@ -8,7 +8,7 @@ from interp_lib.style import ModelStyle
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params
-    viz = PatchingVisualizer(style=ModelStyle.from_names(p.models, dict(p.labels)))
+    viz = PatchingVisualizer(style=ModelStyle.from_entries(p.style))
     results = read_table(snakemake.input.results)
     viz.plot_top_components(results, top_k=p.top_k, out=snakemake.output.top)
     viz.plot_consistency(results, top_k=p.top_k, top_components=read_table(snakemake.input.top),

@@ -7,7 +7,7 @@ from interp_lib.style import ModelStyle
 
 with job_logging(snakemake.log[0]):
     p, wc = snakemake.params, snakemake.wildcards
-    viz = PatchingVisualizer(style=ModelStyle.from_names(p.models, dict(p.labels)))
+    viz = PatchingVisualizer(style=ModelStyle.from_entries(p.style))
     results = read_table(snakemake.input.results)
     viz.plot_patch_heatmap(results, out=snakemake.output.heatmap)
     viz.plot_circuit_discovery(read_table(snakemake.input.circuits), results, out=snakemake.output.circuit,

@@ -1,0 +1,203 @@
+"""How far fine-tuning moved each weight matrix: merged weights of a model vs its base.
+
+For every layer and LoRA-targeted module (q/k/v/o_proj, gate/up/down_proj) of a merged
+model (results/models/{model}/model.safetensors) and of its reference model (the
+configured model without an adapter on the same base):
+
+    norm_delta = ||W_model - W_base||_F,  norm_base = ||W_base||_F,
+    relative_delta = norm_delta / norm_base
+
+and for o_proj, per attention head h, the same for W_O[h] = o_proj.weight[:, h*dh:(h+1)*dh]
+(the columns that read head h's z): the head's share of the attention output change.
+
+Tensors are read one at a time and in row blocks with safetensors' `safe_open`, and
+reduced in float64, so memory stays at a few row blocks even for Gemma-2-2b.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+MODULES = ATTN_MODULES + MLP_MODULES
+COLUMNS = ["model", "reference", "layer", "module", "head", "norm_delta", "norm_base", "relative_delta"]
+_TENSOR = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(" + "|".join(MODULES) + r")\.weight$")
+ROW_BLOCK_ELEMENTS = 1 << 22  # elements read per block (32 MiB in float64)
+
+
+class WeightDeltaError(ValueError):
+    """Weights that cannot be compared; the message names the model and the tensor."""
+
+
+def reference_model(config: dict, name: str, preferred: str = "base") -> str | None:
+    """The configured model that `name` is compared against: a model without an adapter
+    whose base path equals `name`'s (`preferred` first, then config order). None for a
+    model without an adapter, or when no such model is configured."""
+    models = config["models"]
+    spec = models[name]
+    if not spec.get("adapter"):
+        return None
+    candidates = [m for m, s in models.items() if not s.get("adapter") and s["base"] == spec["base"]]
+    if preferred in candidates:
+        return preferred
+    return candidates[0] if candidates else None
+
+
+def compared_models(config: dict, preferred: str = "base") -> dict[str, str]:
+    """{fine-tuned model: reference model} for every model that has a reference."""
+    out = {}
+    for name in config["models"]:
+        ref = reference_model(config, name, preferred)
+        if ref is not None:
+            out[name] = ref
+    return out
+
+
+def module_tensors(names) -> dict[tuple[int, str], str]:
+    """{(layer, module): tensor name} of the LoRA-targeted weight matrices among `names`."""
+    out = {}
+    for name in names:
+        match = _TENSOR.search(name)
+        if match:
+            out[(int(match.group(1)), match.group(2))] = name
+    return out
+
+
+def _read_config(weights: Path) -> dict:
+    path = weights.parent / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def head_layout(config: dict, o_proj_in: int) -> tuple[int, int]:
+    """(n_heads, head_dim) of o_proj's input (n_heads * head_dim columns)."""
+    cfg = config.get("text_config", config)
+    n_heads = cfg.get("num_attention_heads")
+    if not n_heads:
+        raise WeightDeltaError("config.json has no num_attention_heads: cannot split o_proj into heads")
+    head_dim = cfg.get("head_dim") or o_proj_in // n_heads
+    if n_heads * head_dim != o_proj_in:
+        raise WeightDeltaError(f"o_proj has {o_proj_in} input columns, not num_attention_heads * head_dim "
+                               f"= {n_heads} * {head_dim}")
+    return int(n_heads), int(head_dim)
+
+
+def _blocks(n_rows: int, n_cols: int):
+    step = max(1, ROW_BLOCK_ELEMENTS // max(1, n_cols))
+    for start in range(0, n_rows, step):
+        yield start, min(n_rows, start + step)
+
+
+def _column_group_squares(f_model, f_base, name: str, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of squares of (model - base) and of base over `groups` equal column groups of a
+    2-D tensor, read in row blocks."""
+    import torch
+
+    sm, sb = f_model.get_slice(name), f_base.get_slice(name)
+    shape, base_shape = list(sm.get_shape()), list(sb.get_shape())
+    if shape != base_shape:
+        raise WeightDeltaError(f"{name}: shape {shape} differs from the reference's {base_shape}")
+    if len(shape) != 2:
+        raise WeightDeltaError(f"{name}: expected a 2-D weight matrix, got shape {shape}")
+    rows, cols = shape
+    width = cols // groups
+    sq_delta = np.zeros(groups)
+    sq_base = np.zeros(groups)
+    for a, b in _blocks(rows, cols):
+        w = sm[a:b].to(torch.float64)
+        w0 = sb[a:b].to(torch.float64)
+        d = (w - w0).reshape(b - a, groups, width)
+        sq_delta += (d * d).sum(dim=(0, 2)).numpy()
+        sq_base += (w0 * w0).reshape(b - a, groups, width).sum(dim=(0, 2)).numpy()
+    return sq_delta, sq_base
+
+
+def _relative(norm_delta: float, norm_base: float) -> float:
+    return norm_delta / norm_base if norm_base > 0 else (0.0 if norm_delta == 0 else float("inf"))
+
+
+def weight_deltas(model_weights: str | Path, base_weights: str | Path, model: str = "",
+                  reference: str = "") -> pd.DataFrame:
+    """Tidy table (COLUMNS) of one model's weight changes against its reference: one row per
+    (layer, module) with head empty, plus one row per o_proj head (head = h)."""
+    from safetensors import safe_open
+
+    model_weights, base_weights = Path(model_weights), Path(base_weights)
+    rows = []
+    with safe_open(str(model_weights), framework="pt") as fm, safe_open(str(base_weights), framework="pt") as fb:
+        tensors = module_tensors(fm.keys())
+        base_tensors = module_tensors(fb.keys())
+        if not tensors:
+            raise WeightDeltaError(f"model {model}: {model_weights} has no layers.N.(self_attn|mlp).<module>.weight "
+                                   f"tensors ({', '.join(MODULES)})")
+        missing = sorted(set(tensors) - set(base_tensors))
+        if missing:
+            layer, module = missing[0]
+            raise WeightDeltaError(f"model {model}: reference {reference or base_weights} lacks layer {layer} "
+                                   f"{module} ({len(missing)} module(s) missing): not the same architecture")
+        for (layer, module), name in sorted(tensors.items(), key=lambda kv: (kv[0][0], MODULES.index(kv[0][1]))):
+            if base_tensors[(layer, module)] != name:
+                raise WeightDeltaError(f"model {model}: tensor {name} is {base_tensors[(layer, module)]} "
+                                       "in the reference")
+            groups = 1
+            if module == "o_proj":
+                cols = fm.get_slice(name).get_shape()[-1]
+                groups = head_layout(_read_config(model_weights), cols)[0]
+            sq_delta, sq_base = _column_group_squares(fm, fb, name, groups)
+            nd, nb = float(np.sqrt(sq_delta.sum())), float(np.sqrt(sq_base.sum()))
+            rows.append([model, reference, layer, module, None, nd, nb, _relative(nd, nb)])
+            if module == "o_proj":
+                for h in range(groups):
+                    hd, hb = float(np.sqrt(sq_delta[h])), float(np.sqrt(sq_base[h]))
+                    rows.append([model, reference, layer, module, h, hd, hb, _relative(hd, hb)])
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["head"] = df["head"].astype("Int64")
+    log.info("model %s vs %s: %d modules in %d layers; largest relative change %.3g (layer %s %s)", model,
+             reference, int(df["head"].isna().sum()), df["layer"].nunique(),
+             df.loc[df["head"].isna(), "relative_delta"].max(),
+             *df.loc[df.loc[df["head"].isna(), "relative_delta"].idxmax(), ["layer", "module"]])
+    return df
+
+
+def read_weight_deltas(path) -> pd.DataFrame:
+    """A weight-delta CSV back, with `head` as a nullable integer."""
+    df = pd.read_csv(path)
+    if len(df.columns) == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    df["head"] = df["head"].astype("Int64")
+    return df
+
+
+def module_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of whole modules (head empty)."""
+    return df[df["head"].isna()].reset_index(drop=True)
+
+
+def head_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of single o_proj heads."""
+    return df[df["head"].notna()].reset_index(drop=True)
+
+
+def pooled(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Module rows pooled over the other keys: norm_delta = sqrt(sum norm_delta^2),
+    norm_base likewise, relative_delta their ratio (e.g. by ["model", "layer"] gives the
+    whole layer's relative change)."""
+    mods = module_table(df)
+    g = mods.assign(sq_d=mods["norm_delta"] ** 2, sq_b=mods["norm_base"] ** 2).groupby(by, sort=False)
+    out = g[["sq_d", "sq_b"]].sum().reset_index()
+    out["norm_delta"] = np.sqrt(out.pop("sq_d"))
+    out["norm_base"] = np.sqrt(out.pop("sq_b"))
+    out["relative_delta"] = [_relative(d, b) for d, b in zip(out["norm_delta"], out["norm_base"])]
+    return out
+
+
+__all__ = ["COLUMNS", "MODULES", "ATTN_MODULES", "MLP_MODULES", "WeightDeltaError", "reference_model",
+           "compared_models", "weight_deltas", "read_weight_deltas", "module_table", "head_table", "pooled"]
