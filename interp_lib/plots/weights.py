@@ -15,11 +15,12 @@ from ..weight_deltas import MODULES, head_table, module_table
 from . import save_figure
 
 WEIGHT_CMAP = "YlOrRd"  # sequential: white-yellow = unchanged, dark red = largest change
-RELATIVE_LABEL = "relative change ||W - W_base||_F / ||W_base||_F"
+RELATIVE_LABEL = "relative change\n||W - W_base||_F / ||W_base||_F"
 
 
-def _grid(n: int, ncols_max: int = 4) -> tuple[int, int]:
-    ncols = min(ncols_max, max(1, n))
+def _grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of panels: up to 3 across, 2 x 2 for four."""
+    ncols = 2 if n == 4 else min(3, max(1, n))
     return math.ceil(n / ncols), ncols
 
 
@@ -69,7 +70,7 @@ class WeightVisualizer:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel("layer")
-        cbar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9)
+        cbar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=min(0.9, 0.45 * nrows + 0.35))
         cbar.set_label(RELATIVE_LABEL)
         fig.suptitle(title)
         if save_path is not None:

@@ -1,0 +1,648 @@
+"""The research-question summary (results/rq_summary.md and .html), built from the
+workflow's tables only: numbers and rankings, no conclusions.
+
+RQ1  suppression of selfish components: DLA of the strategic model's pro-Defect heads and
+     MLPs in each moral model; patching strategic -> PT3 models (top components, flips,
+     circuits).
+RQ2  deontological vs utilitarian: cross-patching both ways, DLA difference.
+RQ3  targeted fine-tuning: DLA change per component and layer, merged-weight change per
+     module, layer and head, and components that rank high in both.
+
+Models enter through roles (`DEFAULT_ROLES`, overridable): a configuration with other
+model names maps them here; a role whose model is not configured, an experiment that is
+not configured and a table that is missing are named in the section that needs them.
+
+Sign convention: delta = logit(D) - logit(C); a positive DLA contribution or delta change
+is pro-Defect.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# role -> model name. Override single entries (e.g. {"strategic": "my_game_model"}).
+DEFAULT_ROLES = {
+    "base": "base",  # no fine-tuning (the weight deltas' reference)
+    "strategic": "PT2_COREDe",  # game reward only: the "selfish" reference of RQ1
+    "deontological": "PT3_COREDe",  # moral reward, deontological
+    "utilitarian": "PT3_COREUt",  # moral reward, utilitarian
+    "game_deontological": "PT4_COREDe",  # game + deontological reward
+}
+MORAL_ROLES = ("deontological", "utilitarian", "game_deontological")
+PT3_ROLES = ("deontological", "utilitarian")  # RQ1 patching targets, RQ2 pair
+N_ROWS = 10
+
+
+def resolve_roles(config: dict, overrides: dict | None = None) -> dict:
+    """DEFAULT_ROLES updated with `overrides` (and the config's optional `roles` key)."""
+    roles = {**DEFAULT_ROLES, **(config.get("roles") or {}), **(overrides or {})}
+    return {role: model for role, model in roles.items() if model}
+
+
+def relevant_experiments(experiments: dict, roles: dict) -> dict[str, list[str]]:
+    """Configured experiments by the question that reads them (config order):
+    "rq1": strategic -> a PT3 model, "rq2_forward": deontological -> utilitarian,
+    "rq2_backward": utilitarian -> deontological."""
+    pt3 = {roles.get(r) for r in PT3_ROLES} - {None}
+    out = {"rq1": [], "rq2_forward": [], "rq2_backward": []}
+    for name, exp in experiments.items():
+        src, tgt = exp["source"], exp["target"]
+        if src == roles.get("strategic") and tgt in pt3:
+            out["rq1"].append(name)
+        if src == roles.get("deontological") and tgt == roles.get("utilitarian"):
+            out["rq2_forward"].append(name)
+        if src == roles.get("utilitarian") and tgt == roles.get("deontological"):
+            out["rq2_backward"].append(name)
+    return out
+
+
+def experiments_needed(experiments: dict, roles: dict) -> list[str]:
+    """Every experiment the summary reads, once, in config order."""
+    rel = relevant_experiments(experiments, roles)
+    wanted = {e for names in rel.values() for e in names}
+    return [e for e in experiments if e in wanted]
+
+
+# --------------------------------------------------------------------------- document
+
+
+@dataclass
+class Table:
+    df: pd.DataFrame
+    signed: tuple = ()  # columns shown with an explicit sign
+
+
+@dataclass
+class Document:
+    """Blocks: ("h", level, text), ("p", text), ("note", text), ("table", Table)."""
+
+    blocks: list = field(default_factory=list)
+
+    def h(self, level: int, text: str):
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str):
+        self.blocks.append(("p", text))
+
+    def note(self, text: str):
+        self.blocks.append(("note", text))
+
+    def table(self, df: pd.DataFrame, signed=()):
+        self.blocks.append(("table", Table(df.reset_index(drop=True), tuple(signed))))
+
+
+def fmt(value, signed: bool = False) -> str:
+    """4 significant digits for floats; integers, booleans and text as they are."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        text = f"{value:+.4g}" if signed else f"{value:.4g}"
+        return text.replace("e+0", "e+").replace("e-0", "e-")
+    return str(value)
+
+
+def _cells(table: Table) -> tuple[list[str], list[list[str]], list[bool]]:
+    df = table.df
+    header = [str(c) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    rows = [[fmt(v, c in table.signed) for c, v in zip(df.columns, row)] for row in df.itertuples(index=False)]
+    return header, rows, numeric
+
+
+def to_markdown(doc: Document) -> str:
+    out = []
+    for block in doc.blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append("#" * block[1] + " " + block[2])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "note":
+            out.append(f"> **Missing:** {block[1]}")
+        else:
+            header, rows, numeric = _cells(block[1])
+            esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+            lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+                     "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+            lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;max-width:75em;
+color:#222;line-height:1.4}table{border-collapse:collapse;margin:.4em 0 1.2em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.2em .6em}th{background:#f2f2f2}td.num{text-align:right;
+font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#fafafa}
+.note{border-left:4px solid #d55e00;padding:.3em .8em;background:#fff4ec}code{font-size:.95em}"""
+
+
+def _inline_html(text: str) -> str:
+    """Escapes text; `code` spans become <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(doc: Document, title: str = "Research-question summary") -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+    for block in doc.blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append(f"<h{block[1]}>{_inline_html(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline_html(block[1])}</p>")
+        elif kind == "note":
+            out.append(f'<p class="note"><strong>Missing:</strong> {_inline_html(block[1])}</p>')
+        else:
+            header, rows, numeric = _cells(block[1])
+            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                       + "</tr></thead><tbody>")
+            for row in rows:
+                out.append("<tr>" + "".join(f'<td class="num">{html.escape(c)}</td>' if n else
+                                            f"<td>{html.escape(c)}</td>" for c, n in zip(row, numeric)) + "</tr>")
+            out.append("</tbody></table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Inputs:
+    """Paths of the tables the summary reads (None or a missing file = not available)."""
+
+    dla: str | None = None
+    decisions: str | None = None
+    weights: str | None = None
+    patch_results: dict = field(default_factory=dict)  # experiment -> path
+    circuits: dict = field(default_factory=dict)  # experiment -> path
+
+
+def _read(path) -> pd.DataFrame | None:
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    return df
+
+
+def _component_sort_key(name: str):
+    """Model order: embed, then per layer its heads, then its MLP."""
+    if name == "embed":
+        return (-1, 0, 0)
+    if name.endswith("_MLP"):
+        return (int(name[1:-4]), 1, 0)
+    layer, head = name[1:].split("H")
+    return (int(layer), 0, int(head))
+
+
+def dla_means(full: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(component x model table of mean contributions over all prompts, component metadata),
+    heads and MLPs only (the embedding excluded)."""
+    comps = full[full["kind"].isin(["head", "mlp"])]
+    means = comps.pivot_table(index="component", columns="model", values="contribution", aggfunc="mean")
+    means = means.loc[sorted(means.index, key=_component_sort_key)]
+    meta = comps.drop_duplicates("component").set_index("component")[["kind", "layer", "head"]].loc[means.index]
+    return means, meta
+
+
+def n_prompts(full: pd.DataFrame, model: str) -> int:
+    return int(full.loc[full["model"] == model, ["scenario", "variant"]].drop_duplicates().shape[0])
+
+
+def _col(model: str, labels: dict) -> str:
+    return labels.get(model, model)
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def rq1_suppressed(means: pd.DataFrame, strategic: str, moral: list[str]) -> pd.DataFrame:
+    """Components with mean contribution > 0 in `strategic` and lower in every `moral`
+    model; reduction = strategic - moral. Ranked by the mean reduction over `moral`."""
+    pro = means[means[strategic] > 0]
+    reduced = pro[(pro[moral].lt(pro[strategic], axis=0)).all(axis=1)] if moral else pro.iloc[:0]
+    out = pd.DataFrame({"component": reduced.index, strategic: reduced[strategic].to_numpy()})
+    for m in moral:
+        out[m] = reduced[m].to_numpy()
+    for m in moral:
+        out[f"reduction {m}"] = (reduced[strategic] - reduced[m]).to_numpy()
+    out["mean reduction"] = out[[f"reduction {m}" for m in moral]].mean(axis=1) if moral else np.nan
+    return out.sort_values("mean reduction", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def patch_component_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per component of one experiment: mean delta_change over all prompts (mean over
+    variants per scenario, then over scenarios), mean |delta_change|, mean gap fraction,
+    sign agreement across scenarios, single-patch flips."""
+    per = (results.groupby(["component", "scenario"], sort=False)
+           .agg(dc=("delta_change", "mean"), gap=("gap_fraction", "mean")).reset_index())
+    rows = []
+    for comp, g in per.groupby("component", sort=False):
+        mean = g["dc"].mean()
+        rows.append({"component": comp, "mean delta_change": mean, "mean |delta_change|": g["dc"].abs().mean(),
+                     "mean gap_fraction": g["gap"].mean(),
+                     "sign agreement": float(np.mean(np.sign(g["dc"]) == np.sign(mean))) if mean != 0 else 0.0,
+                     "flips": int(results.loc[results["component"] == comp, "action_flipped"].astype(bool).sum())})
+    return pd.DataFrame(rows)
+
+
+def circuit_table(circuits: pd.DataFrame) -> pd.DataFrame:
+    """Distinct circuits that flipped the target: components (as found), prompts, scenarios."""
+    if circuits is None or circuits.empty or "flipped" not in circuits:
+        return pd.DataFrame(columns=["circuit", "size", "prompts flipped", "scenarios"])
+    flipped = circuits[circuits["flipped"].astype(bool)].copy()
+    if flipped.empty:
+        return pd.DataFrame(columns=["circuit", "size", "prompts flipped", "scenarios"])
+    flipped["key"] = flipped["circuit"].fillna("").map(lambda c: ", ".join(c.split(";")) if c else "")
+    rows = [{"circuit": key, "size": int(g["circuit_size"].iloc[0]), "prompts flipped": len(g),
+             "scenarios": ", ".join(dict.fromkeys(g["scenario"]))}
+            for key, g in flipped.groupby("key", sort=False)]
+    return pd.DataFrame(rows).sort_values(["prompts flipped", "size"], ascending=[False, True],
+                                          kind="stable").reset_index(drop=True)
+
+
+def cross_patching(fwd: pd.DataFrame, bwd: pd.DataFrame, n: int) -> tuple[pd.DataFrame, dict]:
+    """Components in the top n by mean |delta_change| in both directions, and over all
+    components: how many have opposite / equal signs, and the Pearson correlation of the
+    two directions' mean delta_change."""
+    a = fwd.set_index("component")
+    b = bwd.set_index("component")
+    common = a.index.intersection(b.index)
+    rank_a = a["mean |delta_change|"].rank(ascending=False, method="first")
+    rank_b = b["mean |delta_change|"].rank(ascending=False, method="first")
+    both = [c for c in common if rank_a[c] <= n and rank_b[c] <= n]
+    both.sort(key=lambda c: rank_a[c] + rank_b[c])
+    table = pd.DataFrame({
+        "component": both,
+        "rank forward": [int(rank_a[c]) for c in both], "rank backward": [int(rank_b[c]) for c in both],
+        "mean delta_change forward": [a.at[c, "mean delta_change"] for c in both],
+        "mean delta_change backward": [b.at[c, "mean delta_change"] for c in both],
+        "signs": ["opposite" if np.sign(a.at[c, "mean delta_change"]) * np.sign(b.at[c, "mean delta_change"]) < 0
+                  else "same" for c in both],
+    })
+    x = a.loc[common, "mean delta_change"].to_numpy()
+    y = b.loc[common, "mean delta_change"].to_numpy()
+    prod = np.sign(x) * np.sign(y)
+    stats = {"n": len(common), "opposite": int((prod < 0).sum()), "same": int((prod > 0).sum()),
+             "pearson": float(np.corrcoef(x, y)[0, 1]) if len(common) > 1 and x.std() > 0 and y.std() > 0
+             else float("nan")}
+    return table, stats
+
+
+def dla_changes(means: pd.DataFrame, moral: list[str], references: list[str]) -> pd.DataFrame:
+    """Per component: mean contribution of each moral model minus each reference model
+    (columns "M - R"), and "mean |difference|" over those columns."""
+    out = pd.DataFrame(index=means.index)
+    for ref in references:
+        for m in moral:
+            out[f"{m} - {ref}"] = means[m] - means[ref]
+    out["mean |difference|"] = out.abs().mean(axis=1)
+    return out
+
+
+def weight_component_change(weights: pd.DataFrame, models: list[str]) -> pd.Series:
+    """Per component, the mean over `models` of its relative weight change: a head L{l}H{h}
+    its o_proj columns W_O[h]; an MLP L{l}_MLP gate/up/down_proj pooled."""
+    from .weight_deltas import MLP_MODULES, head_table, pooled
+
+    w = weights[weights["model"].isin(models)]
+    heads = head_table(w)
+    head_change = heads.assign(component=[f"L{int(l)}H{int(h)}" for l, h in zip(heads["layer"], heads["head"])])
+    mlp = pooled(w[w["module"].isin(MLP_MODULES)], ["model", "layer"])
+    mlp = mlp.assign(component=[f"L{int(l)}_MLP" for l in mlp["layer"]])
+    both = pd.concat([head_change[["component", "model", "relative_delta"]],
+                      mlp[["component", "model", "relative_delta"]]], ignore_index=True)
+    return both.groupby("component")["relative_delta"].mean()
+
+
+def candidates(dla_change: pd.Series, weight_change: pd.Series, n: int) -> pd.DataFrame:
+    """Components ranked by both measures; ordered by the worse of the two ranks, then by
+    their sum; the first n."""
+    common = dla_change.index.intersection(weight_change.index)
+    d = dla_change[common].rank(ascending=False, method="min").astype(int)
+    w = weight_change[common].rank(ascending=False, method="min").astype(int)
+    out = pd.DataFrame({"component": common, "DLA change": dla_change[common].to_numpy(), "DLA rank": d.to_numpy(),
+                        "weight change": weight_change[common].to_numpy(), "weight rank": w.to_numpy()})
+    out["worse rank"] = out[["DLA rank", "weight rank"]].max(axis=1)
+    out["_sum"] = out["DLA rank"] + out["weight rank"]
+    out = out.sort_values(["worse rank", "_sum"], kind="stable").drop(columns="_sum").head(n)
+    return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- document
+
+
+def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_rows: int = N_ROWS,
+                  labels: dict | None = None) -> Document:
+    """The whole summary as a Document (render with to_markdown / to_html)."""
+    roles = resolve_roles(config, roles)
+    configured = list(config["models"])
+    labels = labels or {m: config["models"][m].get("label") or m for m in configured}
+    role_model = {r: m for r, m in roles.items() if m in configured}
+    missing_roles = {r: m for r, m in roles.items() if m not in configured}
+    doc = Document()
+    doc.h(1, "Research-question summary")
+    doc.p("Generated by `interp_lib.rq_summary` from the workflow's tables; every number is computed from the "
+          "file named before its table. delta = logit(D) - logit(C) at the decision position: a positive DLA "
+          "contribution or delta change is pro-Defect. DLA contributions are means over all prompts (every "
+          f"scenario and prompt variant), in pre-softcap logit units. Tables show at most {n_rows} rows.")
+    doc.p("Roles of the configured models (change them with `interp_lib.rq_summary.DEFAULT_ROLES` or the "
+          "rule's `roles` parameter):")
+    doc.table(pd.DataFrame({"role": list(roles), "model": list(roles.values()),
+                            "configured": [m in configured for m in roles.values()],
+                            "label": [labels.get(m, "") for m in roles.values()]}))
+    if missing_roles:
+        doc.note("roles without a configured model: " + ", ".join(f"{r} ({m})" for r, m in missing_roles.items()))
+
+    full = _read(inputs.dla)
+    if full is None or full.empty:
+        means = meta = None
+    else:
+        means, meta = dla_means(full)
+    weights = _read(inputs.weights)
+    if weights is not None and not weights.empty:
+        weights["head"] = weights["head"].astype("Int64")
+    rel = relevant_experiments(config.get("experiments", {}), role_model)
+
+    _behaviour(doc, inputs, configured, labels)
+    _rq1(doc, inputs, means, full, role_model, rel, n_rows)
+    _rq2(doc, inputs, means, role_model, rel, n_rows)
+    _rq3(doc, inputs, means, weights, role_model, n_rows)
+    return doc
+
+
+def _missing_file(doc: Document, what: str, path) -> None:
+    doc.note(f"{what}: {path or 'no path given'} does not exist (build it with the workflow).")
+
+
+def _behaviour(doc: Document, inputs: Inputs, models: list[str], labels: dict) -> None:
+    doc.h(2, "Behaviour")
+    dec = _read(inputs.decisions)
+    if dec is None or dec.empty:
+        _missing_file(doc, "behaviour table", inputs.decisions)
+        return
+    doc.p(f"Mean delta per model and scenario (over prompt variants), and the share of prompts decided Defect; "
+          f"from `{inputs.decisions}`.")
+    order = [m for m in models if m in set(dec["model"])] + sorted(set(dec["model"]) - set(models))
+    piv = dec.pivot_table(index="model", columns="scenario", values="delta", aggfunc="mean", sort=False)
+    piv = piv.loc[order]
+    table = pd.DataFrame({"model": order})
+    for s in piv.columns:
+        table[s] = piv[s].to_numpy()
+    table["Defect decisions"] = [f"{int((dec.loc[dec['model'] == m, 'action'] == 'D').sum())}/"
+                                 f"{int((dec['model'] == m).sum())}" for m in order]
+    doc.table(table, signed=list(piv.columns))
+
+
+def _rq1(doc, inputs, means, full, roles, rel, n_rows) -> None:
+    doc.h(2, "RQ1: suppression of pro-Defect components by moral fine-tuning")
+    strategic = roles.get("strategic")
+    moral = [roles[r] for r in MORAL_ROLES if r in roles]
+    doc.h(3, "Direct logit attribution")
+    if strategic is None:
+        doc.note("no configured model has the role `strategic` (default PT2_COREDe).")
+    elif means is None:
+        _missing_file(doc, "DLA table", inputs.dla)
+    else:
+        present = [m for m in moral if m in means.columns]
+        absent = [m for m in moral if m not in means.columns]
+        if strategic not in means.columns:
+            doc.note(f"{inputs.dla} has no rows of the strategic model {strategic}.")
+        elif not present:
+            doc.note(f"{inputs.dla} has no rows of a moral model ({', '.join(moral) or 'none configured'}).")
+        else:
+            if absent:
+                doc.note(f"{inputs.dla} has no rows of {', '.join(absent)}; compared with {', '.join(present)} only.")
+            table = rq1_suppressed(means, strategic, present)
+            n_pro = int((means[strategic] > 0).sum())
+            doc.p(f"Heads and MLPs with a positive (pro-Defect) mean DLA contribution in {strategic} whose mean "
+                  f"contribution is lower in every moral model ({', '.join(present)}), ranked by the mean "
+                  f"reduction ({strategic} minus moral model) over the moral models; from `{inputs.dla}` "
+                  f"({n_prompts(full, strategic)} prompts per model). {len(table)} of the {n_pro} pro-Defect "
+                  f"components of {strategic} (of {len(means)} heads and MLPs) are reduced in every moral model.")
+            doc.table(table.head(n_rows), signed=[c for c in table.columns if c != "component"])
+
+    doc.h(3, f"Activation patching {strategic or 'strategic'} -> PT3 models")
+    if not rel["rq1"]:
+        pt3 = [roles[r] for r in PT3_ROLES if r in roles]
+        doc.note(f"no configured experiment with source {strategic or '(strategic)'} and target "
+                 f"{' or '.join(pt3) or '(a PT3 model)'}.")
+    for exp in rel["rq1"]:
+        _patching_experiment(doc, inputs, exp, n_rows, by="signed")
+
+
+def _patching_experiment(doc, inputs, exp, n_rows, by: str):
+    res = _read(inputs.patch_results.get(exp))
+    doc.h(4, f"Experiment {exp}")
+    if res is None or res.empty:
+        _missing_file(doc, f"patching results of {exp}", inputs.patch_results.get(exp))
+        return None
+    source, target = res["source"].iat[0], res["target"].iat[0]
+    comps = patch_component_table(res)
+    n_prompts_ = res[["scenario", "variant"]].drop_duplicates().shape[0]
+    if by == "signed":
+        comps = comps.sort_values("mean delta_change", ascending=False, kind="stable")
+        how = ("by mean delta_change (largest first: patching the component from the source moves the target "
+               "most towards Defect)")
+    else:
+        comps = comps.sort_values("mean |delta_change|", ascending=False, kind="stable")
+        how = "by mean |delta_change|"
+    comps = comps.reset_index(drop=True)
+    doc.p(f"Components patched one at a time from {source} into {target}, ranked {how}; means over "
+          f"{res['scenario'].nunique()} scenarios of the per-scenario means over variants; sign agreement = share of "
+          f"scenarios whose mean has the overall sign; flips = prompts where the single patch flips {target}'s "
+          f"action; from `{inputs.patch_results[exp]}`.")
+    doc.table(comps.head(n_rows), signed=["mean delta_change"])
+    flips = res[res["action_flipped"].astype(bool)]
+    doc.p(f"Single-component patches that flip {target}'s action: {len(flips)} of {len(res)} "
+          f"({flips['component'].nunique()} distinct components, {n_prompts_} prompts).")
+    circ = _read(inputs.circuits.get(exp))
+    if circ is None:
+        _missing_file(doc, f"circuits of {exp}", inputs.circuits.get(exp))
+    elif circ.empty:
+        doc.p(f"Circuit discovery was not run for {exp} (`{inputs.circuits[exp]}` is empty).")
+    else:
+        table = circuit_table(circ)
+        n_flip = int(circ["flipped"].astype(bool).sum())
+        sizes = circ.loc[circ["flipped"].astype(bool), "circuit_size"]
+        mean_size = fmt(float(sizes.mean())) if len(sizes) else "n/a"
+        doc.p(f"Circuits (smallest sets of components, added in ranking order, whose joint patch flips "
+              f"{target}'s action): found for {n_flip} of {len(circ)} prompts, mean size {mean_size}; distinct "
+              f"circuits ranked by the number of prompts they flip; from `{inputs.circuits[exp]}`.")
+        if len(table):
+            doc.table(table.head(n_rows))
+    return comps
+
+
+def _rq2(doc, inputs, means, roles, rel, n_rows) -> None:
+    doc.h(2, "RQ2: deontological vs utilitarian")
+    de, ut = roles.get("deontological"), roles.get("utilitarian")
+    doc.h(3, "Cross-patching")
+    tables = {}
+    for direction, src, tgt in (("forward", de, ut), ("backward", ut, de)):
+        names = rel[f"rq2_{direction}"]
+        if not names:
+            doc.note(f"no configured experiment with source {src or '(deontological)'} and target "
+                     f"{tgt or '(utilitarian)'}.")
+            continue
+        if len(names) > 1:
+            doc.p(f"Several experiments {src} -> {tgt} ({', '.join(names)}); the first is used.")
+        tables[direction] = (names[0], _patching_experiment(doc, inputs, names[0], n_rows, by="abs"))
+    if all(d in tables and tables[d][1] is not None for d in ("forward", "backward")):
+        (fwd_name, fwd), (bwd_name, bwd) = tables["forward"], tables["backward"]
+        both, stats = cross_patching(fwd, bwd, n_rows)
+        doc.h(4, "Both directions")
+        doc.p(f"Components in the top {n_rows} by mean |delta_change| of both {fwd_name} (forward) and {bwd_name} "
+              f"(backward), ordered by the sum of their ranks, with the sign relation of the two mean delta changes; "
+              f"from the two patch_results files above. {len(both)} components qualify.")
+        if len(both):
+            doc.table(both, signed=["mean delta_change forward", "mean delta_change backward"])
+        doc.p(f"Over all {stats['n']} components patched both ways: {stats['opposite']} have opposite signs of mean "
+              f"delta_change in the two directions, {stats['same']} the same sign; Pearson correlation of the two "
+              f"directions' mean delta_change: {fmt(stats['pearson'])}.")
+    doc.h(3, "DLA difference")
+    if de is None or ut is None:
+        doc.note("the roles `deontological` and `utilitarian` need configured models.")
+    elif means is None:
+        _missing_file(doc, "DLA table", inputs.dla)
+    elif de not in means.columns or ut not in means.columns:
+        doc.note(f"{inputs.dla} lacks rows of {' and '.join(m for m in (de, ut) if m not in means.columns)}.")
+    else:
+        diff = pd.DataFrame({"component": means.index, de: means[de].to_numpy(), ut: means[ut].to_numpy()})
+        diff[f"{de} - {ut}"] = diff[de] - diff[ut]
+        diff = diff.reindex(diff[f"{de} - {ut}"].abs().sort_values(ascending=False, kind="stable").index)
+        doc.p(f"Mean DLA contribution per component in {de} and {ut} and their difference, ranked by "
+              f"|{de} - {ut}|; from `{inputs.dla}`. Sum of the differences over all heads: "
+              f"{fmt(float(diff.loc[diff['component'].str.contains('H'), f'{de} - {ut}'].sum()), True)}, over all "
+              f"MLPs: {fmt(float(diff.loc[diff['component'].str.endswith('_MLP'), f'{de} - {ut}'].sum()), True)}.")
+        doc.table(diff.head(n_rows), signed=[de, ut, f"{de} - {ut}"])
+
+
+def _rq3(doc, inputs, means, weights, roles, n_rows) -> None:
+    doc.h(2, "RQ3: where moral fine-tuning changed the model")
+    moral = [roles[r] for r in MORAL_ROLES if r in roles]
+    refs = [roles[r] for r in ("strategic", "base") if r in roles]
+    dla_change = None
+    doc.h(3, "DLA change per component")
+    if means is None:
+        _missing_file(doc, "DLA table", inputs.dla)
+    else:
+        m_present = [m for m in moral if m in means.columns]
+        r_present = [r for r in refs if r in means.columns]
+        if not m_present or not r_present:
+            doc.note(f"{inputs.dla} needs rows of a moral model ({', '.join(moral) or 'none configured'}) and of "
+                     f"{' or '.join(refs) or 'a strategic or base model'}.")
+        else:
+            ch = dla_changes(means, m_present, r_present)
+            dla_change = ch["mean |difference|"]
+            ranked = ch.sort_values("mean |difference|", ascending=False, kind="stable")
+            doc.p(f"Mean DLA contribution of each moral model minus that of {' and of '.join(r_present)}, per "
+                  f"component, ranked by the mean |difference| over these {len(ch.columns) - 1} columns; from "
+                  f"`{inputs.dla}`.")
+            doc.table(ranked.head(n_rows).reset_index(names="component"),
+                      signed=[c for c in ch.columns if c != "mean |difference|"])
+            layer = pd.DataFrame({"layer": [_component_sort_key(c)[0] for c in ch.index],
+                                  "kind": ["MLP" if c.endswith("_MLP") else "heads" for c in ch.index],
+                                  "v": ch["mean |difference|"].to_numpy()})
+            per = layer.pivot_table(index="layer", columns="kind", values="v", aggfunc="sum").fillna(0.0)
+            per = per.rename(columns={"heads": "heads (sum)", "MLP": "MLP"})
+            per["layer total"] = per.sum(axis=1)
+            per["share of total"] = per["layer total"] / per["layer total"].sum()
+            per = per.sort_values("layer total", ascending=False, kind="stable").reset_index()
+            doc.p("The same mean |difference| summed per layer (its heads, its MLP), ranked by the layer total; "
+                  f"from `{inputs.dla}`.")
+            doc.table(per.head(max(n_rows, 0)))
+
+    doc.h(3, "Merged-weight change")
+    weight_change = None
+    if weights is None:
+        _missing_file(doc, "weight-delta table", inputs.weights)
+    elif weights.empty:
+        doc.note(f"{inputs.weights} is empty: no configured fine-tuned model has a reference model without an "
+                 "adapter on the same base.")
+    else:
+        from .weight_deltas import head_table, module_table, pooled
+
+        compared = list(dict.fromkeys(weights["model"]))
+        m_present = [m for m in moral if m in compared] or compared
+        if not [m for m in moral if m in compared]:
+            doc.note(f"{inputs.weights} has no moral model ({', '.join(moral)}); ranked over {', '.join(compared)}.")
+        ref = ", ".join(dict.fromkeys(weights["reference"].astype(str))) if "reference" in weights else "base"
+        rank_by = f"the mean over {', '.join(m_present)}"
+
+        mods = module_table(weights)
+        piv = mods.pivot_table(index=["layer", "module"], columns="model", values="relative_delta",
+                               sort=False)[compared]
+        piv["mean (moral)"] = piv[m_present].mean(axis=1)
+        piv = piv.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+        doc.p(f"Relative Frobenius change ||W - W_ref|| / ||W_ref|| of each layer's modules against {ref}, ranked "
+              f"by {rank_by}; from `{inputs.weights}`.")
+        doc.table(piv.head(n_rows))
+
+        per_layer = pooled(weights, ["model", "layer"]).pivot_table(index="layer", columns="model",
+                                                                     values="relative_delta")[compared]
+        per_layer["mean (moral)"] = per_layer[m_present].mean(axis=1)
+        per_layer = per_layer.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+        doc.p(f"Relative change of each whole layer (the seven modules pooled: sqrt of summed squared norms), "
+              f"ranked by {rank_by}; from `{inputs.weights}`.")
+        doc.table(per_layer.head(n_rows))
+
+        per_module = pooled(weights, ["model", "module"]).pivot_table(index="module", columns="model",
+                                                                       values="relative_delta")[compared]
+        per_module["mean (moral)"] = per_module[m_present].mean(axis=1)
+        per_module = per_module.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+        doc.p(f"Relative change of each module type pooled over layers, ranked by {rank_by}; from "
+              f"`{inputs.weights}`.")
+        doc.table(per_module)
+
+        heads = head_table(weights)
+        if len(heads):
+            hp = heads.assign(component=[f"L{int(l)}H{int(h)}" for l, h in zip(heads["layer"], heads["head"])])
+            hp = hp.pivot_table(index="component", columns="model", values="relative_delta", sort=False)[compared]
+            hp["mean (moral)"] = hp[m_present].mean(axis=1)
+            hp = hp.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+            doc.p(f"Relative change of each head's output matrix W_O[h] (its columns of o_proj), ranked by "
+                  f"{rank_by}; from `{inputs.weights}`.")
+            doc.table(hp.head(n_rows))
+        weight_change = weight_component_change(weights, m_present)
+
+    doc.h(3, "Candidates for targeted fine-tuning")
+    if dla_change is None or weight_change is None:
+        doc.note("needs both the DLA change and the weight change above.")
+    else:
+        cand = candidates(dla_change, weight_change, n_rows)
+        n_common = len(dla_change.index.intersection(weight_change.index))
+        doc.p(f"The {n_common} heads and MLPs ranked (1 = largest) by DLA change (mean |difference| above) and by "
+              "weight change (a head: its W_O[h]; an MLP: gate/up/down_proj pooled; relative change, mean over the "
+              f"moral models), ordered by the worse of the two ranks; from `{inputs.dla}` and `{inputs.weights}`.")
+        doc.table(cand)
+
+
+def write_summary(doc: Document, md_path, html_path) -> None:
+    from .io import atomic_path
+
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(to_markdown(doc))
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(to_html(doc))
+
+
+__all__ = ["DEFAULT_ROLES", "MORAL_ROLES", "PT3_ROLES", "Inputs", "Document", "resolve_roles",
+           "relevant_experiments", "experiments_needed", "build_summary", "to_markdown", "to_html", "write_summary",
+           "rq1_suppressed", "dla_means", "dla_changes", "cross_patching", "candidates", "fmt"]

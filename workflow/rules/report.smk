@@ -1,0 +1,120 @@
+# Merged-weight changes of each fine-tuned model against its base, their heatmaps, and the
+# research-question summary (RQ1-RQ3) built from every analysis table; the summary's HTML
+# rendering and the heatmaps are items of `snakemake --report`.
+from interp_lib.rq_summary import experiments_needed, resolve_roles
+from interp_lib.weight_deltas import compared_models
+
+# {fine-tuned model: reference}: the reference is the configured model without an adapter
+# on the same base ("base" preferred).
+WEIGHT_MODELS = compared_models(config)
+# role -> model (interp_lib.rq_summary.DEFAULT_ROLES, updated by an optional config key
+# `roles`); RQ_EXPERIMENTS: the configured experiments the summary reads.
+RQ_ROLES = resolve_roles(config)
+RQ_EXPERIMENTS = experiments_needed(config["experiments"], RQ_ROLES)
+
+
+report: "../report/workflow.rst"
+
+
+rule weight_deltas:
+    input:
+        weights="results/models/{model}/model.safetensors",
+        fingerprint="results/models/{model}/fingerprint.json",
+        reference_weights=lambda wc: f"results/models/{WEIGHT_MODELS[wc.model]}/model.safetensors",
+        reference_fingerprint=lambda wc: f"results/models/{WEIGHT_MODELS[wc.model]}/fingerprint.json",
+    output:
+        "results/weights/{model}.csv",
+    log:
+        "results/logs/weights/{model}.log",
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in WEIGHT_MODELS) or "^$",
+    conda:
+        "../../envs/interp.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        reference=lambda wc: WEIGHT_MODELS[wc.model],
+        code=code_version("weight_deltas"),
+    script:
+        "../scripts/weight_deltas.py"
+
+
+rule weight_deltas_table:
+    input:
+        expand("results/weights/{model}.csv", model=WEIGHT_MODELS),
+    output:
+        "results/weights/weight_deltas.csv",
+    log:
+        "results/logs/weights/table.log",
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        code=code_version("weight_deltas"),
+    script:
+        "../scripts/weight_deltas_table.py"
+
+
+rule weight_deltas_plot:
+    input:
+        "results/weights/weight_deltas.csv",
+    output:
+        modules=report(
+            "results/weights/weight_deltas_modules.png",
+            caption="../report/weights_modules.rst",
+            category="Weights",
+            subcategory="Merged-weight change",
+            labels={"figure": "layers x modules"},
+        ),
+        heads=report(
+            "results/weights/weight_deltas_heads.png",
+            caption="../report/weights_heads.rst",
+            category="Weights",
+            subcategory="Merged-weight change",
+            labels={"figure": "layers x heads (o_proj)"},
+        ),
+    log:
+        "results/logs/weights/plot.log",
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        models=MODELS,
+        labels={m: model_label(m) for m in MODELS},
+        code=code_version("plots/__init__", "plots/weights", "style", "weight_deltas"),
+    script:
+        "../scripts/weight_deltas_plot.py"
+
+
+rule rq_summary:
+    input:
+        dla="results/dla/dla_full_results.csv",
+        decisions="results/behavior/decisions.csv",
+        weights="results/weights/weight_deltas.csv",
+        patch_results=expand(
+            "results/patching/patch_results_{experiment}.csv",
+            experiment=RQ_EXPERIMENTS,
+        ),
+        circuits=expand(
+            "results/patching/circuits_{experiment}.csv", experiment=RQ_EXPERIMENTS
+        ),
+    output:
+        md="results/rq_summary.md",
+        html=report(
+            "results/rq_summary.html",
+            caption="../report/rq_summary.rst",
+            category="Research questions",
+            subcategory="Summary",
+            labels={"summary": "RQ1-RQ3"},
+        ),
+    log:
+        "results/logs/rq_summary.log",
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        config={"models": config["models"], "experiments": config["experiments"]},
+        roles=RQ_ROLES,
+        experiments=RQ_EXPERIMENTS,
+        labels={m: model_label(m) for m in MODELS},
+        n_rows=10,
+        code=code_version("rq_summary", "weight_deltas"),
+    script:
+        "../scripts/rq_summary.py"

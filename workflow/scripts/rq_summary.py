@@ -1,0 +1,13 @@
+"""The research-question summary: results/rq_summary.md and its HTML rendering (the
+report item), from the DLA, behaviour, patching and weight-delta tables."""
+
+from interp_lib.io import job_logging
+from interp_lib.rq_summary import Inputs, build_summary, write_summary
+
+with job_logging(snakemake.log[0]):
+    inp, p = snakemake.input, snakemake.params
+    inputs = Inputs(dla=inp.dla, decisions=inp.decisions, weights=inp.weights,
+                    patch_results=dict(zip(p.experiments, inp.patch_results)),
+                    circuits=dict(zip(p.experiments, inp.circuits)))
+    doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
+    write_summary(doc, snakemake.output.md, snakemake.output.html)
