@@ -25,28 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp_lib.hooked import HookedModel  # noqa: E402
-from interp_lib.patching import Component, PatchRunner, PromptActivations, all_components  # noqa: E402
-
-
-def naive_delta(target, ids, source, W_O, comp, positions, tokens):
-    """Reference: one full forward of the target with one hook writing the source's activation."""
-    pos = slice(None) if positions == "all" else slice(-1, None)
-    l, h = comp.layer, comp.head
-    if h is None:
-        name, value = f"blocks.{l}.hook_mlp_out", source.mlp_out[l]
-    else:
-        name, value = f"blocks.{l}.attn.hook_result", source.z[l, :, h] @ W_O[l, h]
-
-    def hook(act, _):
-        act = act.clone()
-        if h is None:
-            act[0, pos] = value[pos]
-        else:
-            act[0, pos, h] = value[pos]
-        return act
-
-    logits = target.run_with_hooks(ids, [(name, hook)], last_only=True)
-    return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])
+from interp_lib.patching import PatchRunner, PromptActivations, all_components  # noqa: E402
+from interp_lib.reference import naive_patched_delta  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -82,10 +62,11 @@ def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive
         sync(device)
         t_fast = time.perf_counter() - t0
         mem_fast = gpu_peak_mb(device) or peak_rss_mb()
-        naive_delta(target, ids, source_acts, W_O, comps[0], positions, tokens)  # warm-up
+        naive_patched_delta(target, ids, source_acts, W_O, comps[0], positions, "result", tokens)  # warm-up
         sync(device)
         t0 = time.perf_counter()
-        naive = {c: naive_delta(target, ids, source_acts, W_O, c, positions, tokens) for c in naive_comps}
+        naive = {c: naive_patched_delta(target, ids, source_acts, W_O, c, positions, "result", tokens)
+                 for c in naive_comps}
         sync(device)
         t_naive = (time.perf_counter() - t0) / len(naive_comps) * len(comps)
         mem_naive = gpu_peak_mb(device) or peak_rss_mb()

@@ -388,7 +388,10 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
 
 
 def _missing_file(doc: Document, what: str, path) -> None:
-    doc.note(f"{what}: {path or 'no path given'} does not exist (build it with the workflow).")
+    if path:
+        doc.note(f"{what}: {path} does not exist (build it with the workflow).")
+    else:
+        doc.note(f"{what}: no file given.")
 
 
 def _behaviour(doc: Document, inputs: Inputs, models: list[str], labels: dict) -> None:

@@ -10,33 +10,10 @@ import torch
 from interp_lib.hooked import HookedModel
 from interp_lib.patching import (ActivationPatcher, Component, PatchResult, PatchRunner, PromptActivations,
                                  all_components, discover_circuit, sweep)
+from interp_lib.reference import naive_patched_delta
 from test_hooked import tiny_gemma2
 
 TOKENS = {"C": 5, "D": 7}
-
-
-def naive_patched_delta(target: HookedModel, ids, source: PromptActivations, source_W_O, comp: Component,
-                        positions: str, head_site: str, tokens: dict = TOKENS) -> float:
-    """One full forward of the target with one hook that writes the source's activation."""
-    pos = slice(None) if positions == "all" else slice(-1, None)
-    l, h = comp.layer, comp.head
-    if h is None:
-        name, value = f"blocks.{l}.hook_mlp_out", source.mlp_out[l]
-    elif head_site == "z":
-        name, value = f"blocks.{l}.attn.hook_z", source.z[l, :, h]
-    else:
-        name, value = f"blocks.{l}.attn.hook_result", source.z[l, :, h] @ source_W_O[l, h]
-
-    def hook(act, _):
-        act = act.clone()
-        if h is None:
-            act[0, pos] = value[pos]
-        else:
-            act[0, pos, h] = value[pos]
-        return act
-
-    logits = target.run_with_hooks(ids, [(name, hook)])
-    return float(logits[0, -1, tokens["D"]] - logits[0, -1, tokens["C"]])
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +41,8 @@ def test_runner_equals_naive_for_every_component(pair, positions, reuse_kv, head
     results = sweep(runner, src, tgt)
     assert len(results) == target.n_layers * (target.n_heads + 1)
     for r in results:
-        expected = naive_patched_delta(target, ids, src, W_O, Component.parse(r.component), positions, head_site)
+        expected = naive_patched_delta(target, ids, src, W_O, Component.parse(r.component), positions, head_site,
+                                       TOKENS)
         assert abs(r.patched_delta - expected) < 1e-5, r.component
     # heads of one layer are different patches
     layer0 = [r.delta_change for r in results if r.layer == 0 and r.kind == "head"]

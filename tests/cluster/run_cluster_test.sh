@@ -242,10 +242,10 @@ log "SLURM jobs: $n_submitted submitted, $n_logs job logs, $n_completed COMPLETE
 [ "$n_submitted" -ge "$n_remote" ] || fail "$n_submitted SLURM jobs for $n_remote non-local jobs"
 [ "$n_completed" -ge "$n_remote" ] || fail "only $n_completed COMPLETED SLURM jobs for $n_remote non-local jobs"
 cmp -s "$TMP/submitted_ids" "$TMP/log_ids" || fail "SLURM job ids in the snakemake output and in .snakemake/slurm_logs differ"
-# The jobs ran under SLURM (SLURM_JOB_ID set) with the venv's Python.
-first_log="$(find "$WD/.snakemake/slurm_logs" -name '*.log' | head -1)"
-grep -q "$REPO/.venv/bin/python" "$first_log" 2>/dev/null ||
-    grep -q "python" "$first_log" || fail "job log $first_log shows no snakemake job"
+# Each job ran the venv's snakemake on the node (the job log shows its command line).
+while read -r f; do
+    grep -q "Command: $REPO/.venv/" "$f" || fail "SLURM job log $f: the job did not run $REPO/.venv's snakemake"
+done < <(find "$WD/.snakemake/slurm_logs" -name '*.log')
 # Nothing ran twice and nothing is left to do.
 "$SNAKEMAKE" -s "$REPO/Snakefile" --directory "$WD" "$TARGET" --dry-run "${EXTRA[@]}" >"$TMP/after.txt" 2>&1 ||
     { cat "$TMP/after.txt" >&2; fail "dry run after the workflow failed"; }
