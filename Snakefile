@@ -24,6 +24,7 @@ include: "workflow/rules/logit_lens.smk"
 include: "workflow/rules/dla.smk"
 include: "workflow/rules/patching.smk"
 include: "workflow/rules/patching_plots.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -62,3 +63,8 @@ rule all:
             experiment=EXPERIMENTS,
         ),
         "results/patching/cross_experiment_summary.csv",
+        "results/weights/weight_deltas.csv",
+        "results/weights/weight_deltas_modules.png",
+        "results/weights/weight_deltas_heads.png",
+        "results/rq_summary.md",
+        "results/rq_summary.html",

@@ -96,6 +96,9 @@ def _check_references(config: dict) -> None:
             raise ConfigError(
                 f"analysis.patch_scenarios: unknown scenario {scen!r} (known: {', '.join(scenarios)})"
             )
+    for role, model in (config.get("roles") or {}).items():
+        if model not in models:
+            raise ConfigError(f"roles.{role}: unknown model {model!r} (known models: {known})")
     ref = config.get("prompt_tokenizer_model")
     if ref is not None and ref not in models:
         raise ConfigError(f"prompt_tokenizer_model: unknown model {ref!r} (known models: {known})")

@@ -103,7 +103,7 @@ class PatchRunner:
 
     def __init__(self, target, source_W_O: torch.Tensor | None, action_tokens: dict,
                  positions: str = "all", head_site: str = "result", batch_size: int = 64,
-                 reuse_keys_values: bool = True):
+                 reuse_keys_values: bool = True, pass_overhead_flops: float | None = None):
         if positions not in POSITION_MODES:
             raise ValueError(f"positions must be one of {POSITION_MODES}, got {positions!r}")
         if head_site not in HEAD_SITES:
@@ -114,6 +114,7 @@ class PatchRunner:
         self.source_W_O = source_W_O
         self.rows = [action_tokens["C"], action_tokens["D"]]
         self.batch_size = batch_size
+        self.pass_overhead_flops = pass_overhead_flops
         # With positions="decision", earlier positions never change: recompute only the last
         # one, attending to the target's clean keys and values.
         self.last_only = positions == "decision" and reuse_keys_values
@@ -131,12 +132,55 @@ class PatchRunner:
         """[len(patch_sets)] patched deltas; each set is patched jointly in one run."""
         sets = [tuple(s) for s in patch_sets]
         out = np.empty(len(sets))
-        # Sets that start at the same layer share a batch (they skip the same clean layers).
-        order = sorted(range(len(sets)), key=lambda i: min((c.layer for c in sets[i]), default=self.target.n_layers))
-        for chunk_start in range(0, len(order), self.batch_size):
-            chunk = order[chunk_start:chunk_start + self.batch_size]
-            out[chunk] = self._run([sets[i] for i in chunk], source, target)
+        L = self.target.n_layers
+        starts = [min((c.layer for c in s), default=L) for s in sets]
+        for group in self._plan(starts, target.resid_pre.shape[1]):
+            for chunk_start in range(0, len(group), self.batch_size):
+                chunk = group[chunk_start:chunk_start + self.batch_size]
+                out[chunk] = self._run([sets[i] for i in chunk], source, target)
         return out
+
+    def _plan(self, starts: list[int], T: int) -> list[list[int]]:
+        """Groups of patch-set indices, each run as one batch from its lowest start layer.
+
+        A batch started at layer s recomputes layers s..L-1 for every member, so sets that
+        start higher waste work in a lower batch; but every batch's pass costs a fixed
+        overhead. Contiguous groups of start layers minimise
+        passes * overhead + sequence-layers * work (dynamic programming): big models get one
+        group per start layer (the FLOP-bound optimum), tiny models fewer, larger batches.
+        """
+        L = self.target.n_layers
+        layers = sorted(set(starts))
+        members = {s: [i for i, st in enumerate(starts) if st == s] for s in layers}
+        work, overhead = self._cost_model(T)
+        best = [0.0] + [math.inf] * len(layers)  # best[j]: cost of the first j start layers
+        cut = [0] * (len(layers) + 1)
+        for j in range(1, len(layers) + 1):
+            for i in range(j):
+                n = sum(len(members[s]) for s in layers[i:j])
+                passes = math.ceil(n / self.batch_size) * (L - layers[i])
+                cost = best[i] + passes * overhead + n * (L - layers[i]) * work
+                if cost < best[j]:
+                    best[j], cut[j] = cost, i
+        groups, j = [], len(layers)
+        while j > 0:
+            groups.append([m for s in layers[cut[j]:j] for m in members[s]])
+            j = cut[j]
+        return groups[::-1]
+
+    def _cost_model(self, T: int) -> tuple[float, float]:
+        """(FLOPs of one sequence through one layer, the fixed cost of one layer pass in
+        FLOP-equivalents). The overhead is a per-device estimate, overridable with
+        `pass_overhead_flops`: kernel launches and Python per pass."""
+        cfg = self.target.cfg
+        params = 2 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * cfg.n_kv_heads * cfg.d_head
+        mlp = self.target._layers[0].mlp
+        params += sum(p.numel() for p in mlp.parameters())
+        work = 2.0 * T * params + 4.0 * T * T * cfg.n_heads * cfg.d_head
+        if self.pass_overhead_flops is not None:
+            return work, self.pass_overhead_flops
+        on_gpu = self.target.device.type == "cuda"
+        return work, 2e10 if on_gpu else 5e7
 
     @torch.no_grad()
     def _run(self, sets: list[tuple[Component, ...]], source: PromptActivations,

@@ -11,7 +11,10 @@ and for o_proj, per attention head h, the same for W_O[h] = o_proj.weight[:, h*d
 (the columns that read head h's z): the head's share of the attention output change.
 
 Tensors are read one at a time and in row blocks with safetensors' `safe_open`, and
-reduced in float64, so memory stays at a few row blocks even for Gemma-2-2b.
+reduced in float64, so memory stays at a few row blocks even for Gemma-2-2b. The merged
+weights are stored in analysis.dtype: in bfloat16 each changed element carries a rounding
+error of up to 2^-9 of its magnitude, so relative changes of that order are at the
+resolution limit (float32 merges resolve them).
 """
 
 from __future__ import annotations

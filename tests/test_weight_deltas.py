@@ -167,3 +167,12 @@ def test_heatmaps(pair, tmp_path):
     assert fig.axes[-1].get_ylabel() == RELATIVE_LABEL  # the colour bar
     viz.plot_head_heatmaps(df, save_path=tmp_path / "heads.png")
     assert (tmp_path / "heads.png").stat().st_size > 0
+
+
+def test_heatmaps_without_models(tmp_path):
+    from interp_lib.plots.weights import WeightVisualizer
+
+    empty = pd.DataFrame(columns=COLUMNS).astype({"head": "Int64"})
+    WeightVisualizer().plot_module_heatmaps(empty, save_path=tmp_path / "mods.png")
+    WeightVisualizer().plot_head_heatmaps(empty, save_path=tmp_path / "heads.png")
+    assert (tmp_path / "mods.png").stat().st_size > 0 and (tmp_path / "heads.png").stat().st_size > 0

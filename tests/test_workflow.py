@@ -113,7 +113,8 @@ def rule_counts(jobs) -> dict:
 EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
 # Aggregates that read every model and scenario, so any new model or scenario reruns them.
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
-              "dla_tables": 1, "dla_plots_comparison": 1, "cross_experiment_summary": 1, "all": 1}
+              "dla_tables": 1, "dla_plots_comparison": 1, "cross_experiment_summary": 1, "rq_summary": 1,
+              "all": 1}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
@@ -145,7 +146,7 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
     }))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
     per_model = {"merge_model": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
-                 "dla_plots_model": 1}
+                 "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1}
     per_experiment = {"patch_scenario": 5, "patch_experiment_tables": 1, "patch_plots_scenario": 5,
                       "patch_plots_experiment": 1}
     aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
@@ -169,5 +170,5 @@ def test_changing_an_analysis_module_reruns_only_that_analysis(workflow_dir):
     finally:
         module.write_bytes(original)
     assert rule_counts(jobs) == {"dla_scenario": 25, "dla_tables": 1, "dla_plots_model": 5,
-                                 "dla_plots_comparison": 1, "all": 1}
+                                 "dla_plots_comparison": 1, "rq_summary": 1, "all": 1}
     assert dry_run_jobs(workflow_dir, "all") == []

@@ -45,15 +45,15 @@ class WeightVisualizer:
 
         models = self.style.with_models(matrices).sort(matrices)
         if not models:
-            raise ValueError("no weight deltas to plot")
+            return self._empty(title, save_path)
         n_layers = max(m.shape[0] for m in matrices.values())
         n_cols = len(xlabels)
         nrows, ncols = _grid(len(models))
         vmax = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in matrices.values()) or 1e-6
         if annotate is None:
             annotate = n_layers * n_cols <= 160
-        fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                                 figsize=(ncols * max(3.2, 0.55 * n_cols + 1.4), nrows * max(3.0, 0.26 * n_layers + 1.6)))
+        figsize = (ncols * max(3.2, 0.55 * n_cols + 1.4), nrows * max(3.0, 0.26 * n_layers + 1.6))
+        fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained", figsize=figsize)
         im = None
         for ax, model in zip(axes.flat, models):
             values = matrices[model]
@@ -77,6 +77,20 @@ class WeightVisualizer:
             save_figure(fig, save_path)
         return fig
 
+    @staticmethod
+    def _empty(title: str, save_path=None):
+        """A figure that says there is nothing to compare (no fine-tuned model has a reference)."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no fine-tuned model with a reference model\n(a configured model without an adapter "
+                "on the same base)", ha="center", va="center")
+        fig.suptitle(title.splitlines()[0])
+        if save_path is not None:
+            save_figure(fig, save_path)
+        return fig
+
     def plot_module_heatmaps(self, df: pd.DataFrame, save_path=None, annotate: bool | None = None):
         """One panel per model: layers down, modules (q/k/v/o_proj, gate/up/down_proj)
         across, colour = relative_delta of the whole module."""
@@ -90,7 +104,7 @@ class WeightVisualizer:
                 mat[int(row.layer), present.index(row.module)] = row.relative_delta
             matrices[model] = mat
             refs.update(g["reference"].dropna().astype(str) if "reference" in g else [])
-        ref = ", ".join(sorted(refs)) or "base"
+        ref = ", ".join(sorted(refs)) or "its base"
         return self._panels(matrices, present, "module",
                             f"Merged-weight change per layer and module, relative to {ref}\n"
                             "(Frobenius norms; shared colour scale)", save_path, annotate)
@@ -99,9 +113,7 @@ class WeightVisualizer:
         """One panel per model: layers down, attention heads across, colour = relative change
         of the head's o_proj columns W_O[h]."""
         heads = head_table(df)
-        if heads.empty:
-            raise ValueError("no per-head (o_proj) rows to plot")
-        n_heads = int(heads["head"].max()) + 1
+        n_heads = int(heads["head"].max()) + 1 if len(heads) else 0
         matrices, refs = {}, set()
         for model, g in heads.groupby("model", sort=False):
             mat = np.full((int(g["layer"].max()) + 1, n_heads), np.nan)
@@ -109,7 +121,7 @@ class WeightVisualizer:
                 mat[int(row.layer), int(row.head)] = row.relative_delta
             matrices[model] = mat
             refs.update(g["reference"].dropna().astype(str) if "reference" in g else [])
-        ref = ", ".join(sorted(refs)) or "base"
+        ref = ", ".join(sorted(refs)) or "its base"
         return self._panels(matrices, [f"H{h}" for h in range(n_heads)], "attention head (columns of o_proj)",
                             f"Change of each head's output matrix W_O[h], relative to {ref}\n"
                             "(Frobenius norms; shared colour scale)", save_path, annotate)

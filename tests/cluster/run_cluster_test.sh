@@ -192,17 +192,26 @@ cd "$WD"
 # Test-only overrides (the profile is used otherwise unchanged):
 #  - squeue as status command: this cluster has no accounting, so sacct does not work;
 #  - shorter status check interval (the jobs here take seconds, not minutes);
-#  - keep the SLURM logs of successful jobs, to count them below.
-# Both cluster resources (partition = the default one, no account) come from the cluster.
+#  - keep the SLURM logs of successful jobs, to count them below;
+#  - cache_activations requests the (fake) GPU, as it does with analysis.device: cuda,
+#    so that the GPU request path (sbatch --gpus=1, then srun --gpus=1 in the job) runs;
+#  - unless CLUSTER_TEST_FULL=1: two patch scenarios instead of five (28 jobs instead of
+#    52: the whole DAG shape, in about half the time).
+# Partition (the cluster's default one) and account (none) come from the cluster.
 SM_ARGS=(-s "$REPO/Snakefile" --directory "$WD" --profile "$REPO/profiles/slurm"
     --slurm-status-command squeue
     --slurm-init-seconds-before-status-checks 2
     --seconds-between-status-checks 2
-    --slurm-keep-successful-logs)
-# Extra arguments, shell-quoted, e.g. CLUSTER_TEST_SNAKEMAKE_ARGS="--config 'analysis={patch_scenarios: [CC_continue]}'"
+    --slurm-keep-successful-logs
+    --set-resources cache_activations:gpu=1)
+CONFIG_ARGS=()
+if [ "${CLUSTER_TEST_FULL:-0}" != 1 ]; then
+    CONFIG_ARGS=(--config "analysis={patch_scenarios: [CC_continue, CD_punished]}")
+fi
 eval "EXTRA=(${CLUSTER_TEST_SNAKEMAKE_ARGS:-})"
+EXTRA=("${CONFIG_ARGS[@]}" "${EXTRA[@]}")
 
-"$SNAKEMAKE" "${SM_ARGS[@]}" "$TARGET" --dry-run "${EXTRA[@]}" >"$TMP/dryrun_full.txt" 2>&1 ||
+"$SNAKEMAKE" "$TARGET" "${SM_ARGS[@]}" --dry-run "${EXTRA[@]}" >"$TMP/dryrun_full.txt" 2>&1 ||
     { cat "$TMP/dryrun_full.txt" >&2; fail "dry run failed"; }
 n_remote=$(grep -c '^rule ' "$TMP/dryrun_full.txt" || true)
 n_local=$(grep -c '^localrule ' "$TMP/dryrun_full.txt" || true)
@@ -210,7 +219,7 @@ log "dry run: $n_remote jobs for SLURM, $n_local local jobs; running the workflo
 
 t_wf=$(date +%s)
 set +e
-timeout "$TIMEOUT" "$SNAKEMAKE" "${SM_ARGS[@]}" "$TARGET" "${EXTRA[@]}" >"$TMP/snakemake.out" 2>&1
+timeout "$TIMEOUT" "$SNAKEMAKE" "$TARGET" "${SM_ARGS[@]}" "${EXTRA[@]}" >"$TMP/snakemake.out" 2>&1
 rc=$?
 set -e
 wf_s=$(($(date +%s) - t_wf))
@@ -233,21 +242,27 @@ n_logs=$(wc -l <"$TMP/log_ids")
 # the run's uuid, state COMPLETED.
 run_id="$(grep -o 'SLURM run ID: [0-9a-f-]*' "$TMP/snakemake.out" | head -1 | awk '{print $NF}')"
 [ -n "$run_id" ] || fail "no 'SLURM run ID' in the snakemake output: did it use the slurm executor?"
-squeue --states=all -h -n "$run_id" -o '%i %T' | sort -n >"$TMP/squeue_jobs"
+squeue --states=all -h -n "$run_id" -O 'JobID:12,State:14,tres-per-job:30,Comment:300' | sort -n >"$TMP/squeue_jobs"
+n_gpu_jobs=$(awk '$3 ~ /gpu/' "$TMP/squeue_jobs" | wc -l)
+n_cache=$(grep -c '^rule cache_activations:' "$TMP/dryrun_full.txt" || true)
 n_completed=$(awk '$2 == "COMPLETED"' "$TMP/squeue_jobs" | wc -l)
 n_failed=$(awk '$2 != "COMPLETED"' "$TMP/squeue_jobs" | wc -l)
-log "SLURM jobs: $n_submitted submitted, $n_logs job logs, $n_completed COMPLETED and $n_failed other in squeue (expected $n_remote)"
+log "SLURM jobs: $n_submitted submitted, $n_logs job logs, $n_completed COMPLETED and $n_failed other in squeue (expected $n_remote), $n_gpu_jobs with a GPU (expected $n_cache)"
 
 [ "$n_submitted" -gt 0 ] || fail "no job was submitted to SLURM"
 [ "$n_submitted" -ge "$n_remote" ] || fail "$n_submitted SLURM jobs for $n_remote non-local jobs"
 [ "$n_completed" -ge "$n_remote" ] || fail "only $n_completed COMPLETED SLURM jobs for $n_remote non-local jobs"
+[ "$n_gpu_jobs" -eq "$n_cache" ] || fail "$n_gpu_jobs SLURM jobs requested a GPU, expected one per cache_activations job ($n_cache)"
+awk '$3 ~ /gpu/ && $4 !~ /^rule_cache_activations/ {bad = 1} END {exit bad}' "$TMP/squeue_jobs" ||
+    fail "a job other than cache_activations requested a GPU (see $TMP/squeue_jobs)"
 cmp -s "$TMP/submitted_ids" "$TMP/log_ids" || fail "SLURM job ids in the snakemake output and in .snakemake/slurm_logs differ"
 # Each job ran the venv's snakemake on the node (the job log shows its command line).
 while read -r f; do
     grep -q "Command: $REPO/.venv/" "$f" || fail "SLURM job log $f: the job did not run $REPO/.venv's snakemake"
 done < <(find "$WD/.snakemake/slurm_logs" -name '*.log')
-# Nothing ran twice and nothing is left to do.
-"$SNAKEMAKE" -s "$REPO/Snakefile" --directory "$WD" "$TARGET" --dry-run "${EXTRA[@]}" >"$TMP/after.txt" 2>&1 ||
+# Nothing is left to do (by modification times: the code and params triggers are the
+# workflow tests' business, and the library may change under a long test).
+"$SNAKEMAKE" "$TARGET" -s "$REPO/Snakefile" --directory "$WD" --dry-run --rerun-triggers mtime "${EXTRA[@]}" >"$TMP/after.txt" 2>&1 ||
     { cat "$TMP/after.txt" >&2; fail "dry run after the workflow failed"; }
 grep -q "Nothing to be done" "$TMP/after.txt" || { cat "$TMP/after.txt" >&2; fail "jobs left after the cluster run"; }
 
