@@ -172,3 +172,32 @@ def test_atp_agreement_hand_case():
     assert same_order == {"atp_spearman": 1.0, "atp_top2_recall": 1.0}
     swapped = atp_agreement(exact, np.array([0.1, -2.0, 3.0, 0.5]), k=2)
     assert swapped["atp_top2_recall"] == 0.5
+
+
+def test_seed_custom_analysis_snippet_patching_part(workflow_dir, monkeypatch):
+    """The seed's "Custom analysis" snippet (patching part) with interp_lib, on the embedded
+    models; its numbers equal the workflow's patch_results for the same prompt."""
+    import pandas as pd
+
+    from interp_lib import ActivationPatcher, LoRAModelLoader, get_action_token_ids, load_prompt_dataset
+
+    monkeypatch.chdir(workflow_dir)  # ./config.yaml and ./results, as for a user
+    record = next(r for r in load_prompt_dataset() if r["scenario"] == "CC_continue")
+
+    loader = LoRAModelLoader(device="cpu")
+    source = loader.load_hooked_model("PT2_COREDe")
+    target = loader.load_hooked_model("PT3_COREDe")
+    action_tokens = get_action_token_ids(target.tokenizer)
+    patcher = ActivationPatcher(source, target, action_tokens)
+    patch_results = patcher.systematic_patch(record["prompt"], record["scenario"])
+    discovery = patcher.discover_minimal_circuit(record["prompt"], record["scenario"], max_components=10)
+
+    table = pd.read_csv(workflow_dir / "results/patching/patch_results_PT2_to_PT3De.csv")
+    rows = table[(table["scenario"] == "CC_continue") & (table["variant"] == record["variant"])]
+    assert [r.component for r in patch_results] == rows["component"].tolist()
+    assert np.allclose([r.patched_delta for r in patch_results], rows["patched_delta"], atol=1e-5)
+    baseline, action = patcher.get_baseline_behavior(record["prompt"])
+    assert action == "C" and abs(baseline - rows["baseline_delta"].iat[0]) < 1e-5
+    assert discovery.flipped and 1 <= len(discovery.minimal_circuit) <= 10  # PT2 -> PT3_De flips CC prompts
+    single, _ = patcher.patch_component(record["prompt"], "L3_MLP")
+    assert abs(single - rows.loc[rows["component"] == "L3_MLP", "patched_delta"].iat[0]) < 1e-5
