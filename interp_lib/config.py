@@ -58,11 +58,43 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
+def _coerce_strings(value, sch: dict, defs: dict):
+    """Snakemake's --config hands nested values over as strings ('false', '10'): convert
+    those the schema types as boolean, integer or number; leave everything else alone."""
+    if "$ref" in sch:
+        sch = defs.get(sch["$ref"].rsplit("/", 1)[-1], {})
+    types = sch.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, dict):
+        props = sch.get("properties", {})
+        extra = sch.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else {})
+            value[key] = _coerce_strings(item, sub, defs)
+        return value
+    if isinstance(value, list):
+        return [_coerce_strings(v, sch.get("items", {}), defs) for v in value]
+    if isinstance(value, str):
+        if "boolean" in types and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if "null" in types and value.lower() in ("null", "none", "~"):
+            return None
+        for kind, cast in (("integer", int), ("number", float)):
+            if kind in types:
+                try:
+                    return cast(value)
+                except ValueError:
+                    pass
+    return value
+
+
 def validate_config(config: dict) -> dict:
     """Validates a config dict in place, filling defaults; returns it. Raises ConfigError."""
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping of keys, got {type(config).__name__}")
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
+    sch = schema()
+    _coerce_strings(config, sch, sch.get("$defs", {}))
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
     errors = list(validator.iter_errors(config))
     if errors:
         error = jsonschema.exceptions.best_match(errors)

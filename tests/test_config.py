@@ -87,3 +87,13 @@ def test_scenarios_that_would_repeat_prompts():
 
 def test_variants_limit():
     assert "variants_per_scenario" in check(lambda c: c.update(variants_per_scenario=5))
+
+
+def test_command_line_strings_are_coerced_by_the_schema():
+    """snakemake --config 'analysis={circuits: false, top_k: 7}' passes nested values as strings."""
+    cfg = copy.deepcopy(RAW)
+    cfg["analysis"] = {"circuits": "false", "top_k": "7", "patch_positions": "decision", "patch_scenarios": ["CC_continue"]}
+    validate_config(cfg)
+    assert cfg["analysis"]["circuits"] is False and cfg["analysis"]["top_k"] == 7
+    assert cfg["analysis"]["patch_positions"] == "decision" and cfg["analysis"]["dtype"] == "float32"
+    assert "analysis.top_k: 'seven'" in check(lambda c: c["analysis"].update(top_k="seven"))
