@@ -14,6 +14,7 @@ and peak memory.
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import sys
 import time
@@ -109,12 +110,11 @@ def wide_case(device, n_layers=8, seq_len=160, dtype=torch.float32):
     torch.manual_seed(0)
     with torch.device(device):
         target_hf = Gemma2ForCausalLM(cfg).to(dtype).eval()
-    source_state = {k: (v + 0.02 * torch.randn_like(v)) if "proj" in k else v
-                    for k, v in target_hf.state_dict().items()}
-    with torch.device("meta"):
-        source_hf = Gemma2ForCausalLM(cfg)
-    source_hf.load_state_dict(source_state, assign=True)
-    source_hf = source_hf.to(dtype).eval()
+    source_hf = copy.deepcopy(target_hf)
+    with torch.no_grad():
+        for name, p in source_hf.named_parameters():
+            if "proj" in name:  # as a merged LoRA adapter: linear layers only
+                p.add_(0.002 * torch.randn_like(p))
     ids = torch.randint(10, 256000, (1, seq_len), device=device)
     return HookedModel(target_hf), HookedModel(source_hf), {"C": 235274, "D": 235284}, ids
 
@@ -126,14 +126,14 @@ def run_case(label, target, source, tokens, ids, naive_subset=None):
     return bench_model(label, target, src, tgt, W_O, tokens, ids, naive_subset)
 
 
-def print_table(rows):
+def print_table(rows, flush=False):
     cols = ["model", "positions", "components", "naive_checked", "t_naive_s", "t_ours_s", "ratio", "flop_bound",
             "of_bound", "max_abs_diff", "peak_mem_mb"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-        print("| " + " | ".join(cells) + " |")
+        print("| " + " | ".join(cells) + " |", flush=flush)
 
 
 def main(argv=None):
@@ -141,14 +141,18 @@ def main(argv=None):
     ap.add_argument("--results", default="results", type=Path)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="wide model: naive path on 2 components per layer")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 keeps timings stable on a shared 2-core machine)")
     ap.add_argument("--skip-embedded", action="store_true")
     ap.add_argument("--skip-wide", action="store_true")
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
     rows = []
     if not args.skip_embedded:
         rows += run_case("embedded PT2->PT3De", *embedded_case(args.results, args.device))
+        print_table(rows, flush=True)
     if not args.skip_wide:
         subset = (lambda comps: [c for c in comps if c.head in (0, None)]) if args.quick else None
         rows += run_case("2b-width, 8 layers", *wide_case(args.device), naive_subset=subset)

@@ -78,18 +78,16 @@ def _collect_variant(hooked, input_ids, action_tokens, label):
 
     logits, cache = hooked.run_with_cache(input_ids)
     cfg, pos = hooked.cfg, input_ids.shape[-1] - 1
+    for name, value in cache.items():  # in the order the hooks ran: names the first bad layer
+        _check_finite(value, hooked.name, label, name)
+    _check_finite(logits[0, pos], hooked.name, label, "logits")
     arrays: dict[str, np.ndarray] = {}
     for key, hook in STACKED.items():
         names = [f"blocks.{l}.{hook}" for l in range(cfg.n_layers)]
         if names[0] not in cache:  # post-norm scales exist for Gemma-2 only
             continue
-        for name in names:
-            _check_finite(cache[name], hooked.name, label, name)
         stacked = torch.stack([cache[n][0] for n in names]).float()
         arrays[key] = (stacked.squeeze(-1) if key.endswith("scale") else stacked).cpu().numpy()
-    for name in ("hook_embed", "ln_final.hook_scale"):
-        _check_finite(cache[name], hooked.name, label, name)
-    _check_finite(logits[0, pos], hooked.name, label, "logits")
     arrays["embed"] = cache["hook_embed"][0].float().cpu().numpy()
     arrays["ln_final_scale"] = cache["ln_final.hook_scale"][0, :, 0].float().cpu().numpy()
     arrays["head_out_decision"] = torch.stack(
@@ -242,12 +240,23 @@ class CacheFile:
         except (OSError, KeyError, ValueError) as exc:
             self.close()
             raise CacheError(f"cannot read {self.path} (damaged: {exc}); {_rebuild_hint(self.path)}") from None
+        try:
+            for key, value in self.unembed.items():
+                _check_read(value, self.path, f"unembed/{key}")
+        except CacheError:
+            self.close()
+            raise
         if not self.variants:
             self.close()
             raise CacheError(f"{self.path} holds no prompt variants; {_rebuild_hint(self.path)}")
 
-    def group(self, variant: int) -> h5py.Group:
-        return self._f[str(variant)]
+    def group(self, variant: int) -> "CheckedGroup":
+        """A variant's group: its datasets and attrs read as h5py's, but a missing dataset or a
+        NaN / Inf in what is read raises CacheError."""
+        try:
+            return CheckedGroup(self._f[str(variant)], self.path, variant)
+        except (OSError, KeyError) as exc:
+            raise CacheError(f"cannot read variant {variant} of {self.path} ({exc}); {_rebuild_hint(self.path)}") from None
 
     def __getitem__(self, variant: int) -> "VariantView":
         return VariantView(self, variant)
@@ -265,20 +274,61 @@ class CacheFile:
         self.close()
 
 
+def _check_read(value, path, where: str) -> None:
+    if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all():
+        raise NonFiniteActivation(f"{path}: NaN or Inf in {where}; {_rebuild_hint(path)}")
+
+
+class CheckedDataset:
+    """An h5py dataset whose reads (`ds[()]`, `ds[:, pos]`) are checked for NaN / Inf."""
+
+    def __init__(self, ds: h5py.Dataset, path, where: str):
+        self._ds, self._path, self._where = ds, path, where
+        self.shape, self.dtype = ds.shape, ds.dtype
+
+    def __getitem__(self, index):
+        try:
+            value = self._ds[index]
+        except OSError as exc:
+            raise CacheError(f"cannot read {self._where} of {self._path} ({exc}); {_rebuild_hint(self._path)}") from None
+        _check_read(value, self._path, self._where)
+        return value
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[()], dtype=dtype)
+
+
+class CheckedGroup:
+    """A variant group of a cache file (see CacheFile.group); `attrs` is a dict."""
+
+    def __init__(self, group: h5py.Group, path, variant: int):
+        self._group, self._path, self.variant = group, path, variant
+        self.attrs = dict(group.attrs)
+        for key, value in self.attrs.items():
+            _check_read(value, path, f"variant {variant}, attr {key}")
+
+    def __getitem__(self, key: str) -> CheckedDataset:
+        where = f"variant {self.variant}, {key}"
+        try:
+            return CheckedDataset(self._group[key], self._path, where)
+        except (OSError, KeyError) as exc:
+            raise CacheError(f"cannot read {where} of {self._path} ({exc}); {_rebuild_hint(self._path)}") from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._group
+
+    def keys(self):
+        return self._group.keys()
+
+
 class VariantView:
     def __init__(self, cache: CacheFile, variant: int):
         self._cache, self.variant = cache, variant
         self._group = cache.group(variant)
-        self.attrs = dict(self._group.attrs)
+        self.attrs = self._group.attrs
 
     def __getitem__(self, key: str) -> np.ndarray:
-        try:
-            return self._group[key][()]
-        except (OSError, KeyError) as exc:
-            raise CacheError(
-                f"cannot read {key} of variant {self.variant} in {self._cache.path} ({exc}); "
-                f"{_rebuild_hint(self._cache.path)}"
-            ) from None
+        return self._group[key][()]
 
     def __contains__(self, key: str) -> bool:
         return key in self._group

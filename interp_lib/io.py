@@ -62,3 +62,11 @@ def job_logging(log_file: str | os.PathLike | None):
         finally:
             root.removeHandler(handler)
             sys.stderr = old_stderr
+
+
+def set_torch_threads(n: int) -> None:
+    """Limits torch's intra-op threads to the job's share of cores: Snakemake runs jobs side
+    by side, and oversubscribed threads make every small op wait on descheduled workers."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -46,13 +47,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _custom_code_refused(exc: BaseException, path: str, name: str) -> ModelLoadError | None:
+    if "custom code" not in str(exc):
+        return None
+    return ModelLoadError(
+        f"model {name}: {path!r} needs custom code (auto_map in its config), which is never run "
+        "(trust_remote_code=False); use a model type that transformers implements"
+    )
+
+
 def load_tokenizer(path: str, name: str = "", allow_download: bool = False):
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=not allow_download, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
+        raise _custom_code_refused(exc, path, name) or ModelLoadError(
             f"model {name}: cannot load the tokenizer from {path!r} offline ({_first_line(exc)})"
         ) from None
 
@@ -66,6 +76,8 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=local, trust_remote_code=False)
     except (OSError, ValueError) as exc:
+        if refused := _custom_code_refused(exc, path, name):
+            raise refused from None
         where = "local path" if Path(path).exists() else "path or hub id (not in the local cache)"
         raise ModelLoadError(
             f"model {name}: cannot load weights from {where} {path!r} offline ({_first_line(exc)}); "
@@ -112,6 +124,13 @@ def merge_adapter(base_model, adapter: str, name: str = "", allow_pickle: bool =
         mismatch = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
         detail = mismatch[0] if mismatch else _first_line(exc)
         raise ModelLoadError(f"model {name}: adapter {adapter} does not fit its base model: {detail}") from None
+    except pickle.UnpicklingError as exc:  # peft loads adapter_model.bin with torch.load(weights_only=True)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith("Trying to load")), _first_line(exc))
+        raise ModelLoadError(
+            f"model {name}: adapter {adapter}: adapter_model.bin holds more than tensors, "
+            f"refused by torch.load(weights_only=True) ({detail})"
+        ) from None
     merged = peft_model.merge_and_unload()
     return merged.to(dtype).eval()
 
@@ -147,10 +166,14 @@ def save_merged(model, tokenizer, out_dir: str | Path, meta: dict) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "fingerprint": state_fingerprint(model), "dtype": str(model.dtype).replace("torch.", "")}
+    # fingerprint.json marks a complete directory: gone while the other files are replaced
+    (out_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")
         tokenizer.save_pretrained(tmp)
         for item in sorted(Path(tmp).iterdir()):
+            if item.is_file():
+                os.chmod(item, 0o644)
             dest = out_dir / item.name
             if dest.is_dir() and not dest.is_symlink():
                 shutil.rmtree(dest)

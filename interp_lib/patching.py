@@ -215,7 +215,7 @@ class PatchRunner:
             if mlp_mask[:, layer].any():
                 where = mlp_mask[:, layer][:, None] & pos[None, :]  # [B, T]
                 hooks[f"blocks.{layer}.hook_mlp_out"] = [self._replace(where[..., None], source.mlp_out[layer, sel])]
-        resid = target.resid_pre[start, sel].expand(B, -1, -1)
+        resid = target.resid_pre[start, sel].expand(B, -1, -1).contiguous()
         kv = target.kv_prefixes(model, start) if self.last_only else None
         logits = model.forward_from(resid, start, hooks, rows=self.rows, last_only=True, kv_prefixes=kv)  # [B, 2]
         return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()

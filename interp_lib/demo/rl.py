@@ -48,9 +48,9 @@ LOG_EVERY = 20
 def load_base(base_dir: str | Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir), trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        str(base_dir), dtype=torch.float32, attn_implementation="eager"
+        str(base_dir), dtype=torch.float32, attn_implementation="eager", trust_remote_code=False
     )
     return model, tokenizer
 

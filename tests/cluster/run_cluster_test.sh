@@ -36,11 +36,11 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
     fail "snakemake-executor-plugin-slurm is not installed in $REPO/.venv (pip install -e '.[slurm]')"
 
 # --- packages ---------------------------------------------------------------------
+export PATH="$VENV_BIN:$PATH:/usr/sbin:/sbin"
 need_pkgs=0
 for cmd in slurmctld slurmd sbatch squeue sinfo munged munge; do
-    command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need_pkgs=1
+    command -v "$cmd" >/dev/null 2>&1 || need_pkgs=1
 done
-export PATH="$VENV_BIN:$PATH:/usr/sbin:/sbin"
 if [ "$need_pkgs" -eq 1 ]; then
     command -v apt-get >/dev/null 2>&1 || skip "slurm-wlm/munge missing and no apt-get to install them"
     log "installing slurm-wlm and munge with apt-get"
@@ -117,7 +117,7 @@ done
 cat >/etc/slurm/slurm.conf <<EOF
 # Written by tests/cluster/run_cluster_test.sh (restored/removed when it exits).
 ClusterName=ipdtest
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -144,7 +144,7 @@ SlurmctldLogFile=$TMP/slurmctld.log
 SlurmdLogFile=$TMP/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 # A fake GPU, so that jobs that request one (sbatch --gpus=1) can be scheduled.

@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 from interp_lib.cache import build_cache_file
-from interp_lib.io import job_logging
+from interp_lib.io import job_logging, set_torch_threads
 
 with job_logging(snakemake.log[0]):
+    set_torch_threads(snakemake.threads)
     records = json.loads(Path(snakemake.input.prompts).read_text())
     build_cache_file(snakemake.params.model_dir, snakemake.wildcards.model, snakemake.wildcards.scenario,
                      records, snakemake.output[0], snakemake.params.dtype, snakemake.params.device)

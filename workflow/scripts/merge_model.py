@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
-from interp_lib.io import job_logging
+from interp_lib.io import job_logging, set_torch_threads
 from interp_lib.models import merge_to_dir
 
 with job_logging(snakemake.log[0]):
+    set_torch_threads(snakemake.threads)
     p = snakemake.params
     merge_to_dir(snakemake.wildcards.model, p.spec, Path(snakemake.output[0]).parent, p.dtype,
                  p.allow_download, p.allow_pickle)

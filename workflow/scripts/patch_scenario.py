@@ -4,10 +4,11 @@ import os
 
 import pandas as pd
 
-from interp_lib.io import job_logging, write_csv_atomic
+from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic
 from interp_lib.patching import CIRCUIT_COLUMNS, patch_scenario
 
 with job_logging(snakemake.log[0]):
+    set_torch_threads(snakemake.threads)
     p, i = snakemake.params, snakemake.input
     results, circuits = patch_scenario(
         snakemake.wildcards.experiment, p.source, p.target, snakemake.wildcards.scenario,
