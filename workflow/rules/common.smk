@@ -16,6 +16,16 @@ EMBEDDED_DIR = config["embedded"]["dir"].rstrip("/")
 NAME = "[A-Za-z0-9_.-]+"
 
 
+# Table-only aggregates take seconds: on a cluster they run on the submitting node.
+localrules:
+    prompt_dataset,
+    decisions,
+    logit_lens_tables,
+    dla_tables,
+    patch_experiment_tables,
+    cross_experiment_summary,
+
+
 wildcard_constraints:
     model="|".join(re.escape(m) for m in MODELS),
     scenario="|".join(re.escape(s) for s in SCENARIOS),
