@@ -49,7 +49,8 @@ def model_dir_inputs(path):
     local = Path(path)
     return [
         str(p)
-        for p in sorted(local.glob("*.json")) + sorted(local.glob("*.safetensors"))
+        for pattern in ("*.json", "*.safetensors", "*.bin")
+        for p in sorted(local.glob(pattern))
     ]
 
 
