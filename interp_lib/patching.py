@@ -329,12 +329,12 @@ class ActivationPatcher:
         self._memo: dict = {}
 
     def _activations(self, prompt: str):
+        """(source, target) activations of the last prompt used (kept for repeated calls)."""
         if prompt not in self._memo:
             ids = self.target.to_tokens(prompt)
-            self._memo = {prompt: (PromptActivations.from_run(self.source, ids.to(self.source.device), self.action_tokens),
-                                   PromptActivations.from_run(self.target, ids, self.action_tokens))}
-            src = self._memo[prompt][0]
+            src = PromptActivations.from_run(self.source, ids.to(self.source.device), self.action_tokens)
             src.z, src.mlp_out = src.z.to(self.target.device), src.mlp_out.to(self.target.device)
+            self._memo = {prompt: (src, PromptActivations.from_run(self.target, ids, self.action_tokens))}
         return self._memo[prompt]
 
     def get_baseline_behavior(self, prompt: str) -> tuple[float, str]:
