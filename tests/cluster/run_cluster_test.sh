@@ -213,8 +213,16 @@ EXTRA=("${CONFIG_ARGS[@]}" "${EXTRA[@]}")
 
 "$SNAKEMAKE" "$TARGET" "${SM_ARGS[@]}" --dry-run "${EXTRA[@]}" >"$TMP/dryrun_full.txt" 2>&1 ||
     { cat "$TMP/dryrun_full.txt" >&2; fail "dry run failed"; }
-n_remote=$(grep -c '^rule ' "$TMP/dryrun_full.txt" || true)
-n_local=$(grep -c '^localrule ' "$TMP/dryrun_full.txt" || true)
+# The slurm executor's dry run prints local jobs as "rule" too: take the workflow's own
+# `localrules:` declarations to tell them apart.
+LOCAL_RULES=$(sed -n '/^localrules:/,/^$/p' "$REPO"/Snakefile "$REPO"/workflow/rules/*.smk |
+    grep -oE '^[[:space:]]+[A-Za-z_][A-Za-z0-9_]*' | awk '{print $1}' | tr '\n' ' ')
+n_jobs=$(grep -cE '^(local)?rule ' "$TMP/dryrun_full.txt" || true)
+n_local=0
+for rule in $(grep -oE '^(local)?rule [A-Za-z0-9_]+' "$TMP/dryrun_full.txt" | awk '{print $2}'); do
+    case " $LOCAL_RULES " in *" $rule "*) n_local=$((n_local + 1)) ;; esac
+done
+n_remote=$((n_jobs - n_local))
 log "dry run: $n_remote jobs for SLURM, $n_local local jobs; running the workflow (timeout ${TIMEOUT}s)"
 
 t_wf=$(date +%s)
