@@ -589,27 +589,26 @@ def _rq3(doc, inputs, means, weights, roles, n_rows) -> None:
         ref = ", ".join(dict.fromkeys(weights["reference"].astype(str))) if "reference" in weights else "base"
         rank_by = f"the mean over {', '.join(m_present)}"
 
+        def ranked(table):
+            """Adds the mean over the moral models and sorts by it, largest first."""
+            table["mean (moral)"] = table[m_present].mean(axis=1)
+            return table.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+
         mods = module_table(weights)
-        piv = mods.pivot_table(index=["layer", "module"], columns="model", values="relative_delta",
-                               sort=False)[compared]
-        piv["mean (moral)"] = piv[m_present].mean(axis=1)
-        piv = piv.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+        piv = ranked(mods.pivot_table(index=["layer", "module"], columns="model", values="relative_delta",
+                                      sort=False)[compared])
         doc.p(f"Relative Frobenius change ||W - W_ref|| / ||W_ref|| of each layer's modules against {ref}, ranked "
               f"by {rank_by}; from `{inputs.weights}`.")
         doc.table(piv.head(n_rows))
 
-        per_layer = pooled(weights, ["model", "layer"]).pivot_table(index="layer", columns="model",
-                                                                     values="relative_delta")[compared]
-        per_layer["mean (moral)"] = per_layer[m_present].mean(axis=1)
-        per_layer = per_layer.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+        per_layer = ranked(pooled(weights, ["model", "layer"]).pivot_table(index="layer", columns="model",
+                                                                            values="relative_delta")[compared])
         doc.p(f"Relative change of each whole layer (the seven modules pooled: sqrt of summed squared norms), "
               f"ranked by {rank_by}; from `{inputs.weights}`.")
         doc.table(per_layer.head(n_rows))
 
-        per_module = pooled(weights, ["model", "module"]).pivot_table(index="module", columns="model",
-                                                                       values="relative_delta")[compared]
-        per_module["mean (moral)"] = per_module[m_present].mean(axis=1)
-        per_module = per_module.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
+        per_module = ranked(pooled(weights, ["model", "module"]).pivot_table(index="module", columns="model",
+                                                                              values="relative_delta")[compared])
         doc.p(f"Relative change of each module type pooled over layers, ranked by {rank_by}; from "
               f"`{inputs.weights}`.")
         doc.table(per_module)
