@@ -9,9 +9,8 @@ import math
 import numpy as np
 
 from ..dla import DLAResult
-from ..style import (DELTA_CMAP, DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle, symmetric_limit,
-                     text_color_for)
-from . import save_figure, zero_line
+from ..style import DELTA_CMAP, DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle
+from . import diverging_heatmap, save_figure, zero_line
 
 CONTRIB_LABEL = f"{DELTA_LABEL}, pre-softcap contribution"
 
@@ -51,15 +50,7 @@ class DLAVisualizer:
         fig = None
         if ax is None:
             fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * H + 3), max(3.5, 0.32 * L + 2)))
-        lim = symmetric_limit(heads)
-        im = ax.imshow(heads, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
-        if annotate is None:
-            annotate = L * H <= 128
-        if annotate:
-            for l in range(L):
-                for h in range(H):
-                    ax.text(h, l, f"{heads[l, h]:+.2f}", ha="center", va="center", fontsize=7,
-                            color=text_color_for(heads[l, h], lim))
+        im, lim = diverging_heatmap(ax, heads, cmap, L * H <= 128 if annotate is None else annotate)
         ax.set_xticks(range(H), [f"H{h}" for h in range(H)])
         ax.set_yticks(range(L), [f"L{l}" for l in range(L)])
         ax.set_xlabel("attention head")

@@ -13,9 +13,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from ..style import (DELTA_CMAP, DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle, color_at,
-                     symmetric_limit, text_color_for)
-from . import save_figure, zero_line
+from ..style import DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle, color_at
+from . import diverging_heatmap, save_figure, zero_line
 
 log = logging.getLogger(__name__)
 
@@ -218,16 +217,7 @@ class PatchingVisualizer:
         L, C = values.shape
         H = C - 1
         fig, ax = plt.subplots(figsize=(max(6.5, 0.75 * C + 3.5), max(4.2, 0.3 * L + 2.6)))
-        lim = symmetric_limit(values)
-        im = ax.imshow(values, cmap=DELTA_CMAP, vmin=-lim, vmax=lim, aspect="auto")
-        if annotate is None:
-            annotate = L * C <= 128
-        if annotate:
-            for l in range(L):
-                for c in range(C):
-                    if np.isfinite(values[l, c]):
-                        ax.text(c, l, _fmt(values[l, c]), ha="center", va="center", fontsize=7,
-                                color=text_color_for(values[l, c], lim))
+        im, lim = diverging_heatmap(ax, values, annotate=L * C <= 128 if annotate is None else annotate, fmt=_fmt)
         for l, c in zip(*np.nonzero(flips)):
             ax.add_patch(Rectangle((c - 0.45, l - 0.45), 0.9, 0.9, fill=False, edgecolor="black",
                                    linewidth=2.0 if L <= 12 else 1.4))
@@ -345,16 +335,7 @@ class PatchingVisualizer:
         fig, (ax, side) = plt.subplots(
             1, 2, figsize=(1.0 * S + 4.8, 0.3 * K + 2.6), sharey=True, layout="constrained",
             gridspec_kw=dict(width_ratios=[max(S, 1), 1.5]))
-        lim = symmetric_limit(matrix)
-        im = ax.imshow(matrix, cmap=DELTA_CMAP, vmin=-lim, vmax=lim, aspect="auto")
-        if annotate is None:
-            annotate = K * S <= 200
-        if annotate:
-            for i in range(K):
-                for j in range(S):
-                    if np.isfinite(matrix[i, j]):
-                        ax.text(j, i, _fmt(matrix[i, j]), ha="center", va="center", fontsize=7,
-                                color=text_color_for(matrix[i, j], lim))
+        im, lim = diverging_heatmap(ax, matrix, annotate=K * S <= 200 if annotate is None else annotate, fmt=_fmt)
         ax.set_xticks(range(S), scenarios, rotation=30, ha="right")
         ax.set_yticks(range(K), order, fontsize=8)
         ax.set_xlabel("scenario")
