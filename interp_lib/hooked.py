@@ -140,6 +140,7 @@ class HookedModel:
         self._layers = hf_model.model.layers
         self._rotary = hf_model.model.rotary_emb
         self._rope_cache: dict = {}
+        self._mask_cache: dict = {}
 
     # ---- basic properties -------------------------------------------------------------
     @property
@@ -229,20 +230,69 @@ class HookedModel:
         positions = torch.arange(T0, T0 + Tn, device=x_normed.device)
         q = attn.q_proj(x_normed).view(B, Tn, cfg.n_heads, cfg.d_head).transpose(1, 2)
         cos, sin = self._rope(positions, x_normed)
-        q = q * cos + _rotate_half(q) * sin
+        # The score scale (and the softcap's 1/cap) act on q: [Tn, dh] work instead of [Tn, Tk].
+        q_scale = cfg.attn_scale / (cfg.attn_softcap or 1.0)
+        q = (q * cos + _rotate_half(q) * sin) * q_scale
         k, v = self.keys_values(layer, x_normed, T0)
         if kv_prefix is not None:
             k = torch.cat([kv_prefix[0].expand(B, -1, -1, -1), k], dim=2)
             v = torch.cat([kv_prefix[1].expand(B, -1, -1, -1), v], dim=2)
-        groups = cfg.n_heads // cfg.n_kv_heads
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-        scores = torch.matmul(q, k.transpose(2, 3)) * cfg.attn_scale
-        scores = softcap(scores, cfg.attn_softcap)
-        allowed = attention_mask(positions, torch.arange(T0 + Tn, device=x_normed.device), cfg.sliding_windows[layer])
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        return torch.matmul(probs, v).transpose(1, 2)
+        # Grouped-query attention without copying keys and values: query head h = kv * g + j.
+        Hkv, g = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
+        q = q.reshape(B, Hkv, g, Tn, cfg.d_head)
+        window = cfg.sliding_windows[layer]
+        out = []
+        for s, e in self._query_blocks(Tn, T0, window):
+            # Keys that any query of the block may see: causal, and within the window.
+            lo = 0 if window is None else max(0, T0 + s - window + 1)
+            hi = T0 + e
+            Tb, Kb = e - s, hi - lo
+            qb = q[:, :, :, s:e].reshape(B, Hkv, g * Tb, cfg.d_head)
+            scores = torch.matmul(qb, k[:, :, lo:hi].transpose(-1, -2)).view(B, Hkv, g, Tb, Kb)
+            masked_out = self._masked_out(T0 + s, T0 + e, lo, hi, window, q.device)
+            probs = self._softmax_scores(scores, masked_out).to(v.dtype).view(B, Hkv, g * Tb, Kb)
+            out.append(torch.matmul(probs, v[:, :, lo:hi]).view(B, Hkv, g, Tb, cfg.d_head))
+        z = out[0] if len(out) == 1 else torch.cat(out, dim=3)
+        return z.reshape(B, cfg.n_heads, Tn, cfg.d_head).transpose(1, 2)
+
+    def _query_blocks(self, Tn: int, T0: int, window: int | None) -> list[tuple[int, int]]:
+        """Query blocks [s, e): several only where masked-out keys are a large share of the
+        scores (a window much shorter than the keys, or long causal sequences); one block
+        otherwise, which is what a GPU wants."""
+        if window is not None and T0 + Tn > 2 * window:
+            size = max(window, 32)
+        elif Tn > 512:
+            size = 256
+        else:
+            return [(0, Tn)]
+        return [(s, min(s + size, Tn)) for s in range(0, Tn, size)]
+
+    def _masked_out(self, q_lo: int, q_hi: int, k_lo: int, k_hi: int, window, device) -> torch.Tensor:
+        """Boolean [q_hi - q_lo, k_hi - k_lo], True where a query may not see a key (cached)."""
+        key = (q_lo, q_hi, k_lo, k_hi, window, device)
+        if key not in self._mask_cache:
+            if len(self._mask_cache) > 256:
+                self._mask_cache.clear()
+            q_pos = torch.arange(q_lo, q_hi, device=device)
+            self._mask_cache[key] = ~attention_mask(q_pos, torch.arange(k_lo, k_hi, device=device), window)
+        return self._mask_cache[key]
+
+    def _softmax_scores(self, scores: torch.Tensor, masked_out: torch.Tensor) -> torch.Tensor:
+        """softmax over keys of cap * tanh(scores) (scores arrive divided by the cap) with
+        masked-out keys removed, float32. In place when no gradient is needed: these
+        [.., Tq, Tk] passes are most of a small model's time. (2 sigmoid(2x) - 1 would be
+        faster than tanh on CPUs but loses small scores to rounding near 0.5.)"""
+        cap = self.cfg.attn_softcap
+        fill = torch.finfo(scores.dtype).min
+        if torch.is_grad_enabled():
+            if cap is not None:
+                scores = torch.tanh(scores) * cap
+            scores = scores.masked_fill(masked_out, fill)
+        else:
+            if cap is not None:
+                scores = scores.tanh_().mul_(cap)
+            scores = scores.masked_fill_(masked_out, fill)
+        return torch.softmax(scores, dim=-1, dtype=torch.float32)
 
     def keys_values(self, layer: int, x_normed: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotated keys and values [B, Hkv, T, dh] of a layer from its normed input [B, T, d]
@@ -304,15 +354,24 @@ class HookedModel:
         rows=None,
         last_only: bool = False,
         kv_prefixes: dict | None = None,
+        prune_last_block: bool = False,
     ) -> torch.Tensor:
         """Logits from `resid` = resid_pre of `start_layer` [B, T, d] through the last block.
 
         `last_only` unembeds the last position only ([B, V] instead of [B, T, V]).
         `kv_prefixes` maps layer -> keys and values of positions before `resid`'s
         (see attention_z): then `resid` holds only the later positions.
+        `prune_last_block` (with `last_only`): the last block computes keys and values at
+        every position but everything else at the last position only, since nothing reads
+        its other positions; its hooks then see [B, 1, ...].
         """
+        last = self.cfg.n_layers - 1
         for layer in range(start_layer, self.cfg.n_layers):
-            resid = self.block(layer, resid, hooks, None if kv_prefixes is None else kv_prefixes[layer])
+            kv = None if kv_prefixes is None else kv_prefixes[layer]
+            if prune_last_block and last_only and layer == last and kv is None and resid.shape[1] > 1:
+                kv = self.clean_keys_values(layer, resid[:, :-1])
+                resid = resid[:, -1:]
+            resid = self.block(layer, resid, hooks, kv)
         if last_only:
             resid = resid[:, -1]
         return self.unembed(resid, hooks, rows)

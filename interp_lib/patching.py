@@ -115,9 +115,12 @@ class PatchRunner:
         self.rows = [action_tokens["C"], action_tokens["D"]]
         self.batch_size = batch_size
         self.pass_overhead_flops = pass_overhead_flops
-        # With positions="decision", earlier positions never change: recompute only the last
-        # one, attending to the target's clean keys and values.
+        # Recompute only what the decision logit reads. With positions="decision", earlier
+        # positions never change: only the last one is recomputed, attending to the target's
+        # clean keys and values. With "all", the last block needs only its keys and values
+        # at earlier positions (and patches of the last block alone change nothing earlier).
         self.last_only = positions == "decision" and reuse_keys_values
+        self.prune_last_block = reuse_keys_values
 
     def _position_mask(self, T: int, device) -> torch.Tensor:
         mask = torch.zeros(T, dtype=torch.bool, device=device)
@@ -146,20 +149,21 @@ class PatchRunner:
         A batch started at layer s recomputes layers s..L-1 for every member, so sets that
         start higher waste work in a lower batch; but every batch's pass costs a fixed
         overhead. Contiguous groups of start layers minimise
-        passes * overhead + sequence-layers * work (dynamic programming): big models get one
-        group per start layer (the FLOP-bound optimum), tiny models fewer, larger batches.
+        passes * overhead + members * their layers' work (dynamic programming): big models
+        get one group per start layer (the FLOP-bound optimum), tiny ones may merge groups.
         """
         L = self.target.n_layers
         layers = sorted(set(starts))
         members = {s: [i for i, st in enumerate(starts) if st == s] for s in layers}
         work, overhead = self._cost_model(T)
+        work_from = [sum(work[s:]) for s in range(L)]  # one sequence from layer s to the end
         best = [0.0] + [math.inf] * len(layers)  # best[j]: cost of the first j start layers
         cut = [0] * (len(layers) + 1)
         for j in range(1, len(layers) + 1):
             for i in range(j):
                 n = sum(len(members[s]) for s in layers[i:j])
                 passes = math.ceil(n / self.batch_size) * (L - layers[i])
-                cost = best[i] + passes * overhead + n * (L - layers[i]) * work
+                cost = best[i] + passes * overhead + n * work_from[layers[i]]
                 if cost < best[j]:
                     best[j], cut[j] = cost, i
         groups, j = [], len(layers)
@@ -168,19 +172,27 @@ class PatchRunner:
             j = cut[j]
         return groups[::-1]
 
-    def _cost_model(self, T: int) -> tuple[float, float]:
-        """(FLOPs of one sequence through one layer, the fixed cost of one layer pass in
-        FLOP-equivalents). The overhead is a per-device estimate, overridable with
-        `pass_overhead_flops`: kernel launches and Python per pass."""
+    def _cost_model(self, T: int) -> tuple[list[float], float]:
+        """(FLOPs of one sequence through each layer as a patched run computes it, the fixed
+        cost of one layer pass in FLOP-equivalents). The overhead is a per-device estimate
+        (kernel launches on a GPU, Python and small-op costs on a CPU), overridable with
+        `pass_overhead_flops`."""
         cfg = self.target.cfg
-        params = 2 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * cfg.n_kv_heads * cfg.d_head
-        mlp = self.target._layers[0].mlp
-        params += sum(p.numel() for p in mlp.parameters())
-        work = 2.0 * T * params + 4.0 * T * T * cfg.n_heads * cfg.d_head
+        kv_params = 2 * cfg.d_model * cfg.n_kv_heads * cfg.d_head
+        params = 2 * cfg.d_model * cfg.n_heads * cfg.d_head + kv_params
+        params += sum(p.numel() for p in self.target._layers[0].mlp.parameters())
+        Tq = 1 if self.last_only else T
+        work = []
+        for layer, window in enumerate(cfg.sliding_windows):
+            if self.prune_last_block and layer == cfg.n_layers - 1 and not self.last_only:
+                work.append(2.0 * T * kv_params)  # keys and values; the rest is one position
+                continue
+            keys = min(T, window) if window else T
+            work.append(2.0 * Tq * params + 4.0 * Tq * keys * cfg.n_heads * cfg.d_head)
         if self.pass_overhead_flops is not None:
             return work, self.pass_overhead_flops
         on_gpu = self.target.device.type == "cuda"
-        return work, 2e10 if on_gpu else 5e7
+        return work, 2e10 if on_gpu else 5e6
 
     @torch.no_grad()
     def _run(self, sets: list[tuple[Component, ...]], source: PromptActivations,
@@ -201,23 +213,29 @@ class PatchRunner:
                     head_mask[b, c.layer, c.head] = True
         T = target.resid_pre.shape[1]
         pos = self._position_mask(T, device)
-        sel = slice(T - 1, T) if self.last_only else slice(None)
-        pos = pos[sel]
+        last_position = slice(T - 1, T)
+        # Earlier positions equal the target's clean run when only the decision position is
+        # patched, or when only the last block is (nothing reads its earlier positions).
+        use_clean_kv = self.last_only or (self.prune_last_block and start == L - 1)
         hooks: dict = {}
         for layer in range(start, L):
+            pruned = use_clean_kv or (self.prune_last_block and layer == L - 1)
+            sel = last_position if pruned else slice(None)
             if head_mask[:, layer].any():
-                where = head_mask[:, layer][:, None, :] & pos[None, :, None]  # [B, T, H]
+                where = head_mask[:, layer][:, None, :] & pos[sel][None, :, None]  # [B, T, H]
                 if self.head_site == "z":
                     hooks[f"blocks.{layer}.attn.hook_z"] = [self._replace(where[..., None], source.z[layer, sel])]
                 else:
                     src = torch.einsum("thk,hkd->thd", source.z[layer, sel], self.source_W_O[layer])
                     hooks[f"blocks.{layer}.attn.hook_result"] = [self._replace(where[..., None], src)]
             if mlp_mask[:, layer].any():
-                where = mlp_mask[:, layer][:, None] & pos[None, :]  # [B, T]
+                where = mlp_mask[:, layer][:, None] & pos[sel][None, :]  # [B, T]
                 hooks[f"blocks.{layer}.hook_mlp_out"] = [self._replace(where[..., None], source.mlp_out[layer, sel])]
+        sel = last_position if use_clean_kv else slice(None)
         resid = target.resid_pre[start, sel].expand(B, -1, -1).contiguous()
-        kv = target.kv_prefixes(model, start) if self.last_only else None
-        logits = model.forward_from(resid, start, hooks, rows=self.rows, last_only=True, kv_prefixes=kv)  # [B, 2]
+        kv = target.kv_prefixes(model, start) if use_clean_kv else None
+        logits = model.forward_from(resid, start, hooks, rows=self.rows, last_only=True, kv_prefixes=kv,
+                                    prune_last_block=self.prune_last_block)  # [B, 2]
         return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
 
     @staticmethod

@@ -129,3 +129,46 @@ def test_unsupported_architecture_is_named():
 
     with pytest.raises(UnsupportedArchitecture, match="gpt2"):
         HookedModel(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))
+
+
+@pytest.mark.parametrize("family,T", [("gemma2", 100), ("mistral", 100), ("llama", 600)])
+def test_block_wise_attention_equals_hf_on_long_inputs(family, T):
+    """Sequences much longer than the sliding window (or > 512 positions) are attended in
+    query blocks that skip masked-out keys: same logits as HF's full masked attention, with
+    and without autograd (attribution patching differentiates through it)."""
+    extra = {"max_position_embeddings": 1024}
+    model = {"gemma2": lambda: _randomize(Gemma2ForCausalLM(Gemma2Config(
+                 vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+                 attn_implementation="eager", **extra))),
+             "mistral": lambda: tiny(MistralConfig, MistralForCausalLM, sliding_window=6),
+             "llama": lambda: _randomize(LlamaForCausalLM(LlamaConfig(
+                 vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, attn_implementation="eager", **extra)))}[family]()
+    hooked = HookedModel(model)
+    window = hooked.cfg.sliding_windows[0]
+    assert len(hooked._query_blocks(T, 0, window)) > 1  # the blocked path is what is tested
+    torch.manual_seed(0)
+    ids = torch.randint(0, 97, (1, T))
+    with torch.no_grad():
+        expected = model(ids).logits
+    got = hooked.run_with_hooks(ids)
+    assert (got - expected).abs().max().item() < 1e-5
+    with torch.enable_grad():
+        with_grad = hooked.forward_from(hooked.embed(ids), 0)
+    assert (with_grad.detach() - got).abs().max().item() < 1e-5
+
+
+def test_pruned_last_block_equals_full_last_block():
+    """prune_last_block computes the last block at the last position only (keys and values
+    everywhere): the decision logits are unchanged from every start layer."""
+    hooked = HookedModel(tiny_gemma2())
+    torch.manual_seed(0)
+    ids = torch.randint(0, 97, (3, 40))
+    _, cache = hooked.run_with_cache(ids)
+    for layer in range(hooked.n_layers):
+        resid = cache[f"blocks.{layer}.hook_resid_pre"]
+        full = hooked.forward_from(resid, layer, last_only=True)
+        pruned = hooked.forward_from(resid, layer, last_only=True, prune_last_block=True)
+        assert pruned.shape == full.shape == (3, 97)
+        assert (pruned - full).abs().max().item() < 1e-5
