@@ -22,5 +22,6 @@ rule cache_activations:
         model_dir=lambda wc, input: os.path.dirname(input.weights),
         dtype=config["analysis"]["dtype"],
         device=config["analysis"]["device"],
+        code=code_version("cache", "hooked", "tokens"),
     script:
         "../scripts/cache_activations.py"
