@@ -16,16 +16,20 @@ from test_hooked import tiny_gemma2
 TOKENS = {"C": 5, "D": 7}
 
 
-@pytest.fixture(scope="module")
-def pair():
-    """A target and a source that differ only in their linear layers, as LoRA models do."""
-    target_hf, source_hf = tiny_gemma2(), tiny_gemma2()
-    torch.manual_seed(3)
+def lora_like_pair(make_model, seed: int) -> tuple[HookedModel, HookedModel]:
+    """(target, source): two copies of a model whose linear layers differ, as LoRA models do."""
+    target_hf, source_hf = make_model(), make_model()
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in source_hf.named_parameters():
             if "proj" in name:
                 p.add_(0.05 * torch.randn_like(p))
-    target, source = HookedModel(target_hf), HookedModel(source_hf)
+    return HookedModel(target_hf), HookedModel(source_hf)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    target, source = lora_like_pair(tiny_gemma2, seed=3)
     ids = torch.randint(0, 97, (1, 26))
     W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)])
     return target, source, ids, W_O
@@ -174,13 +178,7 @@ def test_atp_through_post_norm_is_plain_atp_without_post_norms(head_site):
     from interp_lib.patching import attribution_patch
     from test_hooked import tiny
 
-    target_hf, source_hf = tiny(LlamaConfig, LlamaForCausalLM), tiny(LlamaConfig, LlamaForCausalLM)
-    torch.manual_seed(6)
-    with torch.no_grad():
-        for name, p in source_hf.named_parameters():
-            if "proj" in name:
-                p.add_(0.05 * torch.randn_like(p))
-    target, source = HookedModel(target_hf), HookedModel(source_hf)
+    target, source = lora_like_pair(lambda: tiny(LlamaConfig, LlamaForCausalLM), seed=6)
     ids = torch.randint(0, 97, (1, 18), generator=torch.Generator().manual_seed(7))
     src, tgt = PromptActivations.from_run(source, ids, TOKENS), PromptActivations.from_run(target, ids, TOKENS)
     W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)])
