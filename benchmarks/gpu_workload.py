@@ -114,7 +114,7 @@ def main(argv=None):
     t_stage1 = time.perf_counter() - t0
     per1 = t_stage1 / (len(models) * n_run)
     print(f"stage 1 (activations + logit lens + DLA): {t_stage1:.1f} s for {len(models) * n_run} model-prompts "
-          f"= {per1:.2f} s each; DLA reconstruction error max {max_err:.3g} (bfloat16 model, float32 cache)",
+          f"= {per1:.2f} s each; DLA reconstruction error max {max_err:.3g} ({args.dtype} model, float32 cache)",
           flush=True)
 
     # Stage 2: exact patching, all positions
