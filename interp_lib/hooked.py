@@ -310,6 +310,20 @@ class HookedModel:
         x = self._norm(blk.input_layernorm, resid_pre, f"blocks.{layer}.ln1.hook_scale", None)
         return self.keys_values(layer, x)
 
+    def o_proj_from_heads(self, layer: int, head_sum: torch.Tensor) -> torch.Tensor:
+        """o_proj's output [.., d] from its per-head outputs z_h @ W_O[h] summed over heads
+        (adds o_proj's bias, if any)."""
+        bias = self._layers[layer].self_attn.o_proj.bias
+        return head_sum if bias is None else head_sum + bias
+
+    def attn_out(self, layer: int, o: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
+        """The attention block's addition to the residual [.., d] from o_proj's output:
+        Gemma-2's post-attention norm (recomputed on `o`), nothing for the Llama family."""
+        if not self.cfg.post_norms:
+            return o
+        norm = self._layers[layer].post_attention_layernorm
+        return self._norm(norm, o, f"blocks.{layer}.ln1_post.hook_scale", hooks)
+
     def block(self, layer: int, resid: torch.Tensor, hooks: dict | None = None, kv_prefix=None) -> torch.Tensor:
         """One decoder block on [B, T, d] (positions after `kv_prefix`'s, see attention_z);
         returns resid_post."""
@@ -319,14 +333,10 @@ class HookedModel:
         z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x, kv_prefix))
         if hooks and p + "attn.hook_result" in hooks:
             result = torch.einsum("bthk,hkd->bthd", z, self.W_O(layer))
-            a = self._hook(hooks, p + "attn.hook_result", result).sum(2)
-            if blk.self_attn.o_proj.bias is not None:
-                a = a + blk.self_attn.o_proj.bias
+            o = self.o_proj_from_heads(layer, self._hook(hooks, p + "attn.hook_result", result).sum(2))
         else:
-            a = blk.self_attn.o_proj(z.reshape(*z.shape[:2], -1))
-        if self.cfg.post_norms:
-            a = self._norm(blk.post_attention_layernorm, a, p + "ln1_post.hook_scale", hooks)
-        a = self._hook(hooks, p + "hook_attn_out", a)
+            o = blk.self_attn.o_proj(z.reshape(*z.shape[:2], -1))
+        a = self._hook(hooks, p + "hook_attn_out", self.attn_out(layer, o, hooks))
         resid = self._hook(hooks, p + "hook_resid_mid", resid + a)
         mlp_norm = blk.pre_feedforward_layernorm if self.cfg.post_norms else blk.post_attention_layernorm
         m = blk.mlp(self._norm(mlp_norm, resid, p + "ln2.hook_scale", hooks))

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from .behavior import action_of
-from .hooked import rms_scale
 
 POSITION_MODES = ("all", "decision")
 HEAD_SITES = ("result", "z")
@@ -517,13 +516,7 @@ def _heads_through_post_norm(runner: PatchRunner, source: PromptActivations, lay
     result = saved[p + "attn.hook_result"][0]  # [T, H, d] clean per-head outputs
     W_O = runner.source_W_O[layer] if runner.head_site == "result" else model.W_O(layer)
     patched = torch.einsum("thk,hkd->thd", source.z[layer], W_O)  # what each head's patch writes
-    o_sum = result.sum(1)  # [T, d]
-    new_sum = o_sum[None] + (patched - result).permute(1, 0, 2)  # [H, T, d]
-    bias = model._layers[layer].self_attn.o_proj.bias
-    if bias is not None:
-        new_sum = new_sum + bias
-    if model.cfg.post_norms:
-        scale = rms_scale(new_sum, model.cfg.eps)
-        new_sum = (new_sum.float() / scale * model.post_attn_norm_gain(layer)).to(new_sum.dtype)
-    change = new_sum - saved[p + "hook_attn_out"][0][None]  # [H, T, d]
+    head_sums = result.sum(1)[None] + (patched - result).permute(1, 0, 2)  # [H, T, d]: one head patched each
+    attn_out = model.attn_out(layer, model.o_proj_from_heads(layer, head_sums))
+    change = attn_out - saved[p + "hook_attn_out"][0][None]  # [H, T, d]
     return (change * grads[p + "hook_attn_out"][0][None])[:, pos].sum(dim=(1, 2))
