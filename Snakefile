@@ -1,19 +1,9 @@
 # IPD interpretability workflow. Main job:
 #   snakemake --cores 1 results/patching/cross_experiment_summary.csv
-# The default target `all` builds that and every other analysis.
-import sys
-
-from interp_lib.config import ConfigError, read_yaml
-
-try:  # Snakemake's own message for a YAML error names neither line nor column
-    read_yaml("config.yaml")
-except ConfigError as exc:
-    sys.exit(f"Error: {exc}")
-
-
-configfile: "config.yaml"
-
-
+# The default target `all` builds that and every other analysis. `--configfile X` runs
+# exactly X (no model, scenario or experiment of ./config.yaml is merged in); without it
+# ./config.yaml is used. Outputs go under the config's `results_dir` (default results/).
+include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/prompts.smk"
@@ -30,41 +20,38 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        "results/prompts/ipd_eval_prompts.json",
-        "results/behavior/decisions.csv",
-        "results/logit_lens/trajectories.json",
-        "results/logit_lens/statistics.csv",
+        R("prompts/ipd_eval_prompts.json"),
+        R("behavior/decisions.csv"),
+        R("logit_lens/trajectories.json"),
+        R("logit_lens/statistics.csv"),
+        expand(R("logit_lens/logit_lens_comparison_{scenario}.png"), scenario=SCENARIOS),
+        R("logit_lens/logit_lens_grid.png"),
+        R("logit_lens/final_preferences_heatmap.png"),
+        R("dla/dla_full_results.csv"),
+        R("dla/dla_summary_stats.csv"),
+        R("dla/dla_top_components.csv"),
         expand(
-            "results/logit_lens/logit_lens_comparison_{scenario}.png",
-            scenario=SCENARIOS,
-        ),
-        "results/logit_lens/logit_lens_grid.png",
-        "results/logit_lens/final_preferences_heatmap.png",
-        "results/dla/dla_full_results.csv",
-        "results/dla/dla_summary_stats.csv",
-        "results/dla/dla_top_components.csv",
-        expand(
-            "results/dla/dla_{kind}_{model}_{scenario}.png",
+            R("dla/dla_{kind}_{model}_{scenario}.png"),
             kind=["heads", "mlps"],
             model=MODELS,
             scenario=SCENARIOS,
         ),
-        expand("results/dla/dla_top_components_{model}.png", model=MODELS),
-        expand("results/dla/dla_model_comparison_{scenario}.png", scenario=SCENARIOS),
+        expand(R("dla/dla_top_components_{model}.png"), model=MODELS),
+        expand(R("dla/dla_model_comparison_{scenario}.png"), scenario=SCENARIOS),
         expand(
-            "results/patching/{plot}_{experiment}_{scenario}.png",
+            R("patching/{plot}_{experiment}_{scenario}.png"),
             plot=["patch_heatmap", "circuit_discovery"],
             experiment=EXPERIMENTS,
             scenario=PATCH_SCENARIOS,
         ),
         expand(
-            "results/patching/{plot}_{experiment}.png",
+            R("patching/{plot}_{experiment}.png"),
             plot=["patch_top_components", "patch_consistency"],
             experiment=EXPERIMENTS,
         ),
-        "results/patching/cross_experiment_summary.csv",
-        "results/weights/weight_deltas.csv",
-        "results/weights/weight_deltas_modules.png",
-        "results/weights/weight_deltas_heads.png",
-        "results/rq_summary.md",
-        "results/rq_summary.html",
+        R("patching/cross_experiment_summary.csv"),
+        R("weights/weight_deltas.csv"),
+        R("weights/weight_deltas_modules.png"),
+        R("weights/weight_deltas_heads.png"),
+        R("rq_summary.md"),
+        R("rq_summary.html"),

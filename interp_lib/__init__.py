@@ -20,7 +20,7 @@ _EXPORTS = {
     "build_dataset": "prompts",
     "HookedModel": "hooked",
     "HookedGemmaModel": "hooked",
-    "LoRAModelLoader": "models",
+    "LoRAModelLoader": "loader",
     "ModelLoadError": "models",
     "CacheFile": "cache",
     "CacheError": "cache",

@@ -61,6 +61,11 @@ class NonFiniteActivation(CacheError):
     pass
 
 
+def merged_dir_of(cache_path, model: str) -> Path:
+    """<results_dir>/models/<model> for a cache at <results_dir>/cache/<model>/<scenario>.h5."""
+    return Path(cache_path).parents[2] / "models" / str(model)
+
+
 def _rebuild_hint(path) -> str:
     return f"delete {path} and rerun the workflow (snakemake --cores 1 {path})"
 
@@ -228,7 +233,7 @@ class CacheFile:
         if fingerprint is not None and self.attrs.get("fingerprint") != fingerprint:
             self.close()
             raise CacheError(
-                f"{self.path} was made from other weights than results/models/{self.attrs.get('model')} now holds "
+                f"{self.path} was made from other weights than {merged_dir_of(self.path, self.attrs.get('model'))} now holds "
                 f"(fingerprint mismatch); {_rebuild_hint(self.path)}"
             )
         if tokenizer_hash is not None and self.attrs.get("tokenizer_hash") != tokenizer_hash:

@@ -88,10 +88,11 @@ def _coerce_strings(value, sch: dict, defs: dict):
     return value
 
 
-def validate_config(config: dict) -> dict:
-    """Validates a config dict in place, filling defaults; returns it. Raises ConfigError."""
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validates a config dict in place, filling defaults; returns it. Raises ConfigError,
+    whose message starts with `source` (the file the config came from)."""
     if not isinstance(config, dict):
-        raise ConfigError(f"config must be a mapping of keys, got {type(config).__name__}")
+        raise ConfigError(f"{source}: must be a mapping of keys, got {type(config).__name__}")
     sch = schema()
     _coerce_strings(config, sch, sch.get("$defs", {}))
     validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
@@ -101,13 +102,15 @@ def validate_config(config: dict) -> dict:
         if error.validator == "propertyNames":
             bad = [e for e in error.context] or [error]
             raise ConfigError(
-                f"{_key_path(error.absolute_path)}: name {bad[0].instance!r} may use only {NAME_CHARS}"
+                f"{source}: {_key_path(error.absolute_path)}: name {bad[0].instance!r} may use only {NAME_CHARS}"
             )
-        raise ConfigError(f"config: {_describe(error)}")
+        raise ConfigError(f"{source}: {_describe(error)}")
     try:
         _check_references(config)
     except ConfigError as exc:
-        raise ConfigError(f"config: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None
+    if config["embedded"]["dir"] is None:
+        config["embedded"]["dir"] = f"{config['results_dir'].rstrip('/')}/demo"
     return config
 
 
@@ -160,17 +163,33 @@ def read_yaml(path: str | os.PathLike):
 
 def load_config(path: str | os.PathLike | None = None) -> dict:
     """Reads and validates a YAML config (default: $INTERP_CONFIG or ./config.yaml)."""
-    return validate_config(read_yaml(path or os.environ.get("INTERP_CONFIG") or DEFAULT_CONFIG_PATH))
+    path = path or os.environ.get("INTERP_CONFIG") or DEFAULT_CONFIG_PATH
+    return validate_config(read_yaml(path), source=str(path))
 
 
-def is_embedded(config: dict, path: str | None) -> bool:
-    """True when a model path lies under the embedded family's directory (built by the workflow)."""
+def embedded_path(config: dict, path: str | None) -> str | None:
+    """A model path under the embedded family's directory (built by the workflow), spelled
+    as `embedded.dir` spells it, whether `path` is relative or absolute; None otherwise."""
     if not path:
-        return False
-    root = Path(config["embedded"]["dir"]).resolve()
-    return Path(path).resolve().is_relative_to(root)
+        return None
+    root = Path(config["embedded"]["dir"])
+    rel = Path(path).resolve()
+    if not rel.is_relative_to(root.resolve()):
+        return None
+    return str(root / rel.relative_to(root.resolve()))
 
 
 def patch_scenarios(config: dict) -> list[str]:
     subset = config["analysis"].get("patch_scenarios")
     return list(subset) if subset else list(config["scenarios"])
+
+
+if __name__ == "__main__":  # python -m interp_lib.config my.yaml: check a config file
+    import sys
+
+    try:
+        for config_path in sys.argv[1:] or [DEFAULT_CONFIG_PATH]:
+            load_config(config_path)
+            print(f"{config_path}: valid")
+    except ConfigError as exc:
+        sys.exit(f"Error: {exc}")

@@ -281,11 +281,3 @@ class DirectLogitAttributor:
     @staticmethod
     def export_to_dataframe(result: DLAResult):
         return result_frame(result)
-
-
-def __getattr__(name):
-    if name == "DLAVisualizer":  # lives with the plots (matplotlib is imported on demand)
-        from .plots.dla import DLAVisualizer
-
-        return DLAVisualizer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

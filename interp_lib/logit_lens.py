@@ -190,11 +190,3 @@ class LogitLensAnalyzer:
     @staticmethod
     def get_layer_statistics(trajectory) -> dict:
         return layer_statistics(trajectory)
-
-
-def __getattr__(name):
-    if name == "LogitLensVisualizer":  # lives with the plots (matplotlib is imported on demand)
-        from .plots.logit_lens import LogitLensVisualizer
-
-        return LogitLensVisualizer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

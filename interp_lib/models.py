@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .io import write_json_atomic
 
@@ -27,8 +29,17 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_device(device: str = "auto") -> str:
+    """"auto" -> cuda when torch sees a GPU, else cpu; refuses a device this torch lacks."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        why = "was built without CUDA" if torch.version.cuda is None else "sees no GPU"
+        raise ModelLoadError(
+            f"analysis.device is {device!r}, but this torch ({torch.__version__}) {why}; "
+            "set analysis.device to cpu or auto, or run on a machine with a GPU and a CUDA build of torch"
+        )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("analysis.device is 'mps', but this torch has no MPS backend; set analysis.device to cpu or auto")
     return device
 
 
@@ -84,14 +95,42 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name
             "download them first, or point the config at a local directory"
         ) from None
     check_dtype(config.model_type, dtype, name)
+    device = resolve_device(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=DTYPES[dtype], attn_implementation="eager", local_files_only=local,
             trust_remote_code=False,
         )
+    except SafetensorError as exc:
+        raise ModelLoadError(_damaged_weights(path, name, exc)) from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model {name}: cannot load weights from {path!r} ({_first_line(exc)})") from None
-    return model.to(resolve_device(device)).eval()
+    return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def open_weights(weights: str | os.PathLike, name: str = ""):
+    """safetensors' `safe_open` on a weights file (tensors read on demand); a file that
+    does not deserialize raises ModelLoadError saying how to rebuild it."""
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(weights), framework="pt")
+    except SafetensorError as exc:
+        raise ModelLoadError(_damaged_weights(str(Path(weights).parent), name, exc)) from None
+    with handle as f:
+        yield f
+
+
+def _damaged_weights(path: str, name: str, exc: BaseException) -> str:
+    """What to do about weights that do not deserialize: rebuild them if the workflow merged
+    them (a fingerprint.json beside them), else fetch them again."""
+    if (Path(path) / FINGERPRINT_FILE).is_file():
+        weights = Path(path) / WEIGHTS_FILE
+        return (f"model {name}: merged weights {weights} are damaged or truncated ({_first_line(exc)}); "
+                f"delete {path} and rerun the workflow (snakemake --cores 1 {weights})")
+    return (f"model {name}: the weights in {path} are damaged or truncated ({_first_line(exc)}); "
+            "download or copy them again")
 
 
 def _check_adapter_dir(adapter: str, name: str, allow_pickle: bool) -> None:
@@ -187,47 +226,6 @@ def read_fingerprint(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing: the merged model is incomplete; rerun its merge rule")
     return json.loads(path.read_text())
-
-
-class LoRAModelLoader:
-    """Loads configured models as `HookedModel`s by name.
-
-    Merged weights from `{results_dir}/models/{name}/` are used when present; otherwise
-    the adapter is merged in memory. `config` is a path, a dict, or None for
-    $INTERP_CONFIG / ./config.yaml.
-    """
-
-    def __init__(self, device: str = "auto", config=None, results_dir: str | Path = "results",
-                 dtype: str | None = None):
-        from .config import load_config, validate_config
-
-        if config is None or isinstance(config, (str, os.PathLike)):
-            config = load_config(config)
-        else:
-            config = validate_config(config)
-        self.config = config
-        self.device = resolve_device(device)
-        self.dtype = dtype or config["analysis"]["dtype"]
-        self.results_dir = Path(results_dir)
-
-    def merged_dir(self, name: str) -> Path:
-        return self.results_dir / "models" / name
-
-    def load_hf_model(self, name: str):
-        models = self.config["models"]
-        if name not in models:
-            raise ModelLoadError(f"unknown model {name!r} (configured: {', '.join(models)})")
-        opts = self.config["analysis"]
-        merged = self.merged_dir(name)
-        if (merged / FINGERPRINT_FILE).is_file():
-            return load_base_model(str(merged), self.dtype, self.device, name), load_tokenizer(str(merged), name)
-        return load_model(name, models[name], self.dtype, self.device, opts["allow_download"], opts["allow_pickle"])
-
-    def load_hooked_model(self, name: str):
-        from .hooked import HookedModel
-
-        model, tokenizer = self.load_hf_model(name)
-        return HookedModel(model, tokenizer, name=name)
 
 
 def merge_to_dir(name: str, spec: dict, out_dir: str | Path, dtype: str = "float32",

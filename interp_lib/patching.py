@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
@@ -378,12 +379,10 @@ class ActivationPatcher:
 def load_W_O(model_dir: str, n_layers: int, n_heads: int, d_head: int, device="cpu", dtype=torch.float32):
     """[L, H, dh, d] per-head output matrices read from a merged model's safetensors
     (only the o_proj tensors are read)."""
-    from safetensors import safe_open
-
     from .hooked import W_O_from_o_proj, o_proj_weight_name
-    from .models import WEIGHTS_FILE
+    from .models import WEIGHTS_FILE, open_weights
 
-    with safe_open(f"{model_dir}/{WEIGHTS_FILE}", framework="pt") as f:
+    with open_weights(Path(model_dir) / WEIGHTS_FILE, Path(model_dir).name) as f:
         mats = [W_O_from_o_proj(f.get_tensor(o_proj_weight_name(l)), n_heads, d_head) for l in range(n_layers)]
     return torch.stack(mats).to(device=device, dtype=dtype)
 

@@ -172,11 +172,17 @@ def write_scenario_file(out: str | Path, name: str, spec: dict, n_variants: int,
     return records
 
 
-def merge_scenario_files(files: Iterable[str | Path], out: str | Path) -> list[dict]:
-    """Concatenates per-scenario prompt files into the dataset; all texts must differ."""
+def merge_scenario_files(files: Iterable[str | Path], out: str | Path,
+                         descriptions: dict[str, str] | None = None) -> list[dict]:
+    """Concatenates per-scenario prompt files into the dataset, with each scenario's
+    description from `descriptions` (kept out of the per-scenario files, which the caches
+    read, so that editing a description reruns no model); all texts must differ."""
     from .io import write_json_atomic
 
+    descriptions = descriptions or {}
     records = [r for f in files for r in json.loads(Path(f).read_text())]
+    for rec in records:
+        rec["description"] = descriptions.get(rec["scenario"], rec.get("description", ""))
     texts = [r["prompt"] for r in records]
     if len(set(texts)) != len(texts):
         raise ValueError("two evaluation prompts have the same text; give each scenario distinct settings")

@@ -1,4 +1,4 @@
-"""The research-question summary (results/rq_summary.md and .html), built from the
+"""The research-question summary (<results_dir>/rq_summary.md and .html), built from the
 workflow's tables only: numbers and rankings, no conclusions.
 
 RQ1  suppression of selfish components: DLA of the strategic model's pro-Defect heads and

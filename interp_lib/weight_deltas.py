@@ -1,7 +1,7 @@
 """How far fine-tuning moved each weight matrix: merged weights of a model vs its base.
 
 For every layer and LoRA-targeted module (q/k/v/o_proj, gate/up/down_proj) of a merged
-model (results/models/{model}/model.safetensors) and of its reference model (the
+model (<results_dir>/models/{model}/model.safetensors) and of its reference model (the
 configured model without an adapter on the same base):
 
     norm_delta = ||W_model - W_base||_F,  norm_base = ||W_base||_F,
@@ -131,11 +131,11 @@ def weight_deltas(model_weights: str | Path, base_weights: str | Path, model: st
                   reference: str = "") -> pd.DataFrame:
     """Tidy table (COLUMNS) of one model's weight changes against its reference: one row per
     (layer, module) with head empty, plus one row per o_proj head (head = h)."""
-    from safetensors import safe_open
+    from .models import open_weights
 
     model_weights, base_weights = Path(model_weights), Path(base_weights)
     rows = []
-    with safe_open(str(model_weights), framework="pt") as fm, safe_open(str(base_weights), framework="pt") as fb:
+    with open_weights(model_weights, model) as fm, open_weights(base_weights, reference) as fb:
         tensors = module_tensors(fm.keys())
         base_tensors = module_tensors(fb.keys())
         if not tensors:

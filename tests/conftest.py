@@ -1,9 +1,14 @@
 """Shared fixtures. The embedded family and its caches are built once per test session
-by the real workflow in a temporary directory (or reused from $INTERP_TEST_WORKDIR)."""
+by the real workflow in a temporary directory (or reused from $INTERP_TEST_WORKDIR).
+
+Every test that needs that run (the `workflow_dir` fixture, directly or through another
+fixture, or test_demo_family's `family`, which asks for it at run time) is marked `slow`;
+`pytest -m "not slow"` runs the rest."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,13 +20,58 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs the repository's Snakefile in `workdir` (which holds its own config.yaml)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+SLOW_FIXTURES = {"workflow_dir", "family"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, tree: Path = REPO) -> subprocess.CompletedProcess:
+    """Runs the Snakefile of `tree` (the repository, or a copy made by `copy_tree`, whose
+    interp_lib is then the one imported) in `workdir` (which holds its own config.yaml)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ)
+    if tree != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def copy_tree(dest: Path) -> Path:
+    """A copy of the workflow and interp_lib to edit in a test (tracked files stay as they are)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for sub in ("workflow", "interp_lib", "envs"):
+        shutil.copytree(REPO / sub, dest / sub, ignore=ignore, symlinks=True)
+    return dest
+
+
+def dry_run_jobs(workdir: Path, *args: str, tree: Path = REPO) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job `snakemake -n` schedules."""
+    proc = snakemake(workdir, "-n", "--cores", "1", *args, tree=tree)
+    jobs, current = [], None
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            current = (m.group(1), {})
+            jobs.append(current)
+        m = re.match(r"^\s+wildcards: (.*)$", line)
+        if m and current is not None:
+            current[1].update(kv.split("=", 1) for kv in m.group(1).split(", "))
+    return jobs
+
+
+def rule_counts(jobs) -> dict:
+    counts: dict = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,40 @@ def test_action_strings_without_a_shared_prefix(workflow_dir):
     tok = AutoTokenizer.from_pretrained(workflow_dir / "results/demo/base")
     with pytest.raises(ActionTokenError, match="do not share all but their last token"):
         get_action_token_ids(tok, "action1", "points")
+
+
+def test_cuda_device_without_cuda_names_the_key_and_what_to_do():
+    from interp_lib.models import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch sees a GPU")
+    with pytest.raises(ModelLoadError) as info:
+        resolve_device("cuda")
+    assert _one_line(info) == (
+        f"analysis.device is 'cuda', but this torch ({torch.__version__}) "
+        f"{'was built without CUDA' if torch.version.cuda is None else 'sees no GPU'}; set analysis.device to "
+        "cpu or auto, or run on a machine with a GPU and a CUDA build of torch")
+    assert resolve_device("auto") == "cpu"
+
+
+def test_damaged_merged_weights_say_which_directory_to_delete(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from interp_lib.io import write_json_atomic
+    from interp_lib.models import FINGERPRINT_FILE, WEIGHTS_FILE
+    from interp_lib.patching import load_W_O
+
+    merged = tmp_path / "results" / "models" / "PT2_COREDe"
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1)
+    LlamaForCausalLM(cfg).save_pretrained(merged, safe_serialization=True)
+    write_json_atomic(merged / FINGERPRINT_FILE, {"fingerprint": "x"})
+    weights = merged / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    expected = (f"model PT2_COREDe: merged weights {weights} are damaged or truncated (", f"); delete {merged} "
+                f"and rerun the workflow (snakemake --cores 1 {weights})")
+    for load in (lambda: load_base_model(str(merged), name="PT2_COREDe"), lambda: load_W_O(str(merged), 2, 2, 8)):
+        with pytest.raises(ModelLoadError) as info:
+            load()
+        msg = _one_line(info)
+        assert msg.startswith(expected[0]) and msg.endswith(expected[1]), msg

@@ -97,3 +97,23 @@ def test_command_line_strings_are_coerced_by_the_schema():
     assert cfg["analysis"]["circuits"] is False and cfg["analysis"]["top_k"] == 7
     assert cfg["analysis"]["patch_positions"] == "decision" and cfg["analysis"]["dtype"] == "float32"
     assert "analysis.top_k: 'seven'" in check(lambda c: c["analysis"].update(top_k="seven"))
+
+
+def test_command_line_check_names_file_line_and_key(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "my.yaml"
+    bad.write_text("models:\n  base: [unclosed\n")
+    proc = subprocess.run([sys.executable, "-m", "interp_lib.config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: {bad}: line 3, column 1: YAML does not parse: expected ',' or ']', " \
+                                  "but got '<stream end>'"
+    cfg = copy.deepcopy(RAW)
+    cfg["analysis"]["top_k"] = "ten"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "interp_lib.config", str(bad)], capture_output=True, text=True)
+    assert proc.stderr.strip() == f"Error: {bad}: analysis.top_k: 'ten' is not of type 'integer'"
+    proc = subprocess.run([sys.executable, "-m", "interp_lib.config", str(REPO / "config.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("config.yaml: valid")

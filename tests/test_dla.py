@@ -117,7 +117,7 @@ def test_cache_path_equals_attributor(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_model(analysis_dir):
-    from interp_lib.models import LoRAModelLoader
+    from interp_lib.loader import LoRAModelLoader
 
     loader = LoRAModelLoader(device="cpu", config=analysis_dir / "config.yaml", results_dir=analysis_dir / "results")
     return loader.load_hooked_model("PT2_COREDe")

@@ -73,7 +73,7 @@ def test_workflow_names_a_missing_required_key(tmp_path):
     proc = snakemake(tmp_path, "--cores", "1", "all", check=False)
     errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
     assert proc.returncode != 0
-    assert errors == ["Error: config: models.PT2_COREDe: 'base' is a required property"]
+    assert errors == ["Error: config.yaml: models.PT2_COREDe: 'base' is a required property"]
     assert not (tmp_path / "results").exists()
 
 

@@ -86,24 +86,117 @@ def test_patch_result_fields():
         Component.parse("L3H")
 
 
-def test_circuit_stops_at_first_flip_and_never_pads(pair):
+# ---- circuit discovery ---------------------------------------------------------------------
+# The action is the sign of logit(D) - logit(C), so the pair's decision can be moved by the
+# choice of the two action tokens. With the module's TOKENS the top component alone flips
+# the target, which cannot tell a greedy search from a one-step one. The token pairs below
+# were picked by scanning pairs on `pair` (its models and prompt are seeded); each test
+# first asserts that its pair really is the case it claims, with margins far above float
+# error, so a change of the fixture shows up as a failed premise, not as a vacuous pass.
+SPREAD_TOKENS = {"C": 12, "D": 21}  # actions differ; no single patch flips; the top 5 jointly do
+SAME_ACTION_TOKENS = {"C": 5, "D": 10}  # both choose D (though 4 single patches flip the target)
+
+
+def _circuit_case(pair, tokens):
     target, source, ids, W_O = pair
-    src = PromptActivations.from_run(source, ids, TOKENS)
-    tgt = PromptActivations.from_run(target, ids, TOKENS)
-    runner = PatchRunner(target, W_O, TOKENS, "all", "result")
-    results = sweep(runner, src, tgt)
-    # Force a target whose action differs from the source's by shifting the baseline sign.
-    found = discover_circuit(runner, src, tgt, results, max_components=10)
-    if (src.delta > 0) == (tgt.delta > 0):
-        assert not found.flipped and found.minimal_circuit == [] and found.reason
-    else:
-        k = len(found.minimal_circuit)
-        assert 1 <= k <= 10
-        if found.flipped:
-            assert (found.patched_delta > 0) == (src.delta > 0)
-            assert all((d > 0) != (src.delta > 0) for kk, d in found.attempts[: k - 1])
+    src = PromptActivations.from_run(source, ids, tokens)
+    tgt = PromptActivations.from_run(target, ids, tokens)
+    runner = PatchRunner(target, W_O, tokens, "all", "result")
+    return runner, src, tgt, sweep(runner, src, tgt)
+
+
+def _ranked_names(results):
+    """Components by |delta_change|, largest first (discover_circuit's default ranking)."""
+    return [r.component for r in sorted(results, key=lambda r: abs(r.delta_change), reverse=True)]
+
+
+@torch.no_grad()
+def _naive_joint_delta(pair, src, names, tokens):
+    """The target's delta with every named component written from `src` at all positions
+    (head_site "result"): one full forward pass with one hook per component."""
+    target, _, ids, W_O = pair
+    hooks = []
+    for comp in map(Component.parse, names):
+        l, h = comp.layer, comp.head
+        if h is None:
+            hooks.append((f"blocks.{l}.hook_mlp_out", lambda act, _, v=src.mlp_out[l]: v[None].expand_as(act)))
         else:
-            assert all((d > 0) != (src.delta > 0) for _, d in found.attempts)
+            def head(act, _, h=h, v=src.z[l, :, h] @ W_O[l, h]):
+                act = act.clone()
+                act[0, :, h] = v
+                return act
+            hooks.append((f"blocks.{l}.attn.hook_result", head))
+    logits = target.run_with_hooks(ids, hooks, last_only=True)
+    return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])
+
+
+def test_circuit_needing_several_components_stops_at_the_first_flip(pair):
+    runner, src, tgt, results = _circuit_case(pair, SPREAD_TOKENS)
+    # The premise: the actions differ, clearly, and no single component flips the target.
+    assert (tgt.delta > 0.5) and (src.delta < -0.5)
+    assert not any(r.action_flipped for r in results)
+    assert min(abs(r.patched_delta) for r in results) > 0.1
+
+    found = discover_circuit(runner, src, tgt, results, max_components=10)
+    assert found.flipped and found.reason == ""
+    k = len(found.minimal_circuit)
+    assert 2 <= k <= 10
+    ranked = _ranked_names(results)
+    assert [name for name, _ in found.ranked_components] == ranked
+    assert found.minimal_circuit == ranked[:k]
+    assert [kk for kk, _ in found.attempts] == list(range(1, 11))
+    before = found.attempts[: k - 1]
+    assert before  # the loop really ran past k = 1
+    assert all(d > 0 for _, d in before), before  # still the target's action (D)
+    assert found.attempts[k - 1][1] == found.patched_delta < 0  # the source's action (C)
+    assert found.gap_recovered == pytest.approx((found.patched_delta - tgt.delta) / (src.delta - tgt.delta))
+
+    # Independently: the circuit patched jointly flips, its first k-1 components do not.
+    comps = [Component.parse(n) for n in found.minimal_circuit]
+    joint, short = runner.deltas(src, tgt, [comps, comps[:-1]])
+    assert abs(joint - found.patched_delta) < 1e-5
+    assert joint < 0 < short
+    assert abs(_naive_joint_delta(pair, src, found.minimal_circuit, SPREAD_TOKENS) - joint) < 1e-4
+    assert _naive_joint_delta(pair, src, found.minimal_circuit[:-1], SPREAD_TOKENS) > 0
+
+
+def test_circuit_that_never_flips_is_the_best_attempt_unpadded(pair):
+    runner, src, tgt, results = _circuit_case(pair, SPREAD_TOKENS)
+    max_components = 4
+    ranked = [Component.parse(n) for n in _ranked_names(results)]
+    prefixes = runner.deltas(src, tgt, [ranked[:k] for k in range(1, max_components + 1)])
+    gaps = (prefixes - tgt.delta) / (src.delta - tgt.delta)
+    best_k = int(np.argmax(gaps)) + 1
+    # The premise: the actions differ, no top-k prefix within max_components flips, and the
+    # best of them is shorter than max_components (so padding would show).
+    assert (tgt.delta > 0) != (src.delta > 0)
+    assert (prefixes > 0.1).all(), prefixes
+    assert best_k < max_components and np.sort(gaps)[-1] - np.sort(gaps)[-2] > 0.05
+
+    found = discover_circuit(runner, src, tgt, results, max_components=max_components)
+    assert not found.flipped
+    assert isinstance(found.reason, str) and found.reason
+    assert [k for k, _ in found.attempts] == list(range(1, max_components + 1))
+    assert all(d > 0 for _, d in found.attempts), found.attempts  # every attempt kept the target's action
+    assert np.allclose([d for _, d in found.attempts], prefixes, atol=1e-5)
+    # Never padded: the circuit is the best attempt (largest gap recovered), nothing more.
+    assert found.minimal_circuit == [c.name for c in ranked[:best_k]]
+    assert len(found.minimal_circuit) == best_k < max_components
+    assert abs(found.patched_delta - prefixes[best_k - 1]) < 1e-5
+    assert found.gap_recovered == pytest.approx(gaps[best_k - 1], abs=1e-5)
+
+
+def test_circuit_of_models_that_already_agree_is_empty(pair):
+    runner, src, tgt, results = _circuit_case(pair, SAME_ACTION_TOKENS)
+    # The premise: both choose D, and single patches could still flip the target.
+    assert tgt.delta > 0.1 and src.delta > 0.1
+    assert any(r.action_flipped for r in results)
+
+    found = discover_circuit(runner, src, tgt, results, max_components=10)
+    assert not found.flipped
+    assert found.minimal_circuit == [] and found.attempts == []
+    assert "same action" in found.reason
+    assert found.patched_delta == tgt.delta and math.isnan(found.gap_recovered)
 
 
 # ---- on the embedded family --------------------------------------------------------------

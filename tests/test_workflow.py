@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import snakemake
+from conftest import copy_tree, dry_run_jobs, rule_counts
 from interp_lib.cache import CacheFile
 from interp_lib.models import load_base_model, read_fingerprint, state_fingerprint
 
@@ -88,33 +88,10 @@ def test_decisions_table(workflow_dir):
             assert math.isclose(c[row.variant].attrs["delta"], row.delta, abs_tol=1e-9)
 
 
-def dry_run_jobs(workflow_dir, *args) -> list[tuple[str, dict]]:
-    """(rule, wildcards) of every job `snakemake -n` schedules."""
-    proc = snakemake(workflow_dir, "-n", "--cores", "1", *args)
-    jobs, current = [], None
-    for line in proc.stdout.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
-        if m:
-            current = (m.group(1), {})
-            jobs.append(current)
-        m = re.match(r"^\s+wildcards: (.*)$", line)
-        if m and current is not None:
-            current[1].update(kv.split("=", 1) for kv in m.group(1).split(", "))
-    return jobs
-
-
-def rule_counts(jobs) -> dict:
-    counts: dict = {}
-    for rule, _ in jobs:
-        counts[rule] = counts.get(rule, 0) + 1
-    return counts
-
-
 EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
 # Aggregates that read every model and scenario, so any new model or scenario reruns them.
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
-              "dla_tables": 1, "dla_plots_comparison": 1, "cross_experiment_summary": 1, "rq_summary": 1,
-              "all": 1}
+              "dla_tables": 1, "cross_experiment_summary": 1, "rq_summary": 1, "all": 1}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
@@ -128,12 +105,13 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
         "description": "test"}}}))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
     per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
-                    "patch_scenario": 4, "patch_plots_scenario": 4}
-    # per-model / per-experiment aggregates whose inputs include the new scenario
+                    "patch_scenario": 4, "patch_plots_scenario": 4, "dla_plots_scenario": 5,
+                    "dla_plots_comparison": 1, "logit_lens_plots_scenario": 1}
+    # per-model / per-experiment figures and tables across scenarios
     per_group = {"dla_plots_model": 5, "patch_experiment_tables": 4, "patch_plots_experiment": 4}
     assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
     for rule, wc in jobs:
-        if "scenario" in wc:
+        if rule in per_scenario:
             assert wc["scenario"] == "DD_new", (rule, wc)
     assert {wc["model"] for r, wc in jobs if r == "cache_activations"} == set(MODELS)
 
@@ -146,29 +124,71 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
     }))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
     per_model = {"merge_model": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
-                 "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1}
+                 "dla_plots_scenario": 5, "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1,
+                 "weight_deltas_plot": 1}
     per_experiment = {"patch_scenario": 5, "patch_experiment_tables": 1, "patch_plots_scenario": 5,
                       "patch_plots_experiment": 1}
+    # per-scenario figures that compare every model
+    comparisons = {"logit_lens_plots_scenario": 5, "dla_plots_comparison": 5}
     aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
-    assert rule_counts(jobs) == {**per_model, **per_experiment, **aggregates}
+    assert rule_counts(jobs) == {**per_model, **per_experiment, **comparisons, **aggregates}
     for rule, wc in jobs:
-        if "model" in wc:
+        if rule in per_model and "model" in wc:
             assert wc["model"] == "PT4_copy", (rule, wc)
         if "experiment" in wc:
             assert wc["experiment"] == "PT4copy_to_PT2", (rule, wc)
 
 
-def test_changing_an_analysis_module_reruns_only_that_analysis(workflow_dir):
-    """Snakemake does not track imports: the DLA rules carry a hash of interp_lib/dla.py."""
-    import interp_lib
+def _edited_tree(tmp_path, module: str) -> Path:
+    tree = copy_tree(tmp_path / "tree")
+    path = tree / "interp_lib" / module
+    path.write_text(path.read_text() + "\n# an edit that every rule running this module must see\n")
+    return tree
 
-    module = Path(interp_lib.__file__).parent / "dla.py"
-    original = module.read_bytes()
-    try:
-        module.write_bytes(original + b"\n# a change that reaches the DLA rules' code param\n")
-        jobs = dry_run_jobs(workflow_dir, "all")
-    finally:
-        module.write_bytes(original)
-    assert rule_counts(jobs) == {"dla_scenario": 25, "dla_tables": 1, "dla_plots_model": 5,
-                                 "dla_plots_comparison": 1, "rq_summary": 1, "all": 1}
+
+def test_editing_a_plot_module_reruns_only_its_plots(workflow_dir, tmp_path):
+    jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "plots/dla.py"))
+    assert rule_counts(jobs) == {"dla_plots_scenario": 25, "dla_plots_model": 5, "dla_plots_comparison": 5,
+                                 "all": 1}
     assert dry_run_jobs(workflow_dir, "all") == []
+
+
+def test_editing_an_analysis_module_reruns_that_analysis_and_what_reads_it(workflow_dir, tmp_path):
+    jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "patching_summary.py"))
+    # the patch plots import the summary's consistency ranking; the RQ summary reads the tables
+    assert rule_counts(jobs) == {"patch_experiment_tables": 4, "cross_experiment_summary": 1,
+                                 "patch_plots_scenario": 20, "patch_plots_experiment": 4, "rq_summary": 1, "all": 1}
+
+
+def test_editing_the_prompt_template_reruns_prompts_caches_and_everything_downstream(workflow_dir, tmp_path):
+    jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "prompts.py"))
+    everything = rule_counts(dry_run_jobs(workflow_dir, "all", "--forceall"))
+    # the embedded family is trained on these prompts, so it is retrained too: every job reruns
+    assert rule_counts(jobs) == everything
+    assert {"demo_base", "scenario_prompts", "cache_activations", "patch_scenario"} <= set(everything)
+
+
+def _with_config(workflow_dir, tmp_path, mutate) -> Path:
+    cfg = yaml.safe_load((workflow_dir / "config.yaml").read_text())
+    mutate(cfg)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir, tmp_path):
+    cfg = _with_config(workflow_dir, tmp_path, lambda c: c["models"]["PT2_COREDe"].update(label="Selfish"))
+    jobs = dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))
+    assert rule_counts(jobs) == {
+        "dla_plots_scenario": 5, "dla_plots_model": 1, "dla_plots_comparison": 5, "logit_lens_plots_scenario": 5,
+        "logit_lens_plots": 1, "patch_plots_scenario": 10, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
+        "rq_summary": 1, "all": 1}
+    assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
+    assert {wc["model"] for r, wc in jobs if "model" in wc} == {"PT2_COREDe"}
+
+
+def test_a_new_description_reruns_only_the_prompt_dataset(workflow_dir, tmp_path):
+    cfg = _with_config(workflow_dir, tmp_path,
+                       lambda c: c["scenarios"]["CD_punished"].update(description="Betrayed last round."))
+    assert rule_counts(dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))) == {"prompt_dataset": 1,
+                                                                                         "all": 1}

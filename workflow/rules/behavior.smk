@@ -5,10 +5,12 @@ rule decisions:
     input:
         cache_files(),
     output:
-        "results/behavior/decisions.csv",
+        R("behavior/decisions.csv"),
     log:
-        "results/logs/behavior/decisions.log",
+        R("logs/behavior/decisions.log"),
     conda:
         "../../envs/interp.yaml"
+    params:
+        code=code_version("decisions"),
     script:
         "../scripts/decisions.py"

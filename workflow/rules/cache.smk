@@ -3,15 +3,15 @@
 
 rule cache_activations:
     input:
-        weights="results/models/{model}/model.safetensors",
-        fingerprint="results/models/{model}/fingerprint.json",
-        prompts="results/prompts/scenarios/{scenario}.json",
+        weights=R("models/{model}/model.safetensors"),
+        fingerprint=R("models/{model}/fingerprint.json"),
+        prompts=R("prompts/scenarios/{scenario}.json"),
     output:
-        "results/cache/{model}/{scenario}.h5",
+        R("cache/{model}/{scenario}.h5"),
     log:
-        "results/logs/cache/{model}/{scenario}.log",
+        R("logs/cache/{model}/{scenario}.log"),
     benchmark:
-        "results/benchmarks/cache/{model}/{scenario}.tsv"
+        R("benchmarks/cache/{model}/{scenario}.tsv")
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -22,6 +22,6 @@ rule cache_activations:
         model_dir=lambda wc, input: os.path.dirname(input.weights),
         dtype=config["analysis"]["dtype"],
         device=config["analysis"]["device"],
-        code=code_version("cache", "hooked", "tokens"),
+        code=code_version("cache_activations"),
     script:
         "../scripts/cache_activations.py"

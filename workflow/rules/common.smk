@@ -3,17 +3,18 @@ import re
 import sys
 from pathlib import Path
 
-from interp_lib.config import ConfigError, is_embedded, patch_scenarios, validate_config
-
-try:
-    validate_config(config)
-except ConfigError as exc:
-    sys.exit(f"Error: {exc}")
+from interp_lib.code_version import code_version as _code_version
+from interp_lib.config import embedded_path, patch_scenarios
 
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])
 EMBEDDED_DIR = config["embedded"]["dir"].rstrip("/")
-NAME = "[A-Za-z0-9_.-]+"
+RESULTS = config["results_dir"].rstrip("/")
+
+
+def R(path):
+    """`path` under the config's results_dir (wildcards in braces stay as they are)."""
+    return f"{RESULTS}/{path}"
 
 
 # Table-only aggregates take seconds: on a cluster they run on the submitting node.
@@ -37,13 +38,16 @@ def model_dir_inputs(path):
     """
     if not path:
         return []
-    if is_embedded(config, path):
+    embedded = embedded_path(
+        config, path
+    )  # relative or absolute, as the demo rules name it
+    if embedded is not None:
         return (
-            [f"{path}/config.json"]
-            if not path.startswith(f"{EMBEDDED_DIR}/adapters/")
+            [f"{embedded}/config.json"]
+            if not embedded.startswith(f"{EMBEDDED_DIR}/adapters/")
             else [
-                f"{path}/adapter_config.json",
-                f"{path}/adapter_model.safetensors",
+                f"{embedded}/adapter_config.json",
+                f"{embedded}/adapter_model.safetensors",
             ]
         )
     local = Path(path)
@@ -57,9 +61,13 @@ def model_dir_inputs(path):
 def check_adapter_paths():
     for name, spec in config["models"].items():
         adapter = spec.get("adapter")
-        if adapter and not is_embedded(config, adapter) and not Path(adapter).is_dir():
+        if (
+            adapter
+            and embedded_path(config, adapter) is None
+            and not Path(adapter).is_dir()
+        ):
             sys.exit(
-                f"Error: config: models.{name}.adapter: adapter directory not found: {adapter}"
+                f"Error: {CONFIG_SOURCE}: models.{name}.adapter: adapter directory not found: {adapter}"
             )
 
 
@@ -72,24 +80,34 @@ def prompt_tokenizer_model():
 
 def cache_files(models=None, scenarios=None):
     return [
-        f"results/cache/{m}/{s}.h5"
+        R(f"cache/{m}/{s}.h5")
         for m in (models or MODELS)
         for s in (scenarios or SCENARIOS)
     ]
 
 
-def code_version(*modules):
-    """Short sha256 of interp_lib modules (e.g. "dla", "plotting/style"): used as a param,
-    so that editing an analysis module reruns its rules (Snakemake does not track imports).
-    """
-    import hashlib
-    import interp_lib
+def code_version(script):
+    """Hash of the interp_lib modules that workflow/scripts/{script}.py imports (followed
+    transitively): a param, so that editing one of them reruns exactly the rules whose
+    scripts run it (Snakemake's code trigger sees the script, not its imports)."""
+    return _code_version(
+        Path(workflow.basedir) / "workflow" / "scripts" / f"{script}.py"
+    )
 
-    root = Path(interp_lib.__file__).parent
-    h = hashlib.sha256()
-    for module in modules:
-        h.update((root / f"{module}.py").read_bytes())
-    return h.hexdigest()[:12]
+
+# Settings that only change how results are shown (labels, descriptions) are kept out of
+# the params of rules that run models, so that editing them reruns only tables and plots.
+def model_spec(name):
+    """What determines a model's weights: its base and adapter (not its label)."""
+    spec = config["models"][name]
+    return {"base": spec["base"], "adapter": spec.get("adapter")}
+
+
+def prompt_spec(scenario):
+    """What determines a scenario's prompts (not its description)."""
+    return {
+        k: v for k, v in config["scenarios"][scenario].items() if k != "description"
+    }
 
 
 def model_label(name):
@@ -118,10 +136,10 @@ def experiment_models(wc):
 def patch_inputs(wc):
     source, target = experiment_models(wc)
     return {
-        "source_cache": f"results/cache/{source}/{wc.scenario}.h5",
-        "target_cache": f"results/cache/{target}/{wc.scenario}.h5",
-        "source_fingerprint": f"results/models/{source}/fingerprint.json",
-        "target_fingerprint": f"results/models/{target}/fingerprint.json",
-        "source_weights": f"results/models/{source}/model.safetensors",
-        "target_weights": f"results/models/{target}/model.safetensors",
+        "source_cache": R(f"cache/{source}/{wc.scenario}.h5"),
+        "target_cache": R(f"cache/{target}/{wc.scenario}.h5"),
+        "source_fingerprint": R(f"models/{source}/fingerprint.json"),
+        "target_fingerprint": R(f"models/{target}/fingerprint.json"),
+        "source_weights": R(f"models/{source}/model.safetensors"),
+        "target_weights": R(f"models/{target}/model.safetensors"),
     }

@@ -10,9 +10,9 @@ rule demo_base:
         f"{EMBEDDED_DIR}/base/model.safetensors",
         f"{EMBEDDED_DIR}/base/tokenizer.json",
     log:
-        "results/logs/demo/base.log",
+        R("logs/demo/base.log"),
     benchmark:
-        "results/benchmarks/demo/base.tsv"
+        R("benchmarks/demo/base.tsv")
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -21,6 +21,7 @@ rule demo_base:
     params:
         seed=config["seed"],
         steps=config["embedded"]["pretrain_steps"],
+        code=code_version("demo_base"),
     script:
         "../scripts/demo_base.py"
 
@@ -33,9 +34,9 @@ rule demo_adapter:
         f"{EMBEDDED_DIR}/adapters/{{adapter}}/adapter_config.json",
         f"{EMBEDDED_DIR}/adapters/{{adapter}}/adapter_model.safetensors",
     log:
-        "results/logs/demo/adapter_{adapter}.log",
+        R("logs/demo/adapter_{adapter}.log"),
     benchmark:
-        "results/benchmarks/demo/adapter_{adapter}.tsv"
+        R("benchmarks/demo/adapter_{adapter}.tsv")
     wildcard_constraints:
         adapter="|".join(ADAPTER_REWARDS),
     conda:
@@ -48,5 +49,6 @@ rule demo_adapter:
         reward=lambda wc: ADAPTER_REWARDS[wc.adapter],
         seed=config["seed"],
         steps=config["embedded"]["rl_steps"],
+        code=code_version("demo_adapter"),
     script:
         "../scripts/demo_adapter.py"

@@ -4,17 +4,17 @@
 
 rule dla_scenario:
     input:
-        cache="results/cache/{model}/{scenario}.h5",
-        fingerprint="results/models/{model}/fingerprint.json",
+        cache=R("cache/{model}/{scenario}.h5"),
+        fingerprint=R("models/{model}/fingerprint.json"),
     output:
-        components="results/dla/per/{model}/{scenario}.csv",
-        summary="results/dla/per/{model}/{scenario}.summary.csv",
+        components=R("dla/per/{model}/{scenario}.csv"),
+        summary=R("dla/per/{model}/{scenario}.summary.csv"),
     log:
-        "results/logs/dla/{model}/{scenario}.log",
+        R("logs/dla/{model}/{scenario}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        code=code_version("dla", "logit_lens"),
+        code=code_version("dla_scenario"),
     script:
         "../scripts/dla_scenario.py"
 
@@ -22,99 +22,103 @@ rule dla_scenario:
 rule dla_tables:
     input:
         components=expand(
-            "results/dla/per/{model}/{scenario}.csv", model=MODELS, scenario=SCENARIOS
+            R("dla/per/{model}/{scenario}.csv"), model=MODELS, scenario=SCENARIOS
         ),
         summary=expand(
-            "results/dla/per/{model}/{scenario}.summary.csv",
+            R("dla/per/{model}/{scenario}.summary.csv"),
             model=MODELS,
             scenario=SCENARIOS,
         ),
     output:
-        full="results/dla/dla_full_results.csv",
-        summary="results/dla/dla_summary_stats.csv",
-        top="results/dla/dla_top_components.csv",
+        full=R("dla/dla_full_results.csv"),
+        summary=R("dla/dla_summary_stats.csv"),
+        top=R("dla/dla_top_components.csv"),
     log:
-        "results/logs/dla/tables.log",
+        R("logs/dla/tables.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         top_k=config["analysis"]["top_k"],
-        code=code_version("dla"),
+        code=code_version("dla_tables"),
     script:
         "../scripts/dla_tables.py"
 
 
+rule dla_plots_scenario:
+    input:
+        components=R("dla/per/{model}/{scenario}.csv"),
+        summary=R("dla/per/{model}/{scenario}.summary.csv"),
+    output:
+        heads=report(
+            R("dla/dla_heads_{model}_{scenario}.png"),
+            caption="../report/dla_heads.rst",
+            category="Direct logit attribution",
+            subcategory="Heads",
+            labels={"model": "{model}", "scenario": "{scenario}"},
+        ),
+        mlps=report(
+            R("dla/dla_mlps_{model}_{scenario}.png"),
+            caption="../report/dla_mlps.rst",
+            category="Direct logit attribution",
+            subcategory="MLPs",
+            labels={"model": "{model}", "scenario": "{scenario}"},
+        ),
+    log:
+        R("logs/dla/plots_{model}_{scenario}.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        label=lambda wc: model_label(wc.model),
+        code=code_version("dla_plots_scenario"),
+    script:
+        "../scripts/dla_plots_scenario.py"
+
+
 rule dla_plots_model:
     input:
-        components=expand(
-            "results/dla/per/{{model}}/{scenario}.csv", scenario=SCENARIOS
-        ),
+        components=expand(R("dla/per/{{model}}/{scenario}.csv"), scenario=SCENARIOS),
         summary=expand(
-            "results/dla/per/{{model}}/{scenario}.summary.csv", scenario=SCENARIOS
+            R("dla/per/{{model}}/{scenario}.summary.csv"), scenario=SCENARIOS
         ),
     output:
-        heads=[
-            report(
-                f"results/dla/dla_heads_{{model}}_{scenario}.png",
-                caption="../report/dla_heads.rst",
-                category="Direct logit attribution",
-                subcategory="Heads",
-                labels={"model": "{model}", "scenario": scenario},
-            )
-            for scenario in SCENARIOS
-        ],
-        mlps=[
-            report(
-                f"results/dla/dla_mlps_{{model}}_{scenario}.png",
-                caption="../report/dla_mlps.rst",
-                category="Direct logit attribution",
-                subcategory="MLPs",
-                labels={"model": "{model}", "scenario": scenario},
-            )
-            for scenario in SCENARIOS
-        ],
-        top=report(
-            "results/dla/dla_top_components_{model}.png",
+        report(
+            R("dla/dla_top_components_{model}.png"),
             caption="../report/dla_top_components.rst",
             category="Direct logit attribution",
             subcategory="Top components",
             labels={"model": "{model}"},
         ),
     log:
-        "results/logs/dla/plots_{model}.log",
+        R("logs/dla/plots_{model}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         label=lambda wc: model_label(wc.model),
         top_k=config["analysis"]["top_k"],
-        code=code_version("plots/__init__", "plots/dla", "style"),
+        code=code_version("dla_plots_model"),
     script:
         "../scripts/dla_plots_model.py"
 
 
 rule dla_plots_comparison:
     input:
-        full="results/dla/dla_full_results.csv",
-        summary="results/dla/dla_summary_stats.csv",
+        components=expand(R("dla/per/{model}/{{scenario}}.csv"), model=MODELS),
+        summary=expand(R("dla/per/{model}/{{scenario}}.summary.csv"), model=MODELS),
     output:
-        [
-            report(
-                f"results/dla/dla_model_comparison_{scenario}.png",
-                caption="../report/dla_model_comparison.rst",
-                category="Direct logit attribution",
-                subcategory="Model comparison",
-                labels={"scenario": scenario},
-            )
-            for scenario in SCENARIOS
-        ],
+        report(
+            R("dla/dla_model_comparison_{scenario}.png"),
+            caption="../report/dla_model_comparison.rst",
+            category="Direct logit attribution",
+            subcategory="Model comparison",
+            labels={"scenario": "{scenario}"},
+        ),
     log:
-        "results/logs/dla/plots_comparison.log",
+        R("logs/dla/plots_comparison_{scenario}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         models=MODELS,
-        scenarios=SCENARIOS,
         labels={m: model_label(m) for m in MODELS},
-        code=code_version("plots/__init__", "plots/dla", "style"),
+        code=code_version("dla_plots_comparison"),
     script:
         "../scripts/dla_plots_comparison.py"

@@ -4,16 +4,16 @@
 
 rule logit_lens_scenario:
     input:
-        cache="results/cache/{model}/{scenario}.h5",
-        fingerprint="results/models/{model}/fingerprint.json",
+        cache=R("cache/{model}/{scenario}.h5"),
+        fingerprint=R("models/{model}/fingerprint.json"),
     output:
-        "results/logit_lens/per/{model}/{scenario}.json",
+        R("logit_lens/per/{model}/{scenario}.json"),
     log:
-        "results/logs/logit_lens/{model}/{scenario}.log",
+        R("logs/logit_lens/{model}/{scenario}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        code=code_version("logit_lens"),
+        code=code_version("logit_lens_scenario"),
     script:
         "../scripts/logit_lens_scenario.py"
 
@@ -21,59 +21,72 @@ rule logit_lens_scenario:
 rule logit_lens_tables:
     input:
         expand(
-            "results/logit_lens/per/{model}/{scenario}.json",
+            R("logit_lens/per/{model}/{scenario}.json"),
             model=MODELS,
             scenario=SCENARIOS,
         ),
     output:
-        trajectories="results/logit_lens/trajectories.json",
-        statistics="results/logit_lens/statistics.csv",
+        trajectories=R("logit_lens/trajectories.json"),
+        statistics=R("logit_lens/statistics.csv"),
     log:
-        "results/logs/logit_lens/tables.log",
+        R("logs/logit_lens/tables.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        code=code_version("logit_lens"),
+        code=code_version("logit_lens_tables"),
     script:
         "../scripts/logit_lens_tables.py"
 
 
+rule logit_lens_plots_scenario:
+    input:
+        expand(R("logit_lens/per/{model}/{{scenario}}.json"), model=MODELS),
+    output:
+        report(
+            R("logit_lens/logit_lens_comparison_{scenario}.png"),
+            caption="../report/logit_lens_comparison.rst",
+            category="Logit lens",
+            subcategory="Per scenario",
+            labels={"scenario": "{scenario}", "figure": "model comparison"},
+        ),
+    log:
+        R("logs/logit_lens/plots_{scenario}.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        models=MODELS,
+        labels={m: model_label(m) for m in MODELS},
+        code=code_version("logit_lens_plots_scenario"),
+    script:
+        "../scripts/logit_lens_plots_scenario.py"
+
+
 rule logit_lens_plots:
     input:
-        "results/logit_lens/trajectories.json",
+        R("logit_lens/trajectories.json"),
     output:
-        comparison=[
-            report(
-                f"results/logit_lens/logit_lens_comparison_{scenario}.png",
-                caption="../report/logit_lens_comparison.rst",
-                category="Logit lens",
-                subcategory="Per scenario",
-                labels={"scenario": scenario, "figure": "model comparison"},
-            )
-            for scenario in SCENARIOS
-        ],
         grid=report(
-            "results/logit_lens/logit_lens_grid.png",
+            R("logit_lens/logit_lens_grid.png"),
             caption="../report/logit_lens_grid.rst",
             category="Logit lens",
             subcategory="Overview",
             labels={"figure": "all scenarios"},
         ),
         heatmap=report(
-            "results/logit_lens/final_preferences_heatmap.png",
+            R("logit_lens/final_preferences_heatmap.png"),
             caption="../report/final_preferences_heatmap.rst",
             category="Logit lens",
             subcategory="Overview",
             labels={"figure": "final preferences"},
         ),
     log:
-        "results/logs/logit_lens/plots.log",
+        R("logs/logit_lens/plots.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         models=MODELS,
         scenarios=SCENARIOS,
         labels={m: model_label(m) for m in MODELS},
-        code=code_version("plots/__init__", "plots/logit_lens", "style"),
+        code=code_version("logit_lens_plots"),
     script:
         "../scripts/logit_lens_plots.py"

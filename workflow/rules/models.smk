@@ -6,21 +6,22 @@ rule merge_model:
         lambda wc: model_dir_inputs(config["models"][wc.model]["base"])
         + model_dir_inputs(config["models"][wc.model]["adapter"]),
     output:
-        "results/models/{model}/model.safetensors",
-        "results/models/{model}/fingerprint.json",
+        R("models/{model}/model.safetensors"),
+        R("models/{model}/fingerprint.json"),
     log:
-        "results/logs/models/{model}.log",
+        R("logs/models/{model}.log"),
     benchmark:
-        "results/benchmarks/models/{model}.tsv"
+        R("benchmarks/models/{model}.tsv")
     conda:
         "../../envs/interp.yaml"
     resources:
         mem_mb=24000,
         runtime=60,
     params:
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: model_spec(wc.model),
         dtype=config["analysis"]["dtype"],
         allow_download=config["analysis"]["allow_download"],
         allow_pickle=config["analysis"]["allow_pickle"],
+        code=code_version("merge_model"),
     script:
         "../scripts/merge_model.py"

@@ -4,12 +4,12 @@ rule patch_scenario:
     input:
         unpack(patch_inputs),
     output:
-        results="results/patching/per/{experiment}/{scenario}/patches.csv",
-        circuits="results/patching/per/{experiment}/{scenario}/circuits.csv",
+        results=R("patching/per/{experiment}/{scenario}/patches.csv"),
+        circuits=R("patching/per/{experiment}/{scenario}/circuits.csv"),
     log:
-        "results/logs/patching/{experiment}/{scenario}.log",
+        R("logs/patching/{experiment}/{scenario}.log"),
     benchmark:
-        "results/benchmarks/patching/{experiment}/{scenario}.tsv"
+        R("benchmarks/patching/{experiment}/{scenario}.tsv")
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -27,7 +27,7 @@ rule patch_scenario:
         circuit_ranking=config["analysis"]["circuit_ranking"],
         dtype=config["analysis"]["dtype"],
         device=config["analysis"]["device"],
-        code=code_version("patching", "hooked"),
+        code=code_version("patch_scenario"),
     script:
         "../scripts/patch_scenario.py"
 
@@ -35,25 +35,25 @@ rule patch_scenario:
 rule patch_experiment_tables:
     input:
         results=expand(
-            "results/patching/per/{{experiment}}/{scenario}/patches.csv",
+            R("patching/per/{{experiment}}/{scenario}/patches.csv"),
             scenario=PATCH_SCENARIOS,
         ),
         circuits=expand(
-            "results/patching/per/{{experiment}}/{scenario}/circuits.csv",
+            R("patching/per/{{experiment}}/{scenario}/circuits.csv"),
             scenario=PATCH_SCENARIOS,
         ),
     output:
-        results="results/patching/patch_results_{experiment}.csv",
-        summary="results/patching/patch_summary_{experiment}.csv",
-        circuits="results/patching/circuits_{experiment}.csv",
-        top="results/patching/top_components_{experiment}.csv",
+        results=R("patching/patch_results_{experiment}.csv"),
+        summary=R("patching/patch_summary_{experiment}.csv"),
+        circuits=R("patching/circuits_{experiment}.csv"),
+        top=R("patching/top_components_{experiment}.csv"),
     log:
-        "results/logs/patching/{experiment}/tables.log",
+        R("logs/patching/{experiment}/tables.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         top_k=config["analysis"]["top_k"],
-        code=code_version("patching_summary"),
+        code=code_version("patch_experiment_tables"),
     script:
         "../scripts/patch_experiment_tables.py"
 
@@ -61,20 +61,18 @@ rule patch_experiment_tables:
 rule cross_experiment_summary:
     input:
         results=expand(
-            "results/patching/patch_results_{experiment}.csv", experiment=EXPERIMENTS
+            R("patching/patch_results_{experiment}.csv"), experiment=EXPERIMENTS
         ),
-        circuits=expand(
-            "results/patching/circuits_{experiment}.csv", experiment=EXPERIMENTS
-        ),
+        circuits=expand(R("patching/circuits_{experiment}.csv"), experiment=EXPERIMENTS),
     output:
-        "results/patching/cross_experiment_summary.csv",
+        R("patching/cross_experiment_summary.csv"),
     log:
-        "results/logs/patching/cross_experiment_summary.log",
+        R("logs/patching/cross_experiment_summary.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         experiments=EXPERIMENTS,
         top_k=config["analysis"]["top_k"],
-        code=code_version("patching_summary"),
+        code=code_version("cross_experiment_summary"),
     script:
         "../scripts/cross_experiment_summary.py"

@@ -1,18 +1,19 @@
-# One prompt file per scenario (params hold that scenario alone, so adding a scenario
-# touches no other scenario's prompts or caches), then the dataset for users.
+# One prompt file per scenario (params hold that scenario's prompt settings alone, so adding
+# a scenario touches no other scenario's prompts or caches, and its description, which no
+# model reads, touches none), then the dataset for users, descriptions included.
 
 
 rule scenario_prompts:
     input:
         model_dir_inputs(config["models"][prompt_tokenizer_model()]["base"]),
     output:
-        "results/prompts/scenarios/{scenario}.json",
+        R("prompts/scenarios/{scenario}.json"),
     log:
-        "results/logs/prompts/{scenario}.log",
+        R("logs/prompts/{scenario}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        spec=lambda wc: config["scenarios"][wc.scenario],
+        spec=lambda wc: prompt_spec(wc.scenario),
         n_variants=config["variants_per_scenario"],
         seed=config["seed"],
         tokenizer=lambda wc, input: (
@@ -21,18 +22,22 @@ rule scenario_prompts:
             else config["models"][prompt_tokenizer_model()]["base"]
         ),
         allow_download=config["analysis"]["allow_download"],
+        code=code_version("scenario_prompts"),
     script:
         "../scripts/scenario_prompts.py"
 
 
 rule prompt_dataset:
     input:
-        expand("results/prompts/scenarios/{scenario}.json", scenario=SCENARIOS),
+        expand(R("prompts/scenarios/{scenario}.json"), scenario=SCENARIOS),
     output:
-        "results/prompts/ipd_eval_prompts.json",
+        R("prompts/ipd_eval_prompts.json"),
     log:
-        "results/logs/prompts/dataset.log",
+        R("logs/prompts/dataset.log"),
     conda:
         "../../envs/interp.yaml"
+    params:
+        descriptions={s: spec["description"] for s, spec in config["scenarios"].items()},
+        code=code_version("prompt_dataset"),
     script:
         "../scripts/prompt_dataset.py"

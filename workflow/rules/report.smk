@@ -18,14 +18,18 @@ report: "../report/workflow.rst"
 
 rule weight_deltas:
     input:
-        weights="results/models/{model}/model.safetensors",
-        fingerprint="results/models/{model}/fingerprint.json",
-        reference_weights=lambda wc: f"results/models/{WEIGHT_MODELS[wc.model]}/model.safetensors",
-        reference_fingerprint=lambda wc: f"results/models/{WEIGHT_MODELS[wc.model]}/fingerprint.json",
+        weights=R("models/{model}/model.safetensors"),
+        fingerprint=R("models/{model}/fingerprint.json"),
+        reference_weights=lambda wc: R(
+            f"models/{WEIGHT_MODELS[wc.model]}/model.safetensors"
+        ),
+        reference_fingerprint=lambda wc: R(
+            f"models/{WEIGHT_MODELS[wc.model]}/fingerprint.json"
+        ),
     output:
-        "results/weights/{model}.csv",
+        R("weights/{model}.csv"),
     log:
-        "results/logs/weights/{model}.log",
+        R("logs/weights/{model}.log"),
     wildcard_constraints:
         model="|".join(re.escape(m) for m in WEIGHT_MODELS) or "^$",
     conda:
@@ -41,72 +45,72 @@ rule weight_deltas:
 
 rule weight_deltas_table:
     input:
-        expand("results/weights/{model}.csv", model=WEIGHT_MODELS),
+        expand(R("weights/{model}.csv"), model=WEIGHT_MODELS),
     output:
-        "results/weights/weight_deltas.csv",
+        R("weights/weight_deltas.csv"),
     log:
-        "results/logs/weights/table.log",
+        R("logs/weights/table.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        code=code_version("weight_deltas"),
+        code=code_version("weight_deltas_table"),
     script:
         "../scripts/weight_deltas_table.py"
 
 
 rule weight_deltas_plot:
     input:
-        "results/weights/weight_deltas.csv",
+        R("weights/weight_deltas.csv"),
     output:
         modules=report(
-            "results/weights/weight_deltas_modules.png",
+            R("weights/weight_deltas_modules.png"),
             caption="../report/weights_modules.rst",
             category="Weights",
             subcategory="Merged-weight change",
             labels={"figure": "layers x modules"},
         ),
         heads=report(
-            "results/weights/weight_deltas_heads.png",
+            R("weights/weight_deltas_heads.png"),
             caption="../report/weights_heads.rst",
             category="Weights",
             subcategory="Merged-weight change",
             labels={"figure": "layers x heads (o_proj)"},
         ),
     log:
-        "results/logs/weights/plot.log",
+        R("logs/weights/plot.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         models=MODELS,
         labels={m: model_label(m) for m in MODELS},
-        code=code_version("plots/__init__", "plots/weights", "style", "weight_deltas"),
+        code=code_version("weight_deltas_plot"),
     script:
         "../scripts/weight_deltas_plot.py"
 
 
 rule rq_summary:
     input:
-        dla="results/dla/dla_full_results.csv",
-        decisions="results/behavior/decisions.csv",
-        weights="results/weights/weight_deltas.csv",
+        dla=R("dla/dla_full_results.csv"),
+        decisions=R("behavior/decisions.csv"),
+        weights=R("weights/weight_deltas.csv"),
         patch_results=expand(
-            "results/patching/patch_results_{experiment}.csv",
+            R("patching/patch_results_{experiment}.csv"),
             experiment=RQ_EXPERIMENTS,
         ),
         circuits=expand(
-            "results/patching/circuits_{experiment}.csv", experiment=RQ_EXPERIMENTS
+            R("patching/circuits_{experiment}.csv"), experiment=RQ_EXPERIMENTS
         ),
     output:
-        md="results/rq_summary.md",
+        md=R("rq_summary.md"),
         html=report(
-            "results/rq_summary.html",
+            R("rq_summary.html"),
             caption="../report/rq_summary.rst",
             category="Research questions",
             subcategory="Summary",
             labels={"summary": "RQ1-RQ3"},
         ),
     log:
-        "results/logs/rq_summary.log",
+        R("logs/rq_summary.log"),
     conda:
         "../../envs/interp.yaml"
     params:
@@ -115,6 +119,6 @@ rule rq_summary:
         experiments=RQ_EXPERIMENTS,
         labels={m: model_label(m) for m in MODELS},
         n_rows=10,
-        code=code_version("rq_summary", "weight_deltas"),
+        code=code_version("rq_summary"),
     script:
         "../scripts/rq_summary.py"

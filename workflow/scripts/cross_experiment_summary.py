@@ -1,4 +1,4 @@
-"""Writes results/patching/cross_experiment_summary.csv."""
+"""Writes <results_dir>/patching/cross_experiment_summary.csv."""
 
 from interp_lib.io import job_logging, write_csv_atomic
 from interp_lib.patching_summary import cross_experiment_summary, read_csvs

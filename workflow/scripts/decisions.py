@@ -1,4 +1,4 @@
-"""Writes results/behavior/decisions.csv from the caches' decision logits."""
+"""Writes <results_dir>/behavior/decisions.csv from the caches' decision logits."""
 
 from interp_lib.behavior import decisions_table
 from interp_lib.io import job_logging, write_csv_atomic

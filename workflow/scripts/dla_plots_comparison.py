@@ -1,4 +1,4 @@
-"""DLA model comparison, one figure per scenario (means over prompt variants)."""
+"""DLA model comparison on one scenario (means over prompt variants)."""
 
 import pandas as pd
 
@@ -9,9 +9,9 @@ from interp_lib.style import ModelStyle
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params
-    results = results_from_frame(read_full_results(snakemake.input.full), pd.read_csv(snakemake.input.summary))
     viz = DLAVisualizer(style=ModelStyle.from_names(p.models, dict(p.labels)))
-    for scenario, path in zip(p.scenarios, snakemake.output):
-        per_model = {m: average_results([r for r in results if r.model == m and r.scenario == scenario])
-                     for m in p.models}
-        viz.plot_model_comparison(per_model, scenario=scenario, save_path=path)
+    per_model = {
+        model: average_results(results_from_frame(read_full_results(components), pd.read_csv(summary)))
+        for model, components, summary in zip(p.models, snakemake.input.components, snakemake.input.summary)
+    }
+    viz.plot_model_comparison(per_model, scenario=snakemake.wildcards.scenario, save_path=snakemake.output[0])

@@ -1,5 +1,4 @@
-"""DLA figures of one model: per scenario the head heatmap and the MLP bars (means over
-prompt variants), and the top components of every scenario."""
+"""DLA top components of one model, one panel per scenario (means over prompt variants)."""
 
 import pandas as pd
 
@@ -12,11 +11,7 @@ with job_logging(snakemake.log[0]):
     model = snakemake.wildcards.model
     viz = DLAVisualizer(style=ModelStyle.from_names([model], {model: snakemake.params.label}))
     means = {}
-    files = zip(snakemake.input.components, snakemake.input.summary, snakemake.output.heads, snakemake.output.mlps)
-    for components, summary, heads_png, mlps_png in files:
-        variants = results_from_frame(read_full_results(components), pd.read_csv(summary))
-        mean = average_results(variants)
+    for components, summary in zip(snakemake.input.components, snakemake.input.summary):
+        mean = average_results(results_from_frame(read_full_results(components), pd.read_csv(summary)))
         means[mean.scenario] = mean
-        viz.plot_head_heatmap(mean, save_path=heads_png)
-        viz.plot_mlp_contributions(mean, variants, save_path=mlps_png)
-    viz.plot_top_components_by_scenario(means, snakemake.params.top_k, save_path=snakemake.output.top)
+    viz.plot_top_components_by_scenario(means, snakemake.params.top_k, save_path=snakemake.output[0])

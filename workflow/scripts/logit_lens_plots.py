@@ -1,5 +1,4 @@
-"""Logit-lens figures: one model comparison per scenario, the scenario grid and the
-final-preference heatmap."""
+"""Logit-lens overview figures: the scenario grid and the final-preference heatmap."""
 
 import json
 from pathlib import Path
@@ -13,7 +12,5 @@ with job_logging(snakemake.log[0]):
     results = by_scenario(json.loads(Path(snakemake.input[0]).read_text()))
     results = {s: results[s] for s in p.scenarios}  # config order
     viz = LogitLensVisualizer(style=ModelStyle.from_names(p.models, dict(p.labels)))
-    for scenario, path in zip(p.scenarios, snakemake.output.comparison):
-        viz.plot_model_comparison(results[scenario], scenario, save_path=path)
     viz.plot_scenario_grid(results, save_path=snakemake.output.grid)
     viz.plot_final_comparison_heatmap(results, save_path=snakemake.output.heatmap)

@@ -1,4 +1,4 @@
-"""The research-question summary: results/rq_summary.md and its HTML rendering (the
+"""The research-question summary: <results_dir>/rq_summary.md and its HTML rendering (the
 report item), from the DLA, behaviour, patching and weight-delta tables."""
 
 from interp_lib.io import job_logging

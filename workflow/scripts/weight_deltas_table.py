@@ -1,4 +1,4 @@
-"""Concatenates the per-model weight-delta tables into results/weights/weight_deltas.csv."""
+"""Concatenates the per-model weight-delta tables into <results_dir>/weights/weight_deltas.csv."""
 
 import pandas as pd
 

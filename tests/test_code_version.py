@@ -1,0 +1,89 @@
+"""The rules' code versions: which interp_lib files a script reaches through its imports."""
+
+import re
+import textwrap
+from pathlib import Path
+
+from conftest import REPO
+from interp_lib.code_version import code_version, imported_files, package_root
+
+
+def _package(root: Path, files: dict) -> Path:
+    pkg = root / "interp_lib"
+    for name, text in files.items():
+        path = pkg / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return pkg
+
+
+FILES = {
+    "__init__.py": '_EXPORTS = {"Thing": "things", "Plot": "plots.things"}\n',
+    "things.py": "from .helpers import helper\n\ndef f():\n    from . import lazy\n",
+    "helpers.py": "import json\n",
+    "lazy.py": "from interp_lib.deep.leaf import x\n",
+    "deep/__init__.py": "",
+    "deep/leaf.py": "x = 1\n",
+    "deep/vocab.json": "{}\n",
+    "plots/__init__.py": "from ..style import colour\n",
+    "plots/things.py": "from ..things import f\nfrom . import save\n",
+    "style.py": "colour = 1\n",
+    "unrelated.py": "from .things import f\n",
+}
+
+
+def _names(pkg: Path, script_text: str, tmp_path: Path) -> list[str]:
+    script = tmp_path / "script.py"
+    script.write_text(script_text)
+    return [str(p.relative_to(pkg)) for p in imported_files(script, pkg)]
+
+
+def test_imports_are_followed_transitively_and_no_further(tmp_path):
+    pkg = _package(tmp_path, FILES)
+    # function-level and relative imports, a subpackage's __init__ and the data beside a module
+    assert _names(pkg, "from interp_lib.things import f\n", tmp_path) == [
+        "deep/__init__.py", "deep/leaf.py", "deep/vocab.json", "helpers.py", "lazy.py", "things.py"]
+    # the lazy exports of interp_lib/__init__ resolve to the module that defines the name
+    assert _names(pkg, "from interp_lib import Plot\n", tmp_path) == [
+        "deep/__init__.py", "deep/leaf.py", "deep/vocab.json", "helpers.py", "lazy.py",
+        "plots/__init__.py", "plots/things.py", "style.py", "things.py"]
+    assert _names(pkg, "import interp_lib.style\nimport numpy\n", tmp_path) == ["style.py"]
+    assert _names(pkg, "import os\n", tmp_path) == []
+
+
+def test_the_hash_moves_exactly_with_the_files_reached(tmp_path):
+    pkg = _package(tmp_path, FILES)
+    script = tmp_path / "script.py"
+    script.write_text("from interp_lib.things import f\n")
+    before = code_version(script, pkg)
+    (pkg / "unrelated.py").write_text("# edited\n")
+    (pkg / "style.py").write_text("colour = 2\n")
+    assert code_version(script, pkg) == before
+    (pkg / "deep/leaf.py").write_text("x = 2\n")
+    assert code_version(script, pkg) != before
+
+
+def test_workflow_scripts_reach_what_they_run():
+    root = package_root()
+    scripts = REPO / "workflow" / "scripts"
+
+    def reached(name):
+        return {str(p.relative_to(root)) for p in imported_files(scripts / f"{name}.py")}
+
+    assert {"prompts.py", "tokens.py", "hooked.py", "cache.py"} <= reached("cache_activations")
+    assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
+    # analyses and plots are separate: an edit of a plot module reruns only its plots
+    for name in ("dla_scenario", "dla_tables", "logit_lens_scenario", "patch_scenario", "rq_summary"):
+        assert not any(f.startswith("plots/") for f in reached(name)), name
+    assert "plots/dla.py" in reached("dla_plots_scenario")
+    assert "plots/dla.py" not in reached("logit_lens_plots")
+
+
+def test_every_rule_hashes_the_script_it_runs():
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^(?=rule )", smk.read_text())[1:]:
+            rule = re.match(r"rule (\w+):", block).group(1)
+            script = re.search(r'script:\n\s+"\.\./scripts/(\w+)\.py"', block)
+            if script is None:
+                continue
+            assert f'code=code_version("{script.group(1)}")' in block, (smk.name, rule)

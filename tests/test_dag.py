@@ -1,0 +1,131 @@
+"""What the workflow schedules for a user's own config (dry runs; no workflow has to run)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, dry_run_jobs, rule_counts, snakemake
+
+DEMO_NAMES = {"base", "PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe", "CC_continue", "CC_temptation",
+              "CD_punished", "DC_exploited", "DD_trapped", "PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut",
+              "PT3Ut_to_PT3De"}
+
+
+def _user_models(root: Path) -> tuple[Path, Path]:
+    """A local base directory and adapter directory with the files a dry run looks at."""
+    base, adapter = root / "weights" / "mybase", root / "weights" / "myadapter"
+    base.mkdir(parents=True)
+    adapter.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (base / name).write_text("{}")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (adapter / name).write_text("{}")
+    return base, adapter
+
+
+def _user_config(root: Path, **extra) -> dict:
+    base, adapter = _user_models(root)
+    return {
+        "models": {"mybase": {"base": str(base)}, "mytuned": {"base": str(base), "adapter": str(adapter)}},
+        "scenarios": {"S1": {"self_last": "C", "opponent_last": "D", "description": "mine"}},
+        "experiments": {"tuned_to_base": {"source": "mytuned", "target": "mybase"}},
+        **extra,
+    }
+
+
+# Every job of `all` for two models, one scenario and one experiment.
+USER_JOBS = {
+    "merge_model": 2, "scenario_prompts": 1, "prompt_dataset": 1, "cache_activations": 2, "decisions": 1,
+    "logit_lens_scenario": 2, "logit_lens_tables": 1, "logit_lens_plots_scenario": 1, "logit_lens_plots": 1,
+    "dla_scenario": 2, "dla_tables": 1, "dla_plots_scenario": 2, "dla_plots_model": 2, "dla_plots_comparison": 1,
+    "patch_scenario": 1, "patch_experiment_tables": 1, "patch_plots_scenario": 1, "patch_plots_experiment": 1,
+    "cross_experiment_summary": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1,
+    "rq_summary": 1, "all": 1,
+}
+
+
+def _names_in(jobs) -> set:
+    return {value for _, wc in jobs for value in wc.values()}
+
+
+def test_a_users_configfile_runs_exactly_that_config(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "my.yaml").write_text(yaml.safe_dump(_user_config(tmp_path)))
+    (wd / "config.yaml").write_text((REPO / "config.yaml").read_text())  # beside it, and not merged in
+    jobs = dry_run_jobs(wd, "all", "--configfile", "my.yaml")
+    assert rule_counts(jobs) == USER_JOBS
+    assert _names_in(jobs) == {"mybase", "mytuned", "S1", "tuned_to_base"}
+    assert not _names_in(jobs) & DEMO_NAMES
+    main = dry_run_jobs(wd, "results/patching/cross_experiment_summary.csv", "--configfile", "my.yaml")
+    assert {r for r, _ in main} == {"merge_model", "scenario_prompts", "cache_activations", "patch_scenario",
+                                    "patch_experiment_tables", "cross_experiment_summary"}
+
+
+def test_without_a_configfile_the_default_config_is_used(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "config.yaml").write_text(yaml.safe_dump(_user_config(tmp_path)))
+    assert rule_counts(dry_run_jobs(wd, "all")) == USER_JOBS
+
+
+def test_errors_name_the_config_file_in_use(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    cfg = _user_config(tmp_path)
+    cfg["analysis"] = {"top_k": "ten"}
+    (wd / "my.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, "-n", "--cores", "1", "all", "--configfile", "my.yaml", check=False)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+    assert proc.returncode != 0
+    assert errors == ["Error: my.yaml: analysis.top_k: 'ten' is not of type 'integer'"]
+    cfg["analysis"] = {}
+    cfg["models"]["mytuned"]["adapter"] = "/no/such/adapter"
+    (wd / "my.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, "-n", "--cores", "1", "all", "--configfile", "my.yaml", check=False)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == ["Error: my.yaml: models.mytuned.adapter: adapter directory not found: /no/such/adapter"]
+    assert not (wd / "results").exists()
+
+
+def test_every_output_lies_under_results_dir(tmp_path):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "config.yaml").write_text(yaml.safe_dump(_user_config(tmp_path, results_dir="out/run1")))
+    proc = snakemake(wd, "-n", "--cores", "1", "--summary", "all")
+    rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
+    paths = [row[0] for row in rows if row[0] != "output_file"]
+    assert len(paths) == 47  # every output of `all` for this config
+    assert all(p.startswith("out/run1/") for p in paths), [p for p in paths if not p.startswith("out/run1/")]
+    # logs and benchmarks too
+    proc = snakemake(wd, "-n", "--cores", "1", "all")
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith(("log:", "benchmark:")):
+            assert line.split(":", 1)[1].strip().startswith("out/run1/"), line
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_paths_into_the_embedded_family_relative_or_absolute(tmp_path, absolute):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    if absolute:
+        for spec in cfg["models"].values():
+            for key in ("base", "adapter"):
+                if spec.get(key):
+                    spec[key] = str(wd / spec[key])
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    counts = rule_counts(dry_run_jobs(wd, "results/behavior/decisions.csv"))
+    assert counts == {"demo_base": 1, "demo_adapter": 4, "merge_model": 5, "scenario_prompts": 5,
+                      "cache_activations": 25, "decisions": 1}
+
+
+def test_real_config_has_its_own_results_dir():
+    from interp_lib.config import load_config
+
+    real, demo = load_config(REPO / "config.real.yaml"), load_config(REPO / "config.yaml")
+    assert real["results_dir"] != demo["results_dir"]
+    assert not Path(real["results_dir"]).is_relative_to(demo["results_dir"])
+    assert json.dumps(real).count("/path/to/adapters") == 4  # placeholders the README tells users to edit
