@@ -71,12 +71,7 @@ class ArchSpec:
             )
         n_heads = config.num_attention_heads
         d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        layer_types = getattr(config, "layer_types", None)
-        window = getattr(config, "sliding_window", None)
-        if layer_types is not None:
-            windows = tuple(window if t == "sliding_attention" else None for t in layer_types)
-        else:
-            windows = tuple([window] * config.num_hidden_layers)
+        windows = layer_windows(config)
         gemma = model_type == "gemma2"
         return cls(
             family="gemma2" if gemma else "llama",
@@ -95,6 +90,30 @@ class ArchSpec:
             final_softcap=getattr(config, "final_logit_softcapping", None) if gemma else None,
             sliding_windows=windows,
         )
+
+
+def layer_windows(config) -> tuple:
+    """Per layer: the sliding-window length, or None for global attention. From the config's
+    `layer_types` where it has them (recent transformers write them); otherwise as the
+    transformers versions without them attend: Gemma-2 alternates local (even layers) and
+    global; Qwen2 slides only with `use_sliding_window`, from layer `max_window_layers` on;
+    Mistral slides in every layer."""
+    n = config.num_hidden_layers
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return tuple(window if t == "sliding_attention" else None for t in layer_types)
+    if window is None:
+        return (None,) * n
+    model_type = getattr(config, "model_type", None)
+    if model_type == "gemma2":
+        return tuple(window if i % 2 == 0 else None for i in range(n))
+    if model_type == "qwen2":
+        if not getattr(config, "use_sliding_window", False):
+            return (None,) * n
+        start = getattr(config, "max_window_layers", n)
+        return tuple(window if i >= start else None for i in range(n))
+    return (window,) * n
 
 
 def o_proj_weight_name(layer: int) -> str:

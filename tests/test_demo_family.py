@@ -320,3 +320,20 @@ def test_build_is_deterministic(tmp_path):
         ), "a temporary directory was left behind"
     assert hashes[0] == hashes[1]
     assert hashes[0][0] != hashes[2][0] and hashes[0][1] != hashes[2][1]
+
+
+@pytest.mark.slow
+def test_behaviour_targets_hold_with_another_cpu_kernel_set(tmp_path):
+    """The family is trained on CPU, where the vector kernels (AVX2, AVX-512) round
+    differently and training ends at other weights: the behaviour targets must hold on
+    either, so the family is rebuilt here with the kernels this machine does not pick."""
+    mine = torch.backends.cpu.get_cpu_capability()
+    other = "avx2" if mine == "AVX512" else "default"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": other, "INTERP_DEMO_DIR": str(tmp_path / "family")}
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() != mine, "ATEN_CPU_CAPABILITY was not honoured"
+    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+                           "-k", "behaviour_on_eval_prompts or base_leans_defect"],
+                          env=env, capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert proc.returncode == 0 and "5 passed" in proc.stdout, proc.stdout[-3000:]

@@ -298,7 +298,7 @@ def test_cache_of_other_weights_is_refused(workflow_dir):
     CacheFile(path, fingerprint=current).close()
     with pytest.raises(CacheError) as info:
         CacheFile(path, fingerprint="0" * 64)
-    assert one_line(info) == (f"{path} was made from other weights than results/models/PT2_COREDe now holds "
+    assert one_line(info) == (f"{path} was made from other weights than {workflow_dir}/results/models/PT2_COREDe now holds "
                               f"(fingerprint mismatch); {rebuild_hint(path)}")
 
 

@@ -172,3 +172,39 @@ def test_pruned_last_block_equals_full_last_block():
         pruned = hooked.forward_from(resid, layer, last_only=True, prune_last_block=True)
         assert pruned.shape == full.shape == (3, 97)
         assert (pruned - full).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("config,expected", [
+    # with layer_types (what current transformers write) ...
+    (lambda: tiny_gemma2().config, (8, None, 8, None)),
+    (lambda: MistralConfig(num_hidden_layers=3, sliding_window=6), (6, 6, 6)),
+    (lambda: LlamaConfig(num_hidden_layers=3), (None, None, None)),
+    # ... and without them (configs of transformers versions before layer_types): the pattern
+    # those versions attend with
+    (lambda: _without_layer_types(tiny_gemma2().config), (8, None, 8, None)),
+    (lambda: _without_layer_types(MistralConfig(num_hidden_layers=3, sliding_window=6)), (6, 6, 6)),
+    (lambda: _without_layer_types(Qwen2Config(num_hidden_layers=4, sliding_window=5)), (None,) * 4),
+    (lambda: _without_layer_types(Qwen2Config(num_hidden_layers=4, sliding_window=5, use_sliding_window=True,
+                                              max_window_layers=2)), (None, None, 5, 5)),
+])
+def test_sliding_windows_per_layer(config, expected):
+    from interp_lib.hooked import layer_windows
+
+    assert layer_windows(config()) == expected
+
+
+def _without_layer_types(config):
+    config = config.to_dict()
+    config.pop("layer_types", None)
+    return type("LegacyConfig", (), config)()
+
+
+def test_gemma2_without_layer_types_still_equals_hf():
+    """A Gemma-2 config without layer_types (older transformers) gets the alternating windows:
+    the hooked model still equals HF's forward, which attends by its own layer_types."""
+    model = tiny_gemma2()
+    legacy = HookedModel(model)
+    legacy.cfg = type(legacy.cfg).from_config(_without_layer_types(model.config))
+    ids = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (legacy.run_with_hooks(ids) - model(ids).logits).abs().max().item() < 1e-5

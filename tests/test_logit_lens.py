@@ -55,9 +55,12 @@ def write_tiny_cache(hooked, path, n_variants=2, seed=0):
 def analysis_targets(workdir: Path) -> list[str]:
     import yaml
 
-    models = list(yaml.safe_load((workdir / "config.yaml").read_text())["models"])
-    return (["logit_lens_tables", "logit_lens_plots", "dla_tables", "dla_plots_comparison"]
-            + [f"results/dla/dla_top_components_{m}.png" for m in models])
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    models, scenarios = list(config["models"]), list(config["scenarios"])
+    return (["logit_lens_tables", "logit_lens_plots", "dla_tables"]
+            + [f"results/dla/dla_top_components_{m}.png" for m in models]
+            + [f"results/{kind}_{s}.png" for s in scenarios
+               for kind in ("dla/dla_model_comparison", "logit_lens/logit_lens_comparison")])
 
 
 @pytest.fixture(scope="session")
