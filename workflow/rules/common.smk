@@ -38,9 +38,8 @@ def model_dir_inputs(path):
     """
     if not path:
         return []
-    embedded = embedded_path(
-        config, path
-    )  # relative or absolute, as the demo rules name it
+    # given relative or absolute: spelled as the demo rules name their outputs
+    embedded = embedded_path(config, path)
     if embedded is not None:
         return (
             [f"{embedded}/config.json"]
