@@ -173,10 +173,10 @@ def embedded_path(config: dict, path: str | None) -> str | None:
     if not path:
         return None
     root = Path(config["embedded"]["dir"])
-    rel = Path(path).resolve()
-    if not rel.is_relative_to(root.resolve()):
+    target, resolved_root = Path(path).resolve(), root.resolve()
+    if not target.is_relative_to(resolved_root):
         return None
-    return str(root / rel.relative_to(root.resolve()))
+    return str(root / target.relative_to(resolved_root))
 
 
 def patch_scenarios(config: dict) -> list[str]:

@@ -190,6 +190,13 @@ def result_frame(result: DLAResult):
     return df
 
 
+def read_job_results(components, summary) -> list[DLAResult]:
+    """The DLAResults of one dla_scenario job: its per-variant CSV and its summary CSV."""
+    import pandas as pd
+
+    return results_from_frame(read_full_results(components), pd.read_csv(summary))
+
+
 def read_full_results(path):
     """dla_full_results.csv (or a per-job CSV) with layer/head as nullable Int64."""
     import pandas as pd

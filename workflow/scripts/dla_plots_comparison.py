@@ -1,8 +1,6 @@
 """DLA model comparison on one scenario (means over prompt variants)."""
 
-import pandas as pd
-
-from interp_lib.dla import average_results, read_full_results, results_from_frame
+from interp_lib.dla import average_results, read_job_results
 from interp_lib.io import job_logging
 from interp_lib.plots.dla import DLAVisualizer
 from interp_lib.style import ModelStyle
@@ -11,7 +9,7 @@ with job_logging(snakemake.log[0]):
     p = snakemake.params
     viz = DLAVisualizer(style=ModelStyle.from_names(p.models, dict(p.labels)))
     per_model = {
-        model: average_results(results_from_frame(read_full_results(components), pd.read_csv(summary)))
+        model: average_results(read_job_results(components, summary))
         for model, components, summary in zip(p.models, snakemake.input.components, snakemake.input.summary)
     }
     viz.plot_model_comparison(per_model, scenario=snakemake.wildcards.scenario, save_path=snakemake.output[0])
