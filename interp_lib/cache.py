@@ -5,7 +5,8 @@ dh head dim, V vocabulary):
 
     /                      attrs: format_version, model, scenario, fingerprint (sha256 of the
                            merged weights), tokenizer_hash, dtype (the model's), family, n_layers,
-                           n_heads, n_kv_heads, d_head, d_model, d_vocab, eps, norm_offset,
+                           precision (the mode it ran in, see precision.py), n_heads,
+                           n_kv_heads, d_head, d_model, d_vocab, eps, norm_offset,
                            attn_softcap, final_softcap (NaN = none), token_C, token_D, prefix
     /unembed/W_U_actions   [2, d]   unembedding rows of the C and D tokens (in that order)
     /unembed/ln_final_gain [d]      effective final-norm gain ((1 + w) for Gemma)
@@ -39,7 +40,7 @@ import numpy as np
 
 from .io import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: attr precision, float32 readout
 STACKED = {
     "resid_pre": "hook_resid_pre",
     "resid_post": "hook_resid_post",
@@ -81,11 +82,13 @@ def collect_variant(hooked, input_ids, action_tokens: dict, label: str = "") -> 
 def _collect_variant(hooked, input_ids, action_tokens, label):
     import torch
 
-    logits, cache = hooked.run_with_cache(input_ids)
+    from .hooked import rms_scale
+
+    logits, cache = hooked.run_with_cache(input_ids, last_only=True)  # [1, V] float32 readout
     cfg, pos = hooked.cfg, input_ids.shape[-1] - 1
     for name, value in cache.items():  # in the order the hooks ran: names the first bad layer
         _check_finite(value, hooked.name, label, name)
-    _check_finite(logits[0, pos], hooked.name, label, "logits")
+    _check_finite(logits[0], hooked.name, label, "logits")
     arrays: dict[str, np.ndarray] = {}
     for key, hook in STACKED.items():
         names = [f"blocks.{l}.{hook}" for l in range(cfg.n_layers)]
@@ -94,16 +97,19 @@ def _collect_variant(hooked, input_ids, action_tokens, label):
         stacked = torch.stack([cache[n][0] for n in names]).float()
         arrays[key] = (stacked.squeeze(-1) if key.endswith("scale") else stacked).cpu().numpy()
     arrays["embed"] = cache["hook_embed"][0].float().cpu().numpy()
-    arrays["ln_final_scale"] = cache["ln_final.hook_scale"][0, :, 0].float().cpu().numpy()
+    # The readout ran at the decision position only; the final norm's scale at every position
+    # is the same function of the last block's output.
+    resid_last = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][0]
+    arrays["ln_final_scale"] = rms_scale(resid_last, cfg.eps)[:, 0].cpu().numpy()
     arrays["head_out_decision"] = torch.stack(
         [hooked.head_contributions(cache, l, pos)[0] for l in range(cfg.n_layers)]
     ).cpu().numpy()
-    arrays["decision_logits"] = logits[0, pos].float().cpu().numpy()
+    arrays["decision_logits"] = logits[0].cpu().numpy()
     arrays["input_ids"] = input_ids[0].cpu().numpy().astype(np.int64)
     C, D = action_tokens["C"], action_tokens["D"]
     resid_final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, pos]
     pre = hooked.unembed(resid_final, rows=[C, D], apply_softcap=False)
-    delta = float(logits[0, pos, D] - logits[0, pos, C])
+    delta = float(logits[0, D] - logits[0, C])
     attrs = {
         "decision_position": pos,
         "delta": delta,
@@ -129,6 +135,7 @@ def file_attrs(hooked, model_name: str, scenario: str, fingerprint: str, tokeniz
         "fingerprint": fingerprint,
         "tokenizer_hash": tokenizer_hash,
         "dtype": str(hooked.dtype).replace("torch.", ""),
+        "precision": hooked.precision.name,
         "family": cfg.family,
         "n_layers": cfg.n_layers,
         "n_heads": cfg.n_heads,
@@ -162,15 +169,19 @@ def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int
 
 
 def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
-                     out: str | Path, dtype: str = "float32", device: str = "cpu") -> None:
-    """Runs a merged model on one scenario's prompt records and writes its cache file."""
+                     out: str | Path, precision: str = "float32", device: str = "cpu") -> None:
+    """Runs a merged model on one scenario's prompt records, in a precision mode (see
+    precision.py; the merged weights are stored in its weights' dtype), and writes its cache file."""
     import torch
     from tqdm import tqdm
 
     from .hooked import HookedModel
     from .models import load_base_model, load_tokenizer, read_fingerprint, state_fingerprint
+    from .precision import get_precision
     from .tokens import decision_input_ids, get_action_token_ids, tokenizer_hash
 
+    mode = get_precision(precision)
+    dtype = mode.weights_name
     model = load_base_model(str(model_dir), dtype, device, model_name)
     tokenizer = load_tokenizer(str(model_dir), model_name)
     expected = read_fingerprint(model_dir)["fingerprint"]
@@ -180,7 +191,7 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
             f"model {model_name}: weights in {model_dir} differ from its fingerprint.json "
             f"(loaded in {dtype}?); rerun its merge (delete {model_dir})"
         )
-    hooked = HookedModel(model, tokenizer, name=model_name)
+    hooked = HookedModel(model, tokenizer, name=model_name, precision=mode)
     action_tokens = get_action_token_ids(tokenizer)
     limit = getattr(model.config, "max_position_embeddings", None)
     inputs = {}
@@ -193,10 +204,11 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
             )
         inputs[rec["variant"]] = ids.to(hooked.device)
     variants = {}
-    for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
-        data = collect_variant(hooked, inputs[rec["variant"]], action_tokens, f"{scenario}/{rec['variant']}")
-        data["attrs"]["prompt"] = rec["prompt"]
-        variants[rec["variant"]] = data
+    with mode.matmuls():
+        for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
+            data = collect_variant(hooked, inputs[rec["variant"]], action_tokens, f"{scenario}/{rec['variant']}")
+            data["attrs"]["prompt"] = rec["prompt"]
+            variants[rec["variant"]] = data
     C, D = action_tokens["C"], action_tokens["D"]
     with torch.no_grad():
         unembed = {

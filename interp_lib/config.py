@@ -96,6 +96,10 @@ def validate_config(config: dict, source: str = "config") -> dict:
     sch = schema()
     _coerce_strings(config, sch, sch.get("$defs", {}))
     validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
+    analysis = config.get("analysis")
+    if isinstance(analysis, dict) and "dtype" in analysis:
+        raise ConfigError(f"{source}: analysis.dtype was replaced by analysis.precision "
+                          "(float32, tf32, bfloat16, bfloat16-resid32 or float16)")
     errors = list(validator.iter_errors(config))
     if errors:
         error = jsonschema.exceptions.best_match(errors)

@@ -56,6 +56,11 @@ class DLAResult:
     variant: int | None = None
     prompt: str = field(default="", repr=False)
     n_variants: int = 1  # > 1 for a mean over variants (`average_results`, variant None)
+    max_abs_error: float = float("nan")  # largest |reconstruction_error| of the prompts (default: this one's)
+
+    def __post_init__(self):
+        if not np.isfinite(self.max_abs_error):
+            self.max_abs_error = abs(float(self.reconstruction_error))
 
     @property
     def n_layers(self) -> int:
@@ -131,14 +136,15 @@ def results_from_cache(cache: CacheFile) -> list[DLAResult]:
 
 def average_results(results: list[DLAResult]) -> DLAResult:
     """Mean over prompt variants (of one model and scenario): every field averaged,
-    variant None, n_variants = len(results)."""
+    variant None, n_variants = len(results), max_abs_error the largest of theirs."""
     if not results:
         raise ValueError("no DLA results to average")
     mean = lambda attr: float(np.mean([getattr(r, attr) for r in results]))  # noqa: E731
     return DLAResult(
         np.mean([r.head_contributions for r in results], axis=0), np.mean([r.mlp_contributions for r in results], axis=0),
         mean("embed_contribution"), mean("final_delta"), mean("final_delta_pre_softcap"), mean("reconstruction_error"),
-        model=results[0].model, scenario=results[0].scenario, variant=None, n_variants=len(results))
+        model=results[0].model, scenario=results[0].scenario, variant=None, n_variants=len(results),
+        max_abs_error=max((r.max_abs_error for r in results if np.isfinite(r.max_abs_error)), default=np.nan))
 
 
 def results_from_frame(full, summary=None) -> list[DLAResult]:

@@ -23,6 +23,12 @@ Hook points (TransformerLens names) and their shapes:
 A hook is `fn(tensor, name) -> tensor | None`; a returned tensor replaces the
 activation and everything downstream recomputes from it. Replacing a scale freezes
 that norm (what makes per-head attribution linear).
+
+Precision (see `precision.py`): weights, attention and MLP run in the weights' dtype; the
+residual stream (hook_embed, resid_*, attn_out, mlp_out) is in `resid_dtype` (the
+weights' dtype unless a mode says float32); norm scales and the readout (final norm,
+unembedding, softcap) are float32 whatever the weights' dtype, so a bfloat16 model's
+logits are not rounded to bfloat16's grid (0.25 at logits of 32-64).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
+
+from .precision import Precision, get_precision
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
@@ -151,11 +159,13 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None)
 class HookedModel:
     """A decoder-only HF model run block by block with hook points (see module doc)."""
 
-    def __init__(self, hf_model, tokenizer=None, name: str | None = None):
+    def __init__(self, hf_model, tokenizer=None, name: str | None = None, precision: "str | Precision | None" = None):
         self.model = hf_model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(hf_model.config, "_name_or_path", "model")
         self.cfg = ArchSpec.from_config(hf_model.config)
+        self.precision = self._check_precision(precision)
+        self.resid_dtype = self.precision.residual
         self._layers = hf_model.model.layers
         self._rotary = hf_model.model.rotary_emb
         self._rope_cache: dict = {}
@@ -177,6 +187,19 @@ class HookedModel:
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
+
+    def _check_precision(self, precision) -> Precision:
+        """The mode `precision` (default: the weights' dtype throughout), which must match the
+        weights' dtype."""
+        if precision is None:
+            match = [p for p in ("float32", "bfloat16", "float16") if get_precision(p).weights == self.dtype]
+            dtype = str(self.dtype).replace("torch.", "")
+            return get_precision(match[0]) if match else Precision(dtype, dtype, dtype)
+        precision = get_precision(precision)
+        if precision.weights != self.dtype:
+            raise ValueError(f"model {self.name}: precision {precision.name!r} needs {precision.weights_name} "
+                             f"weights, but they are {str(self.dtype).replace('torch.', '')}")
+        return precision
 
     @property
     def W_U(self) -> torch.Tensor:
@@ -206,9 +229,10 @@ class HookedModel:
         return decision_input_ids(self.tokenizer, prompt).to(self.device)
 
     # ---- pieces ---------------------------------------------------------------------------
-    def _norm(self, module, x: torch.Tensor, name: str, hooks) -> torch.Tensor:
+    def _norm(self, module, x: torch.Tensor, name: str, hooks, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """RMSNorm in float32 (scale hookable), returned in `out_dtype` (default: the weights')."""
         scale = self._hook(hooks, name, rms_scale(x, self.cfg.eps))
-        return ((x.float() / scale) * self.norm_gain(module)).to(x.dtype)
+        return ((x.float() / scale) * self.norm_gain(module)).to(out_dtype or self.dtype)
 
     @staticmethod
     def _hook(hooks, name: str, value: torch.Tensor) -> torch.Tensor:
@@ -229,9 +253,10 @@ class HookedModel:
         return self._rope_cache[key]
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[B, T, d] token embedding, scaled by sqrt(d_model) for Gemma."""
+        """[B, T, d] token embedding (resid_dtype), scaled by sqrt(d_model) for Gemma (the
+        scale rounded to that dtype, as Hugging Face does)."""
         emb = self.model.get_input_embeddings()
-        x = torch.nn.functional.embedding(input_ids, emb.weight)
+        x = torch.nn.functional.embedding(input_ids, emb.weight).to(self.resid_dtype)
         if self.cfg.embed_scale is not None:
             x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype, device=x.device)
         return x
@@ -339,9 +364,9 @@ class HookedModel:
         """The attention block's addition to the residual [.., d] from o_proj's output:
         Gemma-2's post-attention norm (recomputed on `o`), nothing for the Llama family."""
         if not self.cfg.post_norms:
-            return o
+            return o.to(self.resid_dtype)
         norm = self._layers[layer].post_attention_layernorm
-        return self._norm(norm, o, f"blocks.{layer}.ln1_post.hook_scale", hooks)
+        return self._norm(norm, o, f"blocks.{layer}.ln1_post.hook_scale", hooks, self.resid_dtype)
 
     def block(self, layer: int, resid: torch.Tensor, hooks: dict | None = None, kv_prefix=None) -> torch.Tensor:
         """One decoder block on [B, T, d] (positions after `kv_prefix`'s, see attention_z);
@@ -360,19 +385,33 @@ class HookedModel:
         mlp_norm = blk.pre_feedforward_layernorm if self.cfg.post_norms else blk.post_attention_layernorm
         m = blk.mlp(self._norm(mlp_norm, resid, p + "ln2.hook_scale", hooks))
         if self.cfg.post_norms:
-            m = self._norm(blk.post_feedforward_layernorm, m, p + "ln2_post.hook_scale", hooks)
+            m = self._norm(blk.post_feedforward_layernorm, m, p + "ln2_post.hook_scale", hooks, self.resid_dtype)
+        else:
+            m = m.to(self.resid_dtype)
         m = self._hook(hooks, p + "hook_mlp_out", m)
         return self._hook(hooks, p + "hook_resid_post", resid + m)
 
     def unembed(self, resid: torch.Tensor, hooks: dict | None = None, rows=None, apply_softcap: bool = True):
-        """Final norm (recomputed on `resid`), unembedding and softcap: [..., d] -> [..., V].
+        """Final norm (recomputed on `resid`), unembedding and softcap, all in float32:
+        [..., d] -> [..., V] float32.
 
         With `rows` (token ids), only those logits are computed: [..., len(rows)].
         """
-        x = self._norm(self.model.model.norm, resid, "ln_final.hook_scale", hooks)
-        w = self.W_U if rows is None else self.W_U[list(rows)]
-        logits = x @ w.T
+        x = self._norm(self.model.model.norm, resid, "ln_final.hook_scale", hooks, torch.float32)
+        if rows is not None:
+            logits = x @ self.W_U[list(rows)].float().T
+        else:
+            logits = self._full_vocab_logits(x)
         return softcap(logits, self.cfg.final_softcap) if apply_softcap else logits
+
+    def _full_vocab_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., V] float32 logits of float32 normed `x`; a low-precision W_U is widened a
+        block of rows at a time (a float32 copy of Gemma's would take 2.4 GB)."""
+        w = self.W_U
+        if w.dtype == torch.float32:
+            return x @ w.T
+        step = max(1, (1 << 24) // w.shape[1])
+        return torch.cat([x @ w[i:i + step].float().T for i in range(0, w.shape[0], step)], dim=-1)
 
     # ---- forward passes ---------------------------------------------------------------------
     def forward_from(
@@ -416,8 +455,9 @@ class HookedModel:
         return self.forward_from(resid, 0, hooks, **kw)
 
     @torch.no_grad()
-    def run_with_cache(self, input_ids: torch.Tensor, names_filter: Callable[[str], bool] | None = None):
-        """(logits [B, T, V], cache {hook name: tensor}) of one forward pass."""
+    def run_with_cache(self, input_ids: torch.Tensor, names_filter: Callable[[str], bool] | None = None, **kw):
+        """(logits [B, T, V], cache {hook name: tensor}) of one forward pass; `kw` as for
+        forward_from (e.g. last_only=True: logits [B, V])."""
         cache: dict[str, torch.Tensor] = {}
 
         def save(value, name):
@@ -431,7 +471,7 @@ class HookedModel:
                                       "hook_resid_mid", "ln2.hook_scale", "hook_mlp_out", "hook_resid_post")]
             if self.cfg.post_norms:
                 names += [p + "ln1_post.hook_scale", p + "ln2_post.hook_scale"]
-        logits = self.run_with_hooks(input_ids, [(n, save) for n in names])
+        logits = self.run_with_hooks(input_ids, [(n, save) for n in names], **kw)
         return logits, cache
 
     @torch.no_grad()

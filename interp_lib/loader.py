@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .config import load_config, validate_config
 from .hooked import HookedModel
+from .precision import get_precision
 from .models import FINGERPRINT_FILE, ModelLoadError, load_base_model, load_model, load_tokenizer, resolve_device
 
 
@@ -15,18 +16,20 @@ class LoRAModelLoader:
 
     Merged weights from `{results_dir}/models/{name}/` are used when present (default: the
     config's `results_dir`); otherwise the adapter is merged in memory. `config` is a path,
-    a dict, or None for $INTERP_CONFIG / ./config.yaml.
+    a dict, or None for $INTERP_CONFIG / ./config.yaml; `precision` a mode of precision.py
+    (default: the config's analysis.precision).
     """
 
     def __init__(self, device: str = "auto", config=None, results_dir: str | Path | None = None,
-                 dtype: str | None = None):
+                 precision: str | None = None):
         if config is None or isinstance(config, (str, os.PathLike)):
             config = load_config(config)
         else:
             config = validate_config(config)
         self.config = config
         self.device = resolve_device(device)
-        self.dtype = dtype or config["analysis"]["dtype"]
+        self.precision = get_precision(precision or config["analysis"]["precision"])
+        self.dtype = self.precision.weights_name
         self.results_dir = Path(results_dir if results_dir is not None else config["results_dir"])
 
     def merged_dir(self, name: str) -> Path:
@@ -44,4 +47,4 @@ class LoRAModelLoader:
 
     def load_hooked_model(self, name: str):
         model, tokenizer = self.load_hf_model(name)
-        return HookedModel(model, tokenizer, name=name)
+        return HookedModel(model, tokenizer, name=name, precision=self.precision)

@@ -49,7 +49,7 @@ def check_dtype(model_type: str, dtype: str, name: str) -> None:
     if model_type == "gemma2" and dtype == "float16":
         raise ModelLoadError(
             f"model {name}: Gemma-2 overflows in float16 (activations exceed its range); "
-            "set analysis.dtype to bfloat16 or float32"
+            "set analysis.precision to bfloat16, bfloat16-resid32 or float32"
         )
 
 

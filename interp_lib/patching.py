@@ -12,12 +12,18 @@ source's and lets everything downstream recompute (norm scales included):
 Positions: "all" prompt positions, or "decision" (the last position only).
 Components below the patched layer are unchanged, so a patched run starts from the
 target's cached resid_pre at the lowest patched layer, and many patches share one
-batched forward pass. delta = logit(D) - logit(C) (post-softcap) at the decision
+batched forward pass. delta = logit(D) - logit(C) (post-softcap, read out in float32) at the decision
 position; delta_change = patched - baseline (positive = towards Defect).
+
+Noise floor: patches that must change nothing (the target recomputed from layer 0 with
+no patch, and its own head 0 and MLP patched into it at every layer) run through the
+same runner; the largest |delta - baseline| among them is the prompt's `noise_floor`.
+A delta_change within NOISE_MULTIPLE times it is flagged `below_noise`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from pathlib import Path
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 
 from .behavior import action_of
+from .noise import below_noise
 
 POSITION_MODES = ("all", "decision")
 HEAD_SITES = ("result", "z")
@@ -64,7 +71,8 @@ def all_components(n_layers: int, n_heads: int) -> list[Component]:
 class PromptActivations:
     """What patching needs of one model on one prompt (float tensors on the model's device).
 
-    resid_pre [L, T, d]; z [L, T, H, dh]; mlp_out [L, T, d]; delta (post-softcap).
+    resid_pre [L, T, d] and mlp_out [L, T, d] in the model's resid_dtype; z [L, T, H, dh] in
+    its weights' dtype; delta (post-softcap).
     """
 
     input_ids: torch.Tensor  # [T]
@@ -86,17 +94,20 @@ class PromptActivations:
 
     @classmethod
     def from_run(cls, model, input_ids: torch.Tensor, action_tokens: dict) -> "PromptActivations":
-        logits, cache = model.run_with_cache(input_ids)
+        logits, cache = model.run_with_cache(input_ids, last_only=True)
         L = model.n_layers
         stack = lambda hook: torch.stack([cache[f"blocks.{l}.{hook}"][0] for l in range(L)])  # noqa: E731
-        delta = float(logits[0, -1, action_tokens["D"]] - logits[0, -1, action_tokens["C"]])
+        delta = float(logits[0, action_tokens["D"]] - logits[0, action_tokens["C"]])
         return cls(input_ids.reshape(-1), stack("hook_resid_pre"), stack("attn.hook_z"), stack("hook_mlp_out"), delta)
 
     @classmethod
-    def from_cache(cls, variant_view, device, dtype) -> "PromptActivations":
-        get = lambda key: torch.as_tensor(variant_view[key], device=device).to(dtype)  # noqa: E731
-        return cls(torch.as_tensor(variant_view["input_ids"], device=device), get("resid_pre"), get("z"),
-                   get("mlp_out"), float(variant_view.attrs["delta"]))
+    def from_cache(cls, variant_view, device, dtype, resid_dtype=None) -> "PromptActivations":
+        """From a cache variant: z in `dtype` (the weights'), the residual-stream arrays in
+        `resid_dtype` (default `dtype`)."""
+        get = lambda key, dt: torch.as_tensor(variant_view[key], device=device).to(dt)  # noqa: E731
+        resid_dtype = resid_dtype or dtype
+        return cls(torch.as_tensor(variant_view["input_ids"], device=device), get("resid_pre", resid_dtype),
+                   get("z", dtype), get("mlp_out", resid_dtype), float(variant_view.attrs["delta"]))
 
 
 class PatchRunner:
@@ -132,16 +143,29 @@ class PatchRunner:
         return mask
 
     def deltas(self, source: PromptActivations, target: PromptActivations,
-               patch_sets: Sequence[Iterable[Component]]) -> np.ndarray:
-        """[len(patch_sets)] patched deltas; each set is patched jointly in one run."""
+               patch_sets: Sequence[Iterable[Component]], controls: list | None = None) -> np.ndarray:
+        """[len(patch_sets)] patched deltas; each set is patched jointly in one run.
+
+        With a `controls` list, every batch also carries one unpatched row (the empty patch
+        set, recomputed from the batch's start layer in the batch's shape) and its
+        |delta - target.delta| is appended to `controls`: the batch's own rounding noise."""
         sets = [tuple(s) for s in patch_sets]
         out = np.empty(len(sets))
         L = self.target.n_layers
         starts = [min((c.layer for c in s), default=L) for s in sets]
+        size = self.batch_size - 1 if controls is not None and self.batch_size > 1 else self.batch_size
         for group in self._plan(starts, target.resid_pre.shape[1]):
-            for chunk_start in range(0, len(group), self.batch_size):
-                chunk = group[chunk_start:chunk_start + self.batch_size]
-                out[chunk] = self._run([sets[i] for i in chunk], source, target)
+            for chunk_start in range(0, len(group), size):
+                chunk = group[chunk_start:chunk_start + size]
+                batch = [sets[i] for i in chunk]
+                if controls is None:
+                    out[chunk] = self._run(batch, source, target)
+                    continue
+                start = min((c.layer for s in batch for c in s), default=L)
+                got = self._run([*batch, ()], source, target, start=start)
+                out[chunk] = got[:-1]
+                if start < L:
+                    controls.append(abs(float(got[-1]) - target.delta))
         return out
 
     def _plan(self, starts: list[int], T: int) -> list[list[int]]:
@@ -195,13 +219,19 @@ class PatchRunner:
         on_gpu = self.target.device.type == "cuda"
         return work, 2e10 if on_gpu else 5e6
 
+    def recompute(self, target: PromptActivations) -> float:
+        """The target's delta recomputed from its cached resid_pre of layer 0 with no patch
+        (equals target.delta up to float error)."""
+        return float(self._run([()], target, target, start=0)[0])
+
     @torch.no_grad()
     def _run(self, sets: list[tuple[Component, ...]], source: PromptActivations,
-             target: PromptActivations) -> np.ndarray:
+             target: PromptActivations, start: int | None = None) -> np.ndarray:
         model = self.target
         L, H, B = model.n_layers, model.n_heads, len(sets)
         device = target.resid_pre.device
-        start = min((c.layer for s in sets for c in s), default=L)
+        if start is None:
+            start = min((c.layer for s in sets for c in s), default=L)
         if start == L:
             return np.full(B, target.delta)
         head_mask = torch.zeros(B, L, H, dtype=torch.bool, device=device)
@@ -245,6 +275,27 @@ class PatchRunner:
             return torch.where(where, value.to(act.dtype)[None], act)
 
         return hook
+
+
+def noise_floor(runner: PatchRunner, target: PromptActivations, target_W_O: torch.Tensor | None,
+                controls: Sequence[float] = ()) -> float:
+    """Largest |delta - target.delta| over runs that must change nothing, through `runner`'s
+    path: the target recomputed from layer 0 unpatched; at every layer its own head 0 and
+    MLP patched into it (`target_W_O` [L, H, dh, d]: the target's own per-head output
+    matrices, for head_site "result"); and `controls`, the unpatched rows that rode in the
+    sweep's own batches (`PatchRunner.deltas(controls=...)`), whose kernels and batch shapes
+    a separate run would not reproduce."""
+    own = copy.copy(runner)
+    own.source_W_O = target_W_O
+    L = runner.target.n_layers
+    sets = [(Component(layer, 0), Component(layer, None)) for layer in range(L)]
+    deltas = [runner.recompute(target), *own.deltas(target, target, sets)]
+    return float(np.max(np.abs(np.asarray(deltas) - target.delta), initial=max(controls, default=0.0)))
+
+
+def own_W_O(model) -> torch.Tensor:
+    """[L, H, dh, d] a HookedModel's per-head output matrices (for self-patches)."""
+    return torch.stack([model.W_O(layer) for layer in range(model.n_layers)])
 
 
 @dataclass
@@ -329,12 +380,13 @@ def discover_circuit(runner: PatchRunner, source: PromptActivations, target: Pro
                             reason=f"no set of up to {len(comps)} top components flipped the action", **common)
 
 
-def sweep(runner: PatchRunner, source: PromptActivations, target: PromptActivations) -> list[PatchResult]:
-    """Every single-component patch (all heads and MLPs)."""
+def sweep(runner: PatchRunner, source: PromptActivations, target: PromptActivations,
+          controls: list | None = None) -> list[PatchResult]:
+    """Every single-component patch (all heads and MLPs); `controls` as for PatchRunner.deltas."""
     if not torch.equal(source.input_ids.cpu(), target.input_ids.cpu()):
         raise ValueError("source and target caches hold different token ids for this prompt (another tokenizer?)")
     comps = all_components(runner.target.n_layers, runner.target.n_heads)
-    deltas = runner.deltas(source, target, [(c,) for c in comps])
+    deltas = runner.deltas(source, target, [(c,) for c in comps], controls)
     return [PatchResult.make(c, target.delta, source.delta, float(d)) for c, d in zip(comps, deltas)]
 
 
@@ -387,50 +439,62 @@ def load_W_O(model_dir: str, n_layers: int, n_heads: int, d_head: int, device="c
     return torch.stack(mats).to(device=device, dtype=dtype)
 
 
-RESULT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site",
-                  *PatchResult.__dataclass_fields__, "atp_delta_change"]
+RESULT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site", "precision",
+                  *PatchResult.__dataclass_fields__, "atp_delta_change", "noise_floor", "below_noise"]
 
 
 def patch_scenario(experiment: str, source_name: str, target_name: str, scenario: str,
                    source_cache: str, target_cache: str, source_dir: str, target_dir: str,
                    positions: str = "all", head_site: str = "result", circuits: bool = True,
-                   max_components: int = 10, dtype: str = "float32", device: str = "cpu",
+                   max_components: int = 10, precision: str = "float32", device: str = "cpu",
                    atp: bool = True, circuit_ranking: str = "exact"):
     """The workflow's patching job for one (experiment, scenario): every single-component
-    patch on every variant, then circuits. Returns (results DataFrame, circuit records)."""
+    patch on every variant, each variant's noise floor, then circuits. Returns (results
+    DataFrame, circuit records)."""
     import pandas as pd
     from tqdm import tqdm
 
     from .cache import CacheFile
     from .hooked import HookedModel
-    from .models import DTYPES, load_base_model, read_fingerprint, resolve_device
-    from .tokens import get_action_token_ids
+    from .models import load_base_model, read_fingerprint, resolve_device
+    from .precision import get_precision
 
     device = resolve_device(device)
-    model = load_base_model(target_dir, dtype, device, target_name)
-    hooked = HookedModel(model, name=target_name)
-    torch_dtype = DTYPES[dtype]
+    mode = get_precision(precision)
+    model = load_base_model(target_dir, mode.weights_name, device, target_name)
+    hooked = HookedModel(model, name=target_name, precision=mode)
     rows, circuit_records = [], []
     with CacheFile(source_cache, fingerprint=read_fingerprint(source_dir)["fingerprint"]) as src_file, \
             CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file:
         action_tokens = {"C": int(tgt_file.attrs["token_C"]), "D": int(tgt_file.attrs["token_D"])}
         if (int(src_file.attrs["token_C"]), int(src_file.attrs["token_D"])) != (action_tokens["C"], action_tokens["D"]):
             raise ValueError(f"{source_name} and {target_name} use different action tokens; they cannot be patched")
-        W_O = load_W_O(source_dir, hooked.n_layers, hooked.n_heads, hooked.cfg.d_head, device, torch_dtype) \
+        for cache_file in (src_file, tgt_file):
+            if cache_file.attrs.get("precision") != mode.name:
+                raise ValueError(f"{cache_file.path} was cached in precision {cache_file.attrs.get('precision')!r}, "
+                                 f"not {mode.name!r}; rerun the workflow to rebuild it")
+        W_O = load_W_O(source_dir, hooked.n_layers, hooked.n_heads, hooked.cfg.d_head, device, mode.weights) \
             if head_site == "result" else None
+        target_W_O = own_W_O(hooked) if head_site == "result" else None
         runner = PatchRunner(hooked, W_O, action_tokens, positions, head_site)
         for variant in tqdm(tgt_file.variants, desc=f"patch {experiment}/{scenario}"):
-            src = PromptActivations.from_cache(src_file[variant], device, torch_dtype)
-            tgt = PromptActivations.from_cache(tgt_file[variant], device, torch_dtype)
-            results = sweep(runner, src, tgt)
-            estimates = attribution_patch(runner, src, tgt) if atp or circuit_ranking == "atp" \
-                else np.full(len(results), np.nan)
+            src = PromptActivations.from_cache(src_file[variant], device, mode.weights, mode.residual)
+            tgt = PromptActivations.from_cache(tgt_file[variant], device, mode.weights, mode.residual)
+            with mode.matmuls():
+                controls: list = []
+                results = sweep(runner, src, tgt, controls)
+                floor = noise_floor(runner, tgt, target_W_O, controls)
+                estimates = attribution_patch(runner, src, tgt) if atp or circuit_ranking == "atp" \
+                    else np.full(len(results), np.nan)
             meta = dict(experiment=experiment, source=source_name, target=target_name, scenario=scenario,
-                        variant=variant, positions=positions, head_site=head_site)
-            rows += [{**meta, **r.to_dict(), "atp_delta_change": e} for r, e in zip(results, estimates)]
+                        variant=variant, positions=positions, head_site=head_site, precision=mode.name)
+            rows += [{**meta, **r.to_dict(), "atp_delta_change": e, "noise_floor": floor,
+                      "below_noise": below_noise(r.delta_change, floor)}
+                     for r, e in zip(results, estimates)]
             if circuits:
                 scores = estimates if circuit_ranking == "atp" else None
-                found = discover_circuit(runner, src, tgt, results, max_components, scores)
+                with mode.matmuls():
+                    found = discover_circuit(runner, src, tgt, results, max_components, scores)
                 circuit_records.append({**meta, "ranking": circuit_ranking, **circuit_record(found)})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS), circuit_records
 

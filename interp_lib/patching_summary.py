@@ -1,11 +1,25 @@
 """Tables built from patching results: per-experiment summary, component consistency
 across scenarios, circuits, and the cross-experiment summary. All inputs and outputs are
-tidy DataFrames (one row per observation)."""
+tidy DataFrames (one row per observation).
+
+Noise: `noise_floor` is a prompt's largest deviation in patches that must change nothing
+(`patching.noise_floor`); an effect within NOISE_MULTIPLE times the largest floor of the
+prompts it is averaged over is flagged `*_below_noise` (indistinguishable from noise).
+Tables from results without a noise_floor column get NaN floors and no flags."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .noise import NOISE_MULTIPLE, below_noise
+
+
+def max_floor(g: pd.DataFrame) -> float:
+    """The largest noise floor among the rows' prompts (NaN without a noise_floor column)."""
+    if "noise_floor" not in g or g["noise_floor"].isna().all():
+        return np.nan
+    return float(g["noise_floor"].max())
 
 
 def atp_agreement(exact: np.ndarray, estimate: np.ndarray, k: int = 10) -> dict:
@@ -30,12 +44,18 @@ def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (scenario, variant), then one "ALL" row: baseline and source behaviour,
     patches run, flips, the strongest single component (largest |delta_change|), and the
     agreement of attribution patching with exact patching (Spearman, top-10 recall; the
-    ALL row pools every patch of the experiment)."""
+    ALL row pools every patch of the experiment), the noise floor (ALL: the largest) and
+    how many patches are within NOISE_MULTIPLE times it."""
     rows = []
     groups = list(results.groupby(["scenario", "variant"], sort=False)) + [(("ALL", ""), results)]
     for (scenario, variant), g in groups:
         best = g.loc[g["delta_change"].abs().idxmax()]
         pooled = scenario == "ALL"
+        floor = max_floor(g)
+        if "noise_floor" in g:
+            n_noise = int((g["delta_change"].abs() <= NOISE_MULTIPLE * g["noise_floor"]).sum())
+        else:
+            n_noise = np.nan
         rows.append({
             "experiment": g["experiment"].iat[0], "scenario": scenario, "variant": variant,
             "positions": g["positions"].iat[0], "head_site": g["head_site"].iat[0],
@@ -47,6 +67,8 @@ def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
             "max_abs_delta_change": abs(best["delta_change"]),
             "strongest_component": best["component"], "strongest_delta_change": best["delta_change"],
             "strongest_gap_fraction": best["gap_fraction"],
+            "noise_floor": floor, "n_below_noise": n_noise,
+            "strongest_below_noise": below_noise(best["delta_change"], floor),
             **_atp_columns(g),
         })
     return pd.DataFrame(rows)
@@ -54,13 +76,15 @@ def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def component_consistency(results: pd.DataFrame, top_k: int) -> pd.DataFrame:
     """Per component, over scenarios: mean effect, sign agreement, and in how many scenarios
-    it is among the top_k by |mean delta_change| (mean over variants). Ranked by mean |effect|."""
+    it is among the top_k by |mean delta_change| (mean over variants), and whether its mean
+    effect is within NOISE_MULTIPLE times the largest noise floor. Ranked by mean |effect|."""
     per_scen = (results.groupby(["component", "scenario"], sort=False)
                 .agg(delta_change=("delta_change", "mean"), gap_fraction=("gap_fraction", "mean"))
                 .reset_index())
     per_scen["rank_in_scenario"] = per_scen.groupby("scenario")["delta_change"].transform(
         lambda s: s.abs().rank(ascending=False, method="first"))
     meta = results.drop_duplicates("component").set_index("component")[["kind", "layer", "head"]]
+    floor = max_floor(results)
     rows = []
     for comp, g in per_scen.groupby("component", sort=False):
         mean = g["delta_change"].mean()
@@ -74,6 +98,7 @@ def component_consistency(results: pd.DataFrame, top_k: int) -> pd.DataFrame:
             "n_scenarios": len(g),
             "n_scenarios_top_k": int((g["rank_in_scenario"] <= top_k).sum()),
             "n_flips": int(results.loc[results["component"] == comp, "action_flipped"].sum()),
+            "noise_floor": floor, "below_noise": below_noise(mean, floor),
         })
     out = pd.DataFrame(rows).sort_values("mean_abs_delta_change", ascending=False, kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))
@@ -86,7 +111,9 @@ def cross_experiment_summary(experiments: dict[str, dict], top_k: int) -> pd.Dat
 
     `experiments` maps name -> {"results": DataFrame, "circuits": DataFrame (may be empty)}.
     `strong_elsewhere` lists this experiment's top_k components (by mean |delta_change|)
-    that are also top_k in another experiment.
+    that are also top_k in another experiment. `noise_floor` is the largest of the rows'
+    prompts; `strongest_below_noise` flags a strongest effect within NOISE_MULTIPLE times it,
+    `components_above_noise` counts components whose mean effect is not.
     """
     tops = {}
     for name, data in experiments.items():
@@ -103,6 +130,8 @@ def cross_experiment_summary(experiments: dict[str, dict], top_k: int) -> pd.Dat
             best = per_comp.abs().idxmax()
             gap = g.loc[g["component"] == best, "gap_fraction"].mean()
             c = circ if scenario == "ALL" or circ.empty else circ[circ["scenario"] == scenario]
+            floor = max_floor(g)
+            above = int((per_comp.abs() > NOISE_MULTIPLE * floor).sum()) if np.isfinite(floor) else np.nan
             rows.append({
                 "experiment": name, "source": res["source"].iat[0], "target": res["target"].iat[0],
                 "scenario": scenario, "positions": res["positions"].iat[0],
@@ -110,6 +139,8 @@ def cross_experiment_summary(experiments: dict[str, dict], top_k: int) -> pd.Dat
                 "patches_run": len(g), "flips": int(g["action_flipped"].sum()),
                 "strongest_component": best, "strongest_mean_delta_change": per_comp[best],
                 "strongest_gap_fraction": gap,
+                "noise_floor": floor, "strongest_below_noise": below_noise(per_comp[best], floor),
+                "components_above_noise": above,
                 "circuits_flipped": int(c["flipped"].sum()) if len(c) else 0,
                 "circuits_run": len(c),
                 "mean_circuit_size_flipped": float(c.loc[c["flipped"], "circuit_size"].mean())

@@ -33,8 +33,14 @@ def test_default_config_is_valid_and_defaults_are_filled():
 
 def test_real_config_is_valid():
     cfg = load_config(REPO / "config.real.yaml")
-    assert cfg["analysis"]["dtype"] == "bfloat16"
+    assert cfg["analysis"]["precision"] == "float32"  # the README's precision table
     assert cfg["models"]["base"]["base"] == "google/gemma-2-2b-it"
+
+
+def test_old_dtype_key_is_named():
+    cfg = copy.deepcopy(RAW)
+    cfg["analysis"] = {"dtype": "bfloat16"}
+    assert "analysis.dtype was replaced by analysis.precision" in check(lambda c: c.update(cfg))
 
 
 def test_yaml_that_does_not_parse(tmp_path):
@@ -95,7 +101,7 @@ def test_command_line_strings_are_coerced_by_the_schema():
     cfg["analysis"] = {"circuits": "false", "top_k": "7", "patch_positions": "decision", "patch_scenarios": ["CC_continue"]}
     validate_config(cfg)
     assert cfg["analysis"]["circuits"] is False and cfg["analysis"]["top_k"] == 7
-    assert cfg["analysis"]["patch_positions"] == "decision" and cfg["analysis"]["dtype"] == "float32"
+    assert cfg["analysis"]["patch_positions"] == "decision" and cfg["analysis"]["precision"] == "float32"
     assert "analysis.top_k: 'seven'" in check(lambda c: c["analysis"].update(top_k="seven"))
 
 

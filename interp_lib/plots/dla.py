@@ -1,6 +1,9 @@
 """Direct-logit-attribution plots. Inputs are `DLAResult`s (one prompt, or a mean over
 variants from `dla.average_results`); contributions are pre-softcap logit units,
-positive = pro-Defect (red), negative = pro-Cooperate (blue)."""
+positive = pro-Defect (red), negative = pro-Cooperate (blue). Every figure states the
+reconstruction residual (the largest |sum of components - pre-softcap delta| of its
+prompts) and shades it as a grey band on bar axes and colour bars: contributions within
+it are not resolved by the decomposition's float error."""
 
 from __future__ import annotations
 
@@ -19,6 +22,22 @@ def _what(result: DLAResult) -> str:
     if result.variant is not None:
         return f"prompt variant {result.variant}"
     return f"mean over {result.n_variants} prompt variants"
+
+
+RESIDUAL_COLOR = "#9a9a9a"
+
+
+def _residual(result: DLAResult) -> str:
+    if not np.isfinite(result.max_abs_error):
+        return "reconstruction residual unknown"
+    return f"reconstruction residual {result.max_abs_error:.2g}"
+
+
+def _residual_band(ax, width: float, orient: str = "h"):
+    """Grey band |value| <= width on a bar axis (orient "h": horizontal band) or colour bar."""
+    if np.isfinite(width) and width > 0:
+        span = ax.axhspan if orient == "h" else ax.axvspan
+        span(-width, width, color=RESIDUAL_COLOR, alpha=0.35, zorder=1, linewidth=0)
 
 
 def _sign_colors(values) -> list:
@@ -56,9 +75,10 @@ class DLAVisualizer:
         ax.set_xlabel("attention head")
         ax.set_ylabel("layer")
         ax.set_title(f"DLA per attention head: {self._label(result.model)}, {result.scenario}\n"
-                     f"({_what(result)}; red = pro-Defect, blue = pro-Cooperate)")
+                     f"({_what(result)}; red = pro-Defect, blue = pro-Cooperate;\n{_residual(result)}, grey on the colour bar)")
         cbar = ax.figure.colorbar(im, ax=ax)
         cbar.set_label(DELTA_LABEL)
+        _residual_band(cbar.ax, result.max_abs_error, "h")
         if fig is not None:
             fig.tight_layout()
             if save_path is not None:
@@ -87,13 +107,14 @@ class DLAVisualizer:
         attn = result.head_contributions.sum(1)
         (line,) = ax.plot(x[1:], attn, color="#777777", marker="s", markersize=3, linewidth=1,
                           label="all heads of the layer (sum)")
+        _residual_band(ax, result.max_abs_error, "h")
         zero_line(ax)
         ax.set_xticks(x, names, rotation=90 if L > 8 else 45, ha="center" if L > 8 else "right", fontsize=8)
         ax.set_xlabel("component")
         ax.set_ylabel(CONTRIB_LABEL)
         bars = "; error bars: min to max over variants" if yerr is not None else ""
         ax.set_title(f"DLA of the embedding and MLPs: {self._label(result.model)}, {result.scenario}\n"
-                     f"({_what(result)}{bars})")
+                     f"({_what(result)}{bars}; {_residual(result)}: grey band)")
         ax.legend(handles=[Patch(color=PRO_DEFECT_COLOR, label="embed / MLP, pro-Defect (> 0)"),
                            Patch(color=PRO_COOPERATE_COLOR, label="embed / MLP, pro-Cooperate (< 0)"), line],
                   fontsize=8)
@@ -108,7 +129,8 @@ class DLAVisualizer:
         comps = _by_magnitude(result, top_k)[::-1]  # largest at the top
         names = [c[0] for c in comps]
         values = [c[1] for c in comps]
-        ax.barh(range(len(comps)), values, color=_sign_colors(values))
+        ax.barh(range(len(comps)), values, color=_sign_colors(values), zorder=2)
+        _residual_band(ax, result.max_abs_error, "v")
         ax.set_yticks(range(len(comps)), names, fontsize=8)
         zero_line(ax, "v")
         ax.set_xlabel(CONTRIB_LABEL)
@@ -124,7 +146,7 @@ class DLAVisualizer:
         self._top_bars(ax, result, top_k)
         ax.set_ylabel("component")
         ax.set_title(f"Top {top_k} components by |DLA|: {self._label(result.model)}, {result.scenario}\n"
-                     f"({_what(result)}; red = pro-Defect, blue = pro-Cooperate)")
+                     f"({_what(result)}; red = pro-Defect, blue = pro-Cooperate; {_residual(result)}: grey band)")
         if fig is not None:
             fig.tight_layout()
             if save_path is not None:
@@ -142,13 +164,14 @@ class DLAVisualizer:
         first = next(iter(results.values()))
         for ax, (scenario, res) in zip(axes.flat, results.items()):
             self._top_bars(ax, res, top_k)
-            ax.set_title(f"{scenario} ({_what(res)})", fontsize=10)
+            ax.set_title(f"{scenario} ({_what(res)}; {_residual(res)})", fontsize=10)
         for ax in axes.flat[n:]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel("component")
         fig.suptitle(f"Top {top_k} DLA components by |contribution|: {self._label(first.model)}\n"
-                     "(red = pro-Defect, blue = pro-Cooperate; pre-softcap logit units)")
+                     "(red = pro-Defect, blue = pro-Cooperate; pre-softcap logit units; "
+                     "grey band: the reconstruction residual)")
         fig.tight_layout()
         if save_path is not None:
             save_figure(fig, save_path)
@@ -199,6 +222,8 @@ class DLAVisualizer:
             lookup = {c[0]: c[4] for c in results[m].components()}
             ax.bar(np.arange(len(names)) + (i - (len(models) - 1) / 2) * width, [lookup.get(n, np.nan) for n in names],
                    width=width, color=style.color(m), label=style.label(m))
+        residual = max((r.max_abs_error for r in results.values() if np.isfinite(r.max_abs_error)), default=np.nan)
+        _residual_band(ax, residual, "h")
         zero_line(ax)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_xlabel("component (largest |contribution| in any model)")
@@ -206,7 +231,7 @@ class DLAVisualizer:
         ax.grid(axis="y", alpha=0.3)
         n_var = max(r.n_variants for r in results.values())
         fig.suptitle(f"DLA model comparison, scenario {scenario} (mean over {n_var} prompt variants)\n"
-                     "> 0 pro-Defect, < 0 pro-Cooperate")
+                     f"> 0 pro-Defect, < 0 pro-Cooperate; largest reconstruction residual {residual:.2g} (grey band)")
         fig.tight_layout()
         if save_path is not None:
             save_figure(fig, save_path)

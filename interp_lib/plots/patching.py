@@ -2,7 +2,10 @@
 one row per experiment, scenario, variant and component; `patching.CIRCUIT_COLUMNS`, one
 row per variant). delta = logit(D) - logit(C) (post-softcap) at the decision position;
 delta_change = patched - baseline delta, positive = towards Defect (red), negative =
-towards Cooperate (blue)."""
+towards Cooperate (blue). Where the tables carry `noise_floor`, every figure shows the band
+of effects indistinguishable from noise (|delta_change| <= NOISE_MULTIPLE x the largest
+floor of the plotted prompts): grey on bar axes and colour bars, a grey dot in heatmap
+cells whose mean lies in it."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from ..noise import NOISE_MULTIPLE
 from ..style import DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle, color_at
 from . import diverging_heatmap, save_figure, zero_line
 
@@ -54,6 +58,34 @@ def _as_bool(series: pd.Series) -> pd.Series:
     if series.dtype == bool:
         return series
     return series.astype(str).str.lower().isin(("true", "1", "yes"))
+
+
+NOISE_COLOR = "#9a9a9a"
+
+
+def noise_band(results: pd.DataFrame) -> float:
+    """NOISE_MULTIPLE x the largest noise floor of the results' prompts (NaN if unknown)."""
+    if "noise_floor" not in results.columns or results["noise_floor"].isna().all():
+        return math.nan
+    return NOISE_MULTIPLE * float(results["noise_floor"].max())
+
+
+def _band_label(band: float) -> str:
+    return f"noise: |delta change| \u2264 {NOISE_MULTIPLE:g} \u00d7 floor = {band:.2g}"
+
+
+def _mark_noise_cells(ax, matrix: np.ndarray, band: float) -> int:
+    """Grey dots on cells whose |value| is within the band; returns how many."""
+    if not math.isfinite(band):
+        return 0
+    rows, cols = np.nonzero(np.abs(np.nan_to_num(matrix, nan=np.inf)) <= band)
+    ax.scatter(cols, rows, s=6, color=NOISE_COLOR, zorder=4, linewidths=0)
+    return len(rows)
+
+
+def _colorbar_band(cbar, band: float) -> None:
+    if math.isfinite(band):
+        cbar.ax.axhspan(-band, band, color=NOISE_COLOR, alpha=0.8, zorder=3)
 
 
 def patch_grid(results: pd.DataFrame, metric: str = "delta_change"):
@@ -228,6 +260,10 @@ class PatchingVisualizer:
         n_flip = int((flips > 0).sum())
         flip_note = (f"black frame: the patch flips the action in \u2265 1 of {n_var} variants ({n_flip} component{'s' if n_flip > 1 else ''})"
                      if n_flip else f"no single patch flips the action in any of the {n_var} variants")
+        band = noise_band(results) if metric == "delta_change" else math.nan
+        n_noise = _mark_noise_cells(ax, values, band)
+        if math.isfinite(band):
+            flip_note += f"\ngrey dot: {_band_label(band)} ({n_noise} of {L * C} components; grey on the colour bar)"
         ax.set_xlabel(f"attention head | MLP of the layer\n{flip_note}")
         ax.set_ylabel("layer")
         if title is None:
@@ -242,6 +278,7 @@ class PatchingVisualizer:
         ax.set_title(title, fontsize=10)
         cbar = fig.colorbar(im, ax=ax)
         cbar.set_label(metric_label(metric).replace(", ", "\n", 1))
+        _colorbar_band(cbar, band)
         return self._finish(fig, out)
 
     # -- one experiment: the strongest components over scenarios ---------------------------
@@ -279,6 +316,10 @@ class PatchingVisualizer:
                        edgecolor="black", linewidth=0.4, zorder=3)
             handles.append(Line2D([], [], linestyle="", marker=marker, markersize=5, color=color_at(j + 8),
                                   markeredgecolor="black", markeredgewidth=0.4, label=scen))
+        band = noise_band(results) if metric == "delta_change" else math.nan
+        if math.isfinite(band):
+            ax.axvspan(-band, band, color=NOISE_COLOR, alpha=0.35, zorder=1, linewidth=0)
+            handles.insert(2, Patch(color=NOISE_COLOR, alpha=0.35, label=_band_label(band)))
         zero_line(ax, "v")
         ax.set_yticks(y, list(sub.index), fontsize=8)
         ax.set_ylim(-0.6, K - 0.4)
@@ -336,9 +377,11 @@ class PatchingVisualizer:
             1, 2, figsize=(1.0 * S + 4.8, 0.3 * K + 2.6), sharey=True, layout="constrained",
             gridspec_kw=dict(width_ratios=[max(S, 1), 1.5]))
         im, lim = diverging_heatmap(ax, matrix, annotate=K * S <= 200 if annotate is None else annotate, fmt=_fmt)
+        band = noise_band(results) if metric == "delta_change" else math.nan
+        n_noise = _mark_noise_cells(ax, matrix, band)
         ax.set_xticks(range(S), scenarios, rotation=30, ha="right")
         ax.set_yticks(range(K), order, fontsize=8)
-        ax.set_xlabel("scenario")
+        ax.set_xlabel("scenario" + (f"\ngrey dot: {_band_label(band)} ({n_noise} cells)" if math.isfinite(band) else ""))
         ax.set_ylabel("component (by mean |delta change| over scenarios)")
         side.set_xlim(-0.5, 1.5)
         side.set_xticks([0, 1], ["same sign\nas mean", f"in top {k_scen}\nof scenario"], fontsize=8)
@@ -355,6 +398,7 @@ class PatchingVisualizer:
         ax.set_ylim(K - 0.5, -0.5)
         cbar = fig.colorbar(im, ax=[ax, side], shrink=min(1.0, 0.4 + 0.02 * K))
         cbar.set_label(metric_label(metric) + " (mean over variants)")
+        _colorbar_band(cbar, band)
         if title is None:
             title = (f"Consistency of patching effects across scenarios: {self._pair(results)}\n"
                      f"top {K} components; positions: {_first(results, 'positions', '?')}; "

@@ -20,7 +20,7 @@ rule cache_activations:
         gpu=1 if config["analysis"]["device"].startswith("cuda") else 0,
     params:
         model_dir=lambda wc, input: os.path.dirname(input.weights),
-        dtype=config["analysis"]["dtype"],
+        precision=config["analysis"]["precision"],
         device=config["analysis"]["device"],
         code=code_version("cache_activations"),
     script:

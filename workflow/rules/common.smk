@@ -5,6 +5,7 @@ from pathlib import Path
 
 from interp_lib.code_version import code_version as _code_version
 from interp_lib.config import embedded_path, patch_scenarios
+from interp_lib.precision import get_precision
 
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])

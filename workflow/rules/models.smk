@@ -1,4 +1,5 @@
-# Each adapter merged into its base exactly once (in float32), saved in analysis.dtype.
+# Each adapter merged into its base exactly once (in float32), saved in the weights dtype of
+# analysis.precision (float32 and tf32 share one merge, as do bfloat16 and bfloat16-resid32).
 
 
 rule merge_model:
@@ -19,7 +20,7 @@ rule merge_model:
         runtime=60,
     params:
         spec=lambda wc: model_spec(wc.model),
-        dtype=config["analysis"]["dtype"],
+        dtype=get_precision(config["analysis"]["precision"]).weights_name,
         allow_download=config["analysis"]["allow_download"],
         allow_pickle=config["analysis"]["allow_pickle"],
         code=code_version("merge_model"),

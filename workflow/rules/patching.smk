@@ -25,7 +25,7 @@ rule patch_scenario:
         max_components=config["analysis"]["max_circuit_components"],
         atp=config["analysis"]["atp"],
         circuit_ranking=config["analysis"]["circuit_ranking"],
-        dtype=config["analysis"]["dtype"],
+        precision=config["analysis"]["precision"],
         device=config["analysis"]["device"],
         code=code_version("patch_scenario"),
     script:

@@ -26,6 +26,9 @@ rule weight_deltas:
         reference_fingerprint=lambda wc: R(
             f"models/{WEIGHT_MODELS[wc.model]}/fingerprint.json"
         ),
+        # the update is computed from the adapter's factors (the merged model's weights
+        # are read only for an adapter variant whose update is not B @ A, e.g. DoRA)
+        adapter=lambda wc: model_dir_inputs(config["models"][wc.model]["adapter"]),
     output:
         R("weights/{model}.csv"),
     log:
@@ -38,6 +41,8 @@ rule weight_deltas:
         mem_mb=2000,
     params:
         reference=lambda wc: WEIGHT_MODELS[wc.model],
+        adapter=lambda wc: config["models"][wc.model]["adapter"],
+        allow_pickle=config["analysis"]["allow_pickle"],
         code=code_version("weight_deltas"),
     script:
         "../scripts/weight_deltas.py"

@@ -10,4 +10,4 @@ with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     records = json.loads(Path(snakemake.input.prompts).read_text())
     build_cache_file(snakemake.params.model_dir, snakemake.wildcards.model, snakemake.wildcards.scenario,
-                     records, snakemake.output[0], snakemake.params.dtype, snakemake.params.device)
+                     records, snakemake.output[0], snakemake.params.precision, snakemake.params.device)

@@ -13,7 +13,7 @@ with job_logging(snakemake.log[0]):
     results, circuits = patch_scenario(
         snakemake.wildcards.experiment, p.source, p.target, snakemake.wildcards.scenario,
         i.source_cache, i.target_cache, os.path.dirname(i.source_weights), os.path.dirname(i.target_weights),
-        p.positions, p.head_site, p.circuits, p.max_components, p.dtype, p.device, p.atp, p.circuit_ranking,
+        p.positions, p.head_site, p.circuits, p.max_components, p.precision, p.device, p.atp, p.circuit_ranking,
     )
     write_csv_atomic(results, snakemake.output.results)
     write_csv_atomic(pd.DataFrame(circuits, columns=CIRCUIT_COLUMNS), snakemake.output.circuits)
