@@ -19,12 +19,15 @@ Per mode, timed separately:
 Then each mode's delta_change is compared with float32's on the same prompts: Spearman
 rank correlation and the overlap of the top 10 by |delta_change| (the worst prompt's).
 The last line names the fastest mode with Spearman >= 0.99 and top-10 overlap 10/10.
+On a CPU, tf32 is float32; `--emulate-tf32` then rounds every float32 matmul input to
+TF32's 10-bit mantissa (round to nearest) to estimate its numerics (not its speed).
 Needs torch, transformers, numpy, scipy, h5py and pandas (imported by interp_lib), nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import sys
@@ -90,6 +93,30 @@ def build_models(n_layers: int, device: str, mode, vocab: int = 256000, sliding_
     return [HookedModel(m, name=f"model{i}", precision=mode) for i, m in enumerate(models)]
 
 
+def round_to_tf32(x):
+    """float32 tensors rounded to TF32's 10-bit mantissa (to nearest, ties to even); others as they are."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        return x
+    bits = x.contiguous().view(torch.int32)
+    bits = (bits + 0x0FFF + ((bits >> 13) & 1)) & ~0x1FFF
+    return bits.view(torch.float32)
+
+
+class EmulatedTF32(torch.overrides.TorchFunctionMode):
+    """Inside this mode, float32 matrix products see TF32-rounded inputs (float32 accumulation
+    and output, as tensor cores do)."""
+
+    OPS = {torch.nn.functional.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+           torch.einsum, torch.mm, torch.bmm, torch.Tensor.mm, torch.Tensor.bmm}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.OPS:
+            args = tuple([round_to_tf32(t) for t in a] if isinstance(a, (list, tuple)) else round_to_tf32(a)
+                         for a in args)
+        return func(*args, **kwargs)
+
+
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -107,7 +134,8 @@ def run_mode(mode, args, prompts, tokens) -> dict:
     models = build_models(args.layers, device, mode, args.vocab, sliding_window=min(4096, args.seq_len // 2))
     sync(device)
     out = {"build": time.perf_counter() - t0, "changes": {}, "floors": []}
-    with mode.matmuls():
+    emulate = args.emulate_tf32 and mode.tf32 and not device.startswith("cuda")
+    with mode.matmuls(), EmulatedTF32() if emulate else contextlib.nullcontext():
         sync(device)
         t0 = time.perf_counter()
         max_err = 0.0
@@ -164,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--seq-len", type=int, default=210, help="prompt length in tokens (the real prompts: ~200)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
+    ap.add_argument("--emulate-tf32", action="store_true",
+                    help="on a CPU, run tf32 with matmul inputs rounded to TF32 (numerics only)")
     args = ap.parse_args(argv)
     modes = [get_precision(m) for m in dict.fromkeys(["float32", *args.modes.split(",")])]
     torch.set_grad_enabled(False)
@@ -172,7 +202,9 @@ def main(argv=None):
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
     print(f"device {device} ({name}, {torch.get_num_threads()} CPU threads), torch {torch.__version__}, "
           f"{args.layers} layers, vocab {args.vocab}, {args.seq_len} tokens, {n_run} of {args.prompts} prompts per "
-          f"stage; modes {', '.join(m.name for m in modes)}", flush=True)
+          f"stage; modes {', '.join(m.name for m in modes)}"
+          + ("; tf32 emulated (inputs rounded)" if args.emulate_tf32 and not device.startswith("cuda") else ""),
+          flush=True)
     tokens = {"C": min(235274, args.vocab - 2), "D": min(235284, args.vocab - 1), "prefix": [1]}
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(10, args.vocab, (1, args.seq_len), generator=gen).to(device) for _ in range(n_run)]

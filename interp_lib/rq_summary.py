@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .noise import NOISE_MULTIPLE, below_noise
+
 # role -> model name. Override single entries (e.g. {"strategic": "my_game_model"}).
 DEFAULT_ROLES = {
     "base": "base",  # no fine-tuning (the weight deltas' reference)
@@ -249,7 +251,8 @@ def rq1_suppressed(means: pd.DataFrame, strategic: str, moral: list[str]) -> pd.
 def patch_component_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per component of one experiment: mean delta_change over all prompts (mean over
     variants per scenario, then over scenarios), mean |delta_change|, mean gap fraction,
-    sign agreement across scenarios, single-patch flips."""
+    sign agreement across scenarios, single-patch flips; with a noise_floor column, whether
+    the mean is outside the noise band (NOISE_MULTIPLE x the largest floor)."""
     per = (results.groupby(["component", "scenario"], sort=False)
            .agg(dc=("delta_change", "mean"), gap=("gap_fraction", "mean")).reset_index())
     rows = []
@@ -259,7 +262,11 @@ def patch_component_table(results: pd.DataFrame) -> pd.DataFrame:
                      "mean gap_fraction": g["gap"].mean(),
                      "sign agreement": float(np.mean(np.sign(g["dc"]) == np.sign(mean))) if mean != 0 else 0.0,
                      "flips": int(results.loc[results["component"] == comp, "action_flipped"].astype(bool).sum())})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "noise_floor" in results and results["noise_floor"].notna().any():
+        floor = float(results["noise_floor"].max())
+        out["above noise"] = ["yes" if not below_noise(v, floor) else "no (noise)" for v in out["mean delta_change"]]
+    return out
 
 
 def circuit_table(circuits: pd.DataFrame) -> pd.DataFrame:
@@ -472,6 +479,14 @@ def _patching_experiment(doc, inputs, exp, n_rows, by: str):
           f"scenarios whose mean has the overall sign; flips = prompts where the single patch flips {target}'s "
           f"action; from `{inputs.patch_results[exp]}`.")
     doc.table(comps.head(n_rows), signed=["mean delta_change"])
+    if "above noise" in comps:
+        floor = float(res["noise_floor"].max())
+        n_above = int((comps["above noise"] == "yes").sum())
+        mode = res["precision"].iat[0] if "precision" in res else "the run's"
+        doc.p(f"Noise floor (largest deviation of patches that must change nothing, {mode} precision): "
+              f"{fmt(floor)}; components whose mean is within {NOISE_MULTIPLE:g} x that ({fmt(NOISE_MULTIPLE * floor)}) "
+              f"are marked 'no (noise)' and their order is not meaningful: {n_above} of {len(comps)} components "
+              "are above it.")
     flips = res[res["action_flipped"].astype(bool)]
     doc.p(f"Single-component patches that flip {target}'s action: {len(flips)} of {len(res)} "
           f"({flips['component'].nunique()} distinct components, {n_prompts_} prompts).")

@@ -208,3 +208,20 @@ def test_embedded_family_bf16_delta_is_not_on_the_logit_grid(workflow_dir):
         old_err.append(abs(old_bf16_delta(model, torch.as_tensor(resid).to(torch.bfloat16), tokens) - exact))
     assert max(new_err) < 1e-4, new_err
     assert max(old_err) > 10 * max(new_err), old_err  # what the bfloat16 readout did
+
+
+def test_gpu_workload_mode_sweep_runs_on_cpu(capsys):
+    """The benchmark's smoke test (CI has no GPU): two modes at Gemma-2-2b widths, 2 layers;
+    float32 agrees with itself exactly and bfloat16 has a nonzero noise floor."""
+    from gpu_workload import main
+
+    main(["--device", "cpu", "--layers", "2", "--vocab", "1024", "--seq-len", "32", "--prompts", "1",
+          "--modes", "bfloat16"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| float32") or line.startswith("| bfloat16")}
+    assert set(rows) == {"float32", "bfloat16"}
+    f32, bf16 = rows["float32"], rows["bfloat16"]
+    assert f32[6] == "1.0000" and f32[8] == "10/10" and float(f32[9]) == 0.0
+    assert float(bf16[4]) > 1e-4 and float(f32[4]) < 1e-4  # noise floors
+    assert "fastest mode with Spearman >= 0.99" in out
