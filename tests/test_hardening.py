@@ -22,7 +22,8 @@ import torch
 import yaml
 
 from conftest import REPO, snakemake
-from interp_lib.cache import CacheError, CacheFile, NonFiniteActivation, build_cache_file, write_cache
+from interp_lib.cache import (FORMAT_VERSION, CacheError, CacheFile, NonFiniteActivation, build_cache_file,
+                              write_cache)
 from interp_lib.models import (FINGERPRINT_FILE, ModelLoadError, load_base_model, load_tokenizer, merge_adapter,
                                read_fingerprint, state_fingerprint)
 
@@ -274,7 +275,7 @@ DAMAGE = {
     "unembed NaN": (_edit(lambda f: f["unembed/W_U_actions"].__setitem__((0, 0), np.nan)), _read_dla,
                     "{p}: NaN or Inf in unembed/W_U_actions; "),
     "other format version": (_edit(lambda f: f.attrs.__setitem__("format_version", 0)), _read_dla,
-                             "{p} has cache format version 0, this interp_lib reads version 1; "),
+                             "{p} has cache format version 0, this interp_lib reads version %d; " % FORMAT_VERSION),
 }
 
 
