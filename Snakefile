@@ -6,6 +6,7 @@
 include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/gguf.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/cache.smk"

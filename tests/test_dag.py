@@ -1,6 +1,7 @@
 """What the workflow schedules for a user's own config (dry runs; no workflow has to run)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,45 @@ def test_real_config_has_its_own_results_dir():
     assert real["results_dir"] != demo["results_dir"]
     assert not Path(real["results_dir"]).is_relative_to(demo["results_dir"])
     assert json.dumps(real).count("/path/to/adapters") == 4  # placeholders the README tells users to edit
+
+
+def _gguf_config(root: Path) -> tuple[Path, dict]:
+    """A config whose base is converted from a (fake) GGUF file, named relative by one model
+    and absolute by another: one conversion feeds both merges and the prompts."""
+    _, adapter = _user_models(root)
+    gguf = root / "weights" / "model.gguf"
+    gguf.write_bytes(b"GGUF")  # a dry run never reads it
+    wd = root / "wd"
+    wd.mkdir()
+    cfg = {
+        "gguf": {"converted/base/": {"path": str(gguf)}},
+        "models": {"mybase": {"base": "converted/base"},
+                   "mytuned": {"base": str(wd / "converted/base"), "adapter": str(adapter)}},
+        "scenarios": {"S1": {"self_last": "C", "opponent_last": "D"}},
+    }
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return wd, cfg
+
+
+def test_a_gguf_base_is_converted_once_before_merges_and_prompts(tmp_path):
+    wd, _ = _gguf_config(tmp_path)
+    jobs = dry_run_jobs(wd, "results/behavior/decisions.csv")
+    assert rule_counts(jobs) == {"convert_gguf": 1, "merge_model": 2, "scenario_prompts": 1,
+                                 "cache_activations": 2, "decisions": 1}
+    assert [wc for rule, wc in jobs if rule == "convert_gguf"] == [{"gguf_dir": "converted/base"}]
+    proc = snakemake(wd, "-n", "--cores", "1", "converted/base/source.json")
+    assert "log: results/logs/gguf/converted/base.log" in proc.stdout
+    assert "benchmark: results/benchmarks/gguf/converted/base.tsv" in proc.stdout
+
+
+def test_replacing_the_gguf_file_reruns_the_conversion(tmp_path):
+    wd, cfg = _gguf_config(tmp_path)
+    out = wd / "converted/base"
+    out.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "fingerprint.json", "source.json"):
+        (out / name).write_text("{}")
+    gguf = Path(cfg["gguf"]["converted/base/"]["path"])
+    os.utime(gguf, (1e9, 1e9))  # older than the outputs
+    assert rule_counts(dry_run_jobs(wd, "converted/base/source.json")) == {}
+    gguf.touch()
+    assert rule_counts(dry_run_jobs(wd, "converted/base/source.json")) == {"convert_gguf": 1}

@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 from interp_lib.code_version import code_version as _code_version
-from interp_lib.config import embedded_path, patch_scenarios
+from interp_lib.config import embedded_path, gguf_dir, patch_scenarios
+from interp_lib.gguf_convert import GGUFError, source_path
 from interp_lib.precision import get_precision
 
 MODELS = list(config["models"])
@@ -33,12 +34,27 @@ wildcard_constraints:
     scenario="|".join(re.escape(s) for s in SCENARIOS),
 
 
+# What convert_gguf writes into a converted directory (config.json first: rules take the
+# directory of their first input).
+CONVERTED_FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "fingerprint.json",
+    "source.json",
+]
+
+
 def model_dir_inputs(path):
     """Files that stand for a base or adapter directory: built by the embedded family's
-    rules, or existing local files (so that replacing them reruns what depends on them).
+    rules or by convert_gguf, or existing local files (so that replacing them reruns what
+    depends on them).
     """
     if not path:
         return []
+    converted = gguf_dir(config, path)
+    if converted is not None:
+        return [f"{converted}/{name}" for name in CONVERTED_FILES]
     # given relative or absolute: spelled as the demo rules name their outputs
     embedded = embedded_path(config, path)
     if embedded is not None:
@@ -72,6 +88,21 @@ def check_adapter_paths():
 
 
 check_adapter_paths()
+
+
+def gguf_files():
+    """Output directory -> its GGUF file (convert_gguf's input); a missing package or file
+    stops the run here, with one line, as a missing adapter directory does."""
+    files = {}
+    for out_dir, source in config["gguf"].items():
+        try:
+            files[out_dir] = str(source_path(source))
+        except GGUFError as exc:
+            sys.exit(f"Error: {CONFIG_SOURCE}: gguf.{out_dir}: {exc}")
+    return files
+
+
+GGUF_FILES = gguf_files()
 
 
 def prompt_tokenizer_model():

@@ -1,0 +1,10 @@
+"""Converts one GGUF file into a Hugging Face model directory (float32 safetensors)."""
+
+from pathlib import Path
+
+from interp_lib.gguf_convert import convert_gguf
+from interp_lib.io import job_logging, set_torch_threads
+
+with job_logging(snakemake.log[0]):
+    set_torch_threads(snakemake.threads)
+    convert_gguf(snakemake.input[0], Path(snakemake.output[0]).parent, snakemake.params.source.get("package"))
