@@ -107,8 +107,7 @@ def _collect_variant(hooked, input_ids, action_tokens, label):
     arrays["decision_logits"] = logits[0].cpu().numpy()
     arrays["input_ids"] = input_ids[0].cpu().numpy().astype(np.int64)
     C, D = action_tokens["C"], action_tokens["D"]
-    resid_final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, pos]
-    pre = hooked.unembed(resid_final, rows=[C, D], apply_softcap=False)
+    pre = hooked.unembed(resid_last[None, pos], rows=[C, D], apply_softcap=False)
     delta = float(logits[0, D] - logits[0, C])
     attrs = {
         "decision_position": pos,

@@ -39,7 +39,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .precision import Precision, get_precision
+from .precision import PRECISIONS, Precision, get_precision
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
@@ -192,9 +192,8 @@ class HookedModel:
         """The mode `precision` (default: the weights' dtype throughout), which must match the
         weights' dtype."""
         if precision is None:
-            match = [p for p in ("float32", "bfloat16", "float16") if get_precision(p).weights == self.dtype]
             dtype = str(self.dtype).replace("torch.", "")
-            return get_precision(match[0]) if match else Precision(dtype, dtype, dtype)
+            return PRECISIONS.get(dtype) or Precision(dtype, dtype, dtype)
         precision = get_precision(precision)
         if precision.weights != self.dtype:
             raise ValueError(f"model {self.name}: precision {precision.name!r} needs {precision.weights_name} "

@@ -12,6 +12,14 @@ import math
 NOISE_MULTIPLE = 3.0
 
 
+def largest_floor(table) -> float:
+    """The largest `noise_floor` among a results table's rows (a DataFrame); NaN when it has
+    no such column or only NaN there."""
+    if "noise_floor" not in table or table["noise_floor"].isna().all():
+        return math.nan
+    return float(table["noise_floor"].max())
+
+
 def noise_band(floor: float) -> float:
     """Half-width of the band of effects indistinguishable from noise (NaN floor: NaN)."""
     return NOISE_MULTIPLE * floor

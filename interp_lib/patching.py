@@ -15,9 +15,10 @@ target's cached resid_pre at the lowest patched layer, and many patches share on
 batched forward pass. delta = logit(D) - logit(C) (post-softcap, read out in float32) at the decision
 position; delta_change = patched - baseline (positive = towards Defect).
 
-Noise floor: patches that must change nothing (the target recomputed from layer 0 with
-no patch, and its own head 0 and MLP patched into it at every layer) run through the
-same runner; the largest |delta - baseline| among them is the prompt's `noise_floor`.
+Noise floor: patches that must change nothing (an unpatched row in every batch of the
+sweep, the target recomputed from layer 0, and its own head 0 and MLP patched into it at
+every layer) run through the same runner; the largest |delta - baseline| among them is
+the prompt's `noise_floor`.
 A delta_change within NOISE_MULTIPLE times it is flagged `below_noise`.
 """
 
@@ -161,10 +162,9 @@ class PatchRunner:
                 if controls is None:
                     out[chunk] = self._run(batch, source, target)
                     continue
-                start = min((c.layer for s in batch for c in s), default=L)
-                got = self._run([*batch, ()], source, target, start=start)
+                got = self._run([*batch, ()], source, target)
                 out[chunk] = got[:-1]
-                if start < L:
+                if any(batch):  # a batch of empty sets runs nothing: no control
                     controls.append(abs(float(got[-1]) - target.delta))
         return out
 
@@ -465,7 +465,8 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
     hooked = HookedModel(model, name=target_name, precision=mode)
     rows, circuit_records = [], []
     with CacheFile(source_cache, fingerprint=read_fingerprint(source_dir)["fingerprint"]) as src_file, \
-            CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file:
+            CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file, \
+            mode.matmuls():
         action_tokens = {"C": int(tgt_file.attrs["token_C"]), "D": int(tgt_file.attrs["token_D"])}
         if (int(src_file.attrs["token_C"]), int(src_file.attrs["token_D"])) != (action_tokens["C"], action_tokens["D"]):
             raise ValueError(f"{source_name} and {target_name} use different action tokens; they cannot be patched")
@@ -480,12 +481,11 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
         for variant in tqdm(tgt_file.variants, desc=f"patch {experiment}/{scenario}"):
             src = PromptActivations.from_cache(src_file[variant], device, mode.weights, mode.residual)
             tgt = PromptActivations.from_cache(tgt_file[variant], device, mode.weights, mode.residual)
-            with mode.matmuls():
-                controls: list = []
-                results = sweep(runner, src, tgt, controls)
-                floor = noise_floor(runner, tgt, target_W_O, controls)
-                estimates = attribution_patch(runner, src, tgt) if atp or circuit_ranking == "atp" \
-                    else np.full(len(results), np.nan)
+            controls: list = []
+            results = sweep(runner, src, tgt, controls)
+            floor = noise_floor(runner, tgt, target_W_O, controls)
+            estimates = attribution_patch(runner, src, tgt) if atp or circuit_ranking == "atp" \
+                else np.full(len(results), np.nan)
             meta = dict(experiment=experiment, source=source_name, target=target_name, scenario=scenario,
                         variant=variant, positions=positions, head_site=head_site, precision=mode.name)
             rows += [{**meta, **r.to_dict(), "atp_delta_change": e, "noise_floor": floor,
@@ -493,8 +493,7 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
                      for r, e in zip(results, estimates)]
             if circuits:
                 scores = estimates if circuit_ranking == "atp" else None
-                with mode.matmuls():
-                    found = discover_circuit(runner, src, tgt, results, max_components, scores)
+                found = discover_circuit(runner, src, tgt, results, max_components, scores)
                 circuit_records.append({**meta, "ranking": circuit_ranking, **circuit_record(found)})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS), circuit_records
 

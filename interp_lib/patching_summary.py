@@ -12,14 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .noise import NOISE_MULTIPLE, below_noise
-
-
-def max_floor(g: pd.DataFrame) -> float:
-    """The largest noise floor among the rows' prompts (NaN without a noise_floor column)."""
-    if "noise_floor" not in g or g["noise_floor"].isna().all():
-        return np.nan
-    return float(g["noise_floor"].max())
+from .noise import below_noise, largest_floor
 
 
 def atp_agreement(exact: np.ndarray, estimate: np.ndarray, k: int = 10) -> dict:
@@ -51,11 +44,8 @@ def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
     for (scenario, variant), g in groups:
         best = g.loc[g["delta_change"].abs().idxmax()]
         pooled = scenario == "ALL"
-        floor = max_floor(g)
-        if "noise_floor" in g:
-            n_noise = int((g["delta_change"].abs() <= NOISE_MULTIPLE * g["noise_floor"]).sum())
-        else:
-            n_noise = np.nan
+        floor = largest_floor(g)
+        n_noise = int(g["below_noise"].astype(bool).sum()) if "below_noise" in g else np.nan
         rows.append({
             "experiment": g["experiment"].iat[0], "scenario": scenario, "variant": variant,
             "positions": g["positions"].iat[0], "head_site": g["head_site"].iat[0],
@@ -84,7 +74,7 @@ def component_consistency(results: pd.DataFrame, top_k: int) -> pd.DataFrame:
     per_scen["rank_in_scenario"] = per_scen.groupby("scenario")["delta_change"].transform(
         lambda s: s.abs().rank(ascending=False, method="first"))
     meta = results.drop_duplicates("component").set_index("component")[["kind", "layer", "head"]]
-    floor = max_floor(results)
+    floor = largest_floor(results)
     rows = []
     for comp, g in per_scen.groupby("component", sort=False):
         mean = g["delta_change"].mean()
@@ -130,8 +120,8 @@ def cross_experiment_summary(experiments: dict[str, dict], top_k: int) -> pd.Dat
             best = per_comp.abs().idxmax()
             gap = g.loc[g["component"] == best, "gap_fraction"].mean()
             c = circ if scenario == "ALL" or circ.empty else circ[circ["scenario"] == scenario]
-            floor = max_floor(g)
-            above = int((per_comp.abs() > NOISE_MULTIPLE * floor).sum()) if np.isfinite(floor) else np.nan
+            floor = largest_floor(g)
+            above = sum(not below_noise(v, floor) for v in per_comp) if np.isfinite(floor) else np.nan
             rows.append({
                 "experiment": name, "source": res["source"].iat[0], "target": res["target"].iat[0],
                 "scenario": scenario, "positions": res["positions"].iat[0],

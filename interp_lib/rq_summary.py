@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .noise import NOISE_MULTIPLE, below_noise
+from .noise import NOISE_MULTIPLE, below_noise, largest_floor
 
 # role -> model name. Override single entries (e.g. {"strategic": "my_game_model"}).
 DEFAULT_ROLES = {
@@ -263,8 +263,8 @@ def patch_component_table(results: pd.DataFrame) -> pd.DataFrame:
                      "sign agreement": float(np.mean(np.sign(g["dc"]) == np.sign(mean))) if mean != 0 else 0.0,
                      "flips": int(results.loc[results["component"] == comp, "action_flipped"].astype(bool).sum())})
     out = pd.DataFrame(rows)
-    if "noise_floor" in results and results["noise_floor"].notna().any():
-        floor = float(results["noise_floor"].max())
+    floor = largest_floor(results)
+    if math.isfinite(floor):
         out["above noise"] = ["yes" if not below_noise(v, floor) else "no (noise)" for v in out["mean delta_change"]]
     return out
 
@@ -480,7 +480,7 @@ def _patching_experiment(doc, inputs, exp, n_rows, by: str):
           f"action; from `{inputs.patch_results[exp]}`.")
     doc.table(comps.head(n_rows), signed=["mean delta_change"])
     if "above noise" in comps:
-        floor = float(res["noise_floor"].max())
+        floor = largest_floor(res)
         n_above = int((comps["above noise"] == "yes").sum())
         mode = res["precision"].iat[0] if "precision" in res else "the run's"
         doc.p(f"Noise floor (largest deviation of patches that must change nothing, {mode} precision): "

@@ -174,7 +174,8 @@ def test_noise_columns_in_the_summaries():
                              head_site="result", component=comp, kind="mlp" if "MLP" in comp else "head",
                              layer=int(comp[1]), head=None if "MLP" in comp else 0, delta_change=change,
                              gap_fraction=0.1, action_flipped=False, baseline_delta=1.0, source_delta=-1.0,
-                             baseline_action="D", noise_floor=floor))
+                             baseline_action="D", noise_floor=floor,
+                             below_noise=(variant, comp) == (2, "L0_MLP")))  # as patch_scenario flags: 0.05 <= 3 x 0.02
     results = pd.DataFrame(rows)
     summary = prompt_summary(results).set_index("variant")
     assert summary.loc[1, "n_below_noise"] == 0 and summary.loc[2, "n_below_noise"] == 1  # 0.05 <= 3 x 0.02

@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from ..noise import NOISE_MULTIPLE
+from ..noise import NOISE_MULTIPLE, largest_floor
 from ..style import DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle, color_at
 from . import diverging_heatmap, save_figure, zero_line
 
@@ -65,9 +65,7 @@ NOISE_COLOR = "#9a9a9a"
 
 def noise_band(results: pd.DataFrame) -> float:
     """NOISE_MULTIPLE x the largest noise floor of the results' prompts (NaN if unknown)."""
-    if "noise_floor" not in results.columns or results["noise_floor"].isna().all():
-        return math.nan
-    return NOISE_MULTIPLE * float(results["noise_floor"].max())
+    return NOISE_MULTIPLE * largest_floor(results)
 
 
 def _band_label(band: float) -> str:
