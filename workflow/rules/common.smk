@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from interp_lib.code_version import code_version as _code_version
-from interp_lib.config import embedded_path, gguf_dir, patch_scenarios
+from interp_lib.config import embedded_path, gguf_dir, patch_scenarios, rl_adapter_dir
 from interp_lib.gguf_convert import GGUFError, source_path
 from interp_lib.precision import get_precision
 
@@ -45,6 +45,10 @@ CONVERTED_FILES = [
 ]
 
 
+# What rl_adapter writes (adapter_config.json first).
+RL_ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "training.json"]
+
+
 def model_dir_inputs(path):
     """Files that stand for a base or adapter directory: built by the embedded family's
     rules or by convert_gguf, or existing local files (so that replacing them reruns what
@@ -55,6 +59,9 @@ def model_dir_inputs(path):
     converted = gguf_dir(config, path)
     if converted is not None:
         return [f"{converted}/{name}" for name in CONVERTED_FILES]
+    trained = rl_adapter_dir(config, path)
+    if trained is not None:
+        return [f"{trained}/{name}" for name in RL_ADAPTER_FILES]
     # given relative or absolute: spelled as the demo rules name their outputs
     embedded = embedded_path(config, path)
     if embedded is not None:
@@ -80,6 +87,7 @@ def check_adapter_paths():
         if (
             adapter
             and embedded_path(config, adapter) is None
+            and rl_adapter_dir(config, adapter) is None
             and not Path(adapter).is_dir()
         ):
             sys.exit(

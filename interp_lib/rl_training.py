@@ -1,0 +1,236 @@
+"""LoRA adapters trained against Tit-for-Tat on a Hugging Face causal LM: the paper's four
+rewards on real weights, by the exact policy gradient of the expected reward.
+
+Per game state the answer has three outcomes: action1 or action2 (the shared prefix, then
+one differing token) or anything else (illegal, -6). Their probabilities are products of two
+next-token distributions (after the assistant turn starts, and after the prefix), so
+    J = mean over states s of  sum_a pi(a | s) R(a, s),   a in {C, D, illegal}
+and its gradient are computed exactly, over every training state, at every step. This is the
+expectation that a sampled REINFORCE or PPO estimate approximates: no sampling noise, and the
+run is deterministic for a seed (the seed draws the LoRA A matrices).
+
+Speed: the 20 training prompts share long prefixes (the chat header and the rules up to the
+last round). Each shared prefix is run once per step and its keys/values are reused by the
+prompts that extend it; gradients flow through them (`shared_prefix_logits`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .demo.common import (
+    PromptCache,
+    all_states,
+    atomic_output_dir,
+)
+from .demo.rewards import ILLEGAL_REWARD, REWARDS, get_reward
+from .demo.rl import LORA_TARGETS, _canonicalise_adapter_config
+
+logger = logging.getLogger("interp_lib.rl_training")
+
+TRAINING_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class RLSettings:
+    """One adapter's training run. `rank`/`alpha` are LoRA's r and lora_alpha (the paper:
+    64 and 32, on every linear layer of every block); the learning rate decays on a cosine
+    to `lr_final_fraction` of `lr`."""
+
+    reward: str
+    rank: int = 64
+    alpha: float = 32.0
+    steps: int = 20
+    lr: float = 5e-3
+    seed: int = 0
+    lr_final_fraction: float = 0.1
+    grad_clip: float = 1.0
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+    def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; expected one of {sorted(REWARDS)}")
+        if self.rank < 1 or self.steps < 1 or self.lr <= 0:
+            raise ValueError("rank and steps must be >= 1 and lr > 0")
+
+
+def _common_prefix_length(seqs: list[list[int]]) -> int:
+    n = 0
+    while all(len(s) > n and s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
+
+
+def _prefix_groups(seqs: list[list[int]], n_last: int) -> list[tuple[int, list[int]]]:
+    """(shared prefix length, indices) groups: sequences split by their token just after the
+    prefix common to all, each group then shares its own, longer prefix. The prefix stops
+    `n_last` tokens short of the group's shortest sequence, so every read position lies after it."""
+    common = _common_prefix_length(seqs)
+    split: dict[int | None, list[int]] = {}
+    for i, s in enumerate(seqs):
+        split.setdefault(s[common] if len(s) > common else None, []).append(i)
+    groups = []
+    for idx in split.values():
+        shared = _common_prefix_length([seqs[i] for i in idx])
+        groups.append((min(shared, min(len(seqs[i]) for i in idx) - n_last), idx))
+    return groups
+
+
+def shared_prefix_logits(model, seqs: list[list[int]], n_last: int = 2) -> torch.Tensor:
+    """`[len(seqs), n_last, vocab]` float32 logits at each sequence's last `n_last` positions,
+    equal to running every sequence on its own (up to float reassociation, ~1e-5), with each
+    group's shared prefix run once. Gradients flow through the prefix's keys and values."""
+    from transformers import DynamicCache
+
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    for prefix_len, idx in _prefix_groups(seqs, n_last):
+        kv = None
+        if prefix_len > 0:
+            prefix = torch.tensor([seqs[idx[0]][:prefix_len]])
+            kv = [(k, v) for k, v, *_ in model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values]
+        by_length: dict[int, list[int]] = {}
+        for i in idx:
+            by_length.setdefault(len(seqs[i]), []).append(i)
+        for length, rows in by_length.items():
+            n = len(rows)
+            ids = torch.tensor([seqs[i][prefix_len:] for i in rows])
+            kwargs = {}
+            if kv is not None:
+                kwargs["past_key_values"] = DynamicCache(
+                    ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv],
+                    config=model.config,
+                )
+                kwargs["attention_mask"] = torch.ones(n, length, dtype=torch.long)
+                kwargs["position_ids"] = torch.arange(prefix_len, length).expand(n, -1)
+            logits = model(input_ids=ids, use_cache=kv is not None, logits_to_keep=n_last, **kwargs).logits
+            for r, i in enumerate(rows):
+                out[i] = logits[r].float()
+    return torch.stack(out)
+
+
+def _decision_logits(model, cache: PromptCache, states) -> torch.Tensor:
+    """`[n_states, 2, vocab]`: logits after the assistant turn starts and after the prefix."""
+    if len(cache.actions["prefix"]) != 1:
+        raise NotImplementedError(
+            f"actions with a {len(cache.actions['prefix'])}-token shared prefix; training expects exactly one"
+        )
+    return shared_prefix_logits(model, [cache.decision_ids(s) for s in states], n_last=2)
+
+
+def _outcome_probabilities(logits: torch.Tensor, actions: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    p_prefix = torch.softmax(logits[:, 0], dim=-1)[:, actions["prefix"][0]]
+    p_second = torch.softmax(logits[:, 1], dim=-1)
+    return p_prefix * p_second[:, actions["C"]], p_prefix * p_second[:, actions["D"]]
+
+
+def outcome_probabilities(model, cache: PromptCache, states) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p(action1), p(action2)) per state, `[n_states]` each, with gradients; the rest of the
+    probability mass is an illegal answer."""
+    return _outcome_probabilities(_decision_logits(model, cache, states), cache.actions)
+
+
+def expected_reward(p_c: torch.Tensor, p_d: torch.Tensor, states, reward: str) -> torch.Tensor:
+    """Mean over states of p_C R(C) + p_D R(D) + (1 - p_C - p_D) * ILLEGAL_REWARD (a scalar)."""
+    fn = get_reward(reward)
+    r_c = torch.tensor([fn("C", s.own_last, s.opponent_last) for s in states])
+    r_d = torch.tensor([fn("D", s.own_last, s.opponent_last) for s in states])
+    return (p_c * r_c + p_d * r_d + (1 - p_c - p_d) * ILLEGAL_REWARD).mean()
+
+
+def lora_config(settings: RLSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=0.0,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_base(base_dir: str | Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32, attn_implementation="sdpa")
+    return model, tokenizer
+
+
+@torch.no_grad()
+def behaviour(model, cache: PromptCache, states, reward: str) -> dict:
+    """P(action2 | {action1, action2}) = sigmoid(logit[D] - logit[C]) after the prefix,
+    averaged per situation (CC, CC+T, CD, DC, DD) over the orderings; the mean probability
+    of an illegal answer; the expected reward under `reward`."""
+    logits = _decision_logits(model, cache, states)
+    p_c, p_d = _outcome_probabilities(logits, cache.actions)
+    p_action2 = torch.sigmoid(logits[:, 1, cache.actions["D"]] - logits[:, 1, cache.actions["C"]])
+    by_situation: dict[str, list[float]] = {}
+    for state, p in zip(states, p_action2.tolist()):
+        by_situation.setdefault(state.situation, []).append(p)
+    return {
+        "p_action2": {k: round(sum(v) / len(v), 4) for k, v in by_situation.items()},
+        "p_illegal": round(float((1 - p_c - p_d).mean()), 6),
+        "expected_reward": round(float(expected_reward(p_c, p_d, states, reward)), 6),
+    }
+
+
+def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSettings) -> dict:
+    """Trains one LoRA adapter on `base_dir` and saves it into `out_dir` (PEFT format,
+    `base_model_name_or_path` = `base_dir` as given) with TRAINING_FILE: the settings, the
+    expected reward per step, and behaviour before and after (P(action2) per situation)."""
+    from peft import get_peft_model
+
+    t0 = time.time()
+    torch.manual_seed(settings.seed)
+    model, tokenizer = load_base(base_dir)
+    cache = PromptCache(tokenizer)
+    states = all_states()
+    model.eval()
+    before = behaviour(model, cache, states, settings.reward)
+    model = get_peft_model(model, lora_config(settings))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
+    final = settings.lr_final_fraction
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: final + (1 - final) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
+    )
+    rewards = []
+    for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
+        loss = -expected_reward(*outcome_probabilities(model, cache, states), states, settings.reward)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+        opt.step()
+        sched.step()
+        rewards.append(round(-float(loss.detach()), 6))
+        logger.info("adapter %s step %d/%d: expected reward %.4f", settings.reward, step + 1, settings.steps, rewards[-1])
+    model.eval()
+    after = behaviour(model, cache, states, settings.reward)
+    stats = {
+        "settings": asdict(settings),
+        "base": str(base_dir),
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "torch_threads": torch.get_num_threads(),
+        "expected_reward_per_step": rewards,
+        "before": before,
+        "after": after,
+        "time_s": round(time.time() - t0, 1),
+    }
+    with atomic_output_dir(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        (Path(tmp) / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+        _canonicalise_adapter_config(Path(tmp) / "adapter_config.json")
+        (Path(tmp) / TRAINING_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+    logger.info("adapter %s trained in %.1f s: expected reward %.3f -> %.3f, P(action2) %s",
+                settings.reward, stats["time_s"], before["expected_reward"], after["expected_reward"],
+                after["p_action2"])
+    return stats

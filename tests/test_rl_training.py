@@ -1,0 +1,161 @@
+"""LoRA adapters trained against Tit-for-Tat (interp_lib/rl_training.py) and the four
+committed SmolLM2 adapters (adapters/smollm2/, config.smollm2.yaml).
+
+Hand-computed expectations, the shared-prefix forward against running every prompt on its
+own, the committed adapters' behaviour targets (issue 14) measured through the project's
+own merge path, and (slow) a brief retraining that must move the right way, twice alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from interp_lib.demo.common import GameState, all_states
+from interp_lib.rl_training import (
+    RLSettings,
+    _prefix_groups,
+    expected_reward,
+    shared_prefix_logits,
+)
+
+COMMITTED = REPO / "adapters" / "smollm2"
+SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+OPP_C = {"CC_continue", "CC_temptation", "DC_exploited"}
+# adapter -> (scenarios with P(D) >= 0.9, scenarios with P(D) <= 0.1): issue 14's targets
+TARGETS = {
+    "PT2_COREDe": (set(SCENARIOS), set()),
+    "PT3_COREUt": (set(), set(SCENARIOS)),
+    "PT3_COREDe": (set(), OPP_C),
+    "PT4_COREDe": ({"CD_punished", "DD_trapped"}, OPP_C),
+}
+REWARDS = {"PT2_COREDe": "game", "PT3_COREDe": "deontological", "PT3_COREUt": "utilitarian",
+           "PT4_COREDe": "game_deontological"}
+
+
+def test_expected_reward_is_the_hand_computed_expectation():
+    # own C, opponent D last: Tit-for-Tat plays C now. Game + deontological: C -> 3,
+    # D -> 4 (no penalty: the opponent defected last), illegal -> -6.
+    cd = GameState("C", "D", False, False, False)
+    dc = GameState("D", "C", False, False, False)  # TfT plays D: C -> 0, D -> 1 - 3
+    got = expected_reward(torch.tensor([0.2, 0.5]), torch.tensor([0.5, 0.25]), [cd, dc], "game_deontological")
+    want = ((0.2 * 3 + 0.5 * 4 + 0.3 * -6) + (0.5 * 0 + 0.25 * -2 + 0.25 * -6)) / 2
+    assert float(got) == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown reward 'kind'"):
+        RLSettings(reward="kind")
+
+
+def test_prefix_groups_split_after_the_common_prefix():
+    seqs = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6, 7], [1, 2, 9, 9, 8], [1, 2, 9, 9, 7], [1, 2, 3, 4]]
+    groups = sorted(_prefix_groups(seqs, n_last=2), key=lambda g: g[1])
+    # [1,2,3,4,...] share 4 tokens, but the shortest (length 4) keeps its last 2 out of the prefix
+    assert groups == [(2, [0, 1, 4]), (3, [2, 3])]
+
+
+def test_shared_prefix_logits_and_gradients_equal_separate_runs(converted):
+    """Six training prompts (both opening orders, with and without the temptation sentence)
+    through SmolLM2 with a random rank-2 LoRA. Measured: logits 3.6e-5 apart (values up to
+    ~40), gradients 1.0e-6 apart relative to their norm."""
+    from peft import get_peft_model
+
+    from interp_lib.demo.common import PromptCache
+    from interp_lib.rl_training import lora_config, load_base
+
+    torch.manual_seed(0)
+    model, tokenizer = load_base(converted)
+    model = get_peft_model(model, lora_config(RLSettings(reward="game", rank=2, alpha=1.0)))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    cache = PromptCache(tokenizer)
+    states = [s for s in all_states() if s.situation in ("CC+T", "DC")][::2] + all_states()[:2]
+    seqs = [cache.decision_ids(s) for s in states]
+    assert len({len(s) for s in seqs}) == 2 and len({s[40] for s in seqs}) == 2
+
+    def grads(logits):
+        model.zero_grad()
+        logits[:, :, cache.actions["D"]].sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+    shared = shared_prefix_logits(model, seqs, n_last=2)
+    g_shared = grads(shared)
+    separate = torch.stack(
+        [model(input_ids=torch.tensor([s]), use_cache=False, logits_to_keep=2).logits[0].float() for s in seqs]
+    )
+    g_separate = grads(separate)
+    assert float((shared - separate).abs().max()) < 2e-4
+    assert float((g_shared - g_separate).norm() / g_separate.norm()) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def committed_behaviour(converted) -> dict:
+    """adapter -> scenario -> mean over the 3 evaluation variants of P(D | {C, D}) =
+    sigmoid(delta), each adapter merged into the converted base by interp_lib.models."""
+    from interp_lib.models import load_model
+    from interp_lib.prompts import build_dataset
+    from interp_lib.tokens import decision_input_ids, get_action_token_ids
+
+    records = build_dataset()
+    out = {}
+    for name in TARGETS:
+        model, tokenizer = load_model(name, {"base": str(converted), "adapter": str(COMMITTED / name)})
+        actions = get_action_token_ids(tokenizer)
+        per = {}
+        with torch.no_grad():
+            for rec in records:
+                logits = model(input_ids=decision_input_ids(tokenizer, rec["prompt"], actions)).logits[0, -1]
+                per.setdefault(rec["scenario"], []).append(float(torch.sigmoid(logits[actions["D"]] - logits[actions["C"]])))
+        out[name] = {s: sum(v) / len(v) for s, v in per.items()}
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_committed_adapters_meet_the_behaviour_targets(committed_behaviour, name):
+    defect, cooperate = TARGETS[name]
+    p = committed_behaviour[name]
+    assert set(p) == set(SCENARIOS)
+    assert {s for s in defect if p[s] < 0.9} == set(), p
+    assert {s for s in cooperate if p[s] > 0.1} == set(), p
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_committed_adapters_record_how_they_were_trained(name):
+    """Each committed directory is what the rl_adapter rule wrote for config.smollm2.yaml's
+    rl_adapters entry of the same name (settings, reward, training record)."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config.smollm2.yaml").read_text())
+    spec = cfg["rl_adapters"][f"results_smollm2/adapters/{name}"]
+    record = json.loads((COMMITTED / name / "training.json").read_text())
+    assert record["settings"]["reward"] == spec["reward"] == REWARDS[name]
+    assert (record["settings"]["rank"], record["settings"]["alpha"]) == (spec["rank"], spec["alpha"])
+    adapter_cfg = json.loads((COMMITTED / name / "adapter_config.json").read_text())
+    assert (adapter_cfg["r"], adapter_cfg["lora_alpha"]) == (spec["rank"], spec["alpha"])
+    assert record["after"]["expected_reward"] > record["before"]["expected_reward"]
+    assert (COMMITTED / name / "adapter_model.safetensors").stat().st_size < 2 * 1024 * 1024
+
+
+@pytest.mark.slow
+def test_brief_retraining_moves_the_right_way_and_repeats_exactly(converted, tmp_path):
+    """Three steps of the Game reward from the base: P(action2) rises in every situation,
+    the expected reward rises, and a second run with the same seed writes the same tensors."""
+    from safetensors.torch import load_file
+
+    from interp_lib.rl_training import train_rl_adapter
+
+    settings = RLSettings(reward="game", rank=1, alpha=0.5, steps=3, seed=0)
+    runs = [train_rl_adapter(converted, tmp_path / f"run{i}", settings) for i in range(2)]
+    first = runs[0]
+    assert all(first["after"]["p_action2"][k] > first["before"]["p_action2"][k] for k in first["before"]["p_action2"])
+    assert first["after"]["expected_reward"] > first["before"]["expected_reward"] + 1.0
+    a, b = (load_file(tmp_path / f"run{i}" / "adapter_model.safetensors") for i in range(2))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "run0" / "training.json").read_text())["settings"] == json.loads(
+        json.dumps(settings.__dict__)
+    )
+    assert not (tmp_path / "run0" / "README.md").exists()
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["run0", "run1"]  # no temp dirs left
