@@ -222,3 +222,12 @@ def test_an_rl_adapter_directory_may_not_be_a_gguf_directory(tmp_path):
            "rl_adapters": {"conv/base/": {"base": "conv/base", "reward": "game"}}}
     with pytest.raises(ConfigError, match=re.escape("my.yaml: rl_adapters.conv/base/: the same directory as gguf.conv/base")):
         validate_config(cfg, source="my.yaml")
+
+
+def test_an_rl_adapter_on_a_missing_base_stops_with_one_line(tmp_path):
+    wd, cfg = _gguf_config(tmp_path)
+    cfg["rl_adapters"] = {"trained/x": {"base": "no/such/base", "reward": "game"}}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, "-n", "--cores", "1", "results/behavior/decisions.csv", check=False)
+    assert proc.returncode != 0
+    assert "Error: config.yaml: rl_adapters.trained/x.base: base model directory not found: no/such/base" in proc.stderr

@@ -98,6 +98,22 @@ def check_adapter_paths():
 check_adapter_paths()
 
 
+def check_rl_adapter_bases():
+    for out_dir, spec in config["rl_adapters"].items():
+        base = spec["base"]
+        if (
+            gguf_dir(config, base) is None
+            and embedded_path(config, base) is None
+            and not Path(base).is_dir()
+        ):
+            sys.exit(
+                f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.base: base model directory not found: {base}"
+            )
+
+
+check_rl_adapter_bases()
+
+
 def gguf_files():
     """Output directory -> its GGUF file (convert_gguf's input); a missing package or file
     stops the run here, with one line, as a missing adapter directory does."""
