@@ -181,6 +181,7 @@ def agreement(changes: dict, reference: dict) -> tuple[float, float, int, float]
     return float(np.min(rhos)), float(np.mean(rhos)), int(np.min(overlaps)), float(np.max(diffs))
 
 
+@torch.no_grad()  # a scoped switch: callers (tests) keep their grad mode
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default=",".join(DEFAULT_MODES),
@@ -196,7 +197,6 @@ def main(argv=None):
                     help="on a CPU, run tf32 with matmul inputs rounded to TF32 (numerics only)")
     args = ap.parse_args(argv)
     modes = [get_precision(m) for m in dict.fromkeys(["float32", *args.modes.split(",")])]
-    torch.set_grad_enabled(False)
     n_run = 2 if args.quick else args.prompts
     device = args.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"

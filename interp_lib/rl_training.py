@@ -162,11 +162,14 @@ def load_base(base_dir: str | Path):
     """(float32 model, tokenizer) of a Hugging Face model directory."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir), trust_remote_code=False)
     # SDPA has no attention-logit softcap (Gemma-2 has one): eager attention there.
-    softcap = getattr(AutoConfig.from_pretrained(str(base_dir)), "attn_logit_softcapping", None)
+    config = AutoConfig.from_pretrained(str(base_dir), trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        str(base_dir), dtype=torch.float32, attn_implementation="eager" if softcap else "sdpa"
+        str(base_dir),
+        dtype=torch.float32,
+        attn_implementation="eager" if getattr(config, "attn_logit_softcapping", None) else "sdpa",
+        trust_remote_code=False,
     )
     return model, tokenizer
 
@@ -210,15 +213,16 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
         opt, lambda i: final + (1 - final) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
     )
     rewards = []
-    for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
-        loss = -expected_reward(*outcome_probabilities(model, cache, states), states, settings.reward)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-        opt.step()
-        sched.step()
-        rewards.append(round(-float(loss.detach()), 6))
-        logger.info("adapter %s step %d/%d: expected reward %.4f", settings.reward, step + 1, settings.steps, rewards[-1])
+    with torch.enable_grad():  # also when called under torch.no_grad()
+        for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
+            loss = -expected_reward(*outcome_probabilities(model, cache, states), states, settings.reward)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            opt.step()
+            sched.step()
+            rewards.append(round(-float(loss.detach()), 6))
+            logger.info("adapter %s step %d/%d: expected reward %.4f", settings.reward, step + 1, settings.steps, rewards[-1])
     model.eval()
     after = behaviour(model, cache, states, settings.reward)
     stats = {

