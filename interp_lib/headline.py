@@ -17,7 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 from .noise import largest_floor
-from .rq_summary import dla_changes, dla_means, fmt, patch_component_table
+from .rq_summary import (
+    MORAL_ROLES,
+    Document,
+    dla_changes,
+    dla_means,
+    fmt,
+    patch_component_table,
+    resolve_roles,
+    to_markdown,
+)
 
 N_TOP = 3
 
@@ -36,20 +45,15 @@ def strongest_components(results: pd.DataFrame, n: int = N_TOP) -> pd.DataFrame:
     return table.sort_values("mean |delta_change|", ascending=False, kind="stable").head(n)
 
 
-def _markdown(table: pd.DataFrame, index_name: str) -> str:
-    cols = [index_name, *map(str, table.columns)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for idx, row in table.iterrows():
-        lines.append("| " + " | ".join([str(idx), *(f"{v:.3f}" for v in row)]) + " |")
-    return "\n".join(lines)
-
-
 def headline(results_dir: str | Path, config: dict) -> str:
     root = Path(results_dir)
     labels = {m: spec.get("label", m) for m, spec in config["models"].items()}
-    out = ["P(action2 = Defect | {action1, action2}), mean over the prompt variants "
-           f"(`{root}/behavior/decisions.csv`):", "",
-           _markdown(behaviour_table(pd.read_csv(root / "behavior/decisions.csv"), labels), "model"), ""]
+    doc = Document()
+    doc.p("P(action2 = Defect | {action1, action2}), mean over the prompt variants, to 3 decimals "
+          f"(`{root}/behavior/decisions.csv`):")
+    behaviour = behaviour_table(pd.read_csv(root / "behavior/decisions.csv"), labels).round(3)
+    doc.table(behaviour.reset_index(names="model"))
+    out = [to_markdown(doc)]
     for name, exp in config.get("experiments", {}).items():
         results = pd.read_csv(root / f"patching/patch_results_{name}.csv")
         floor = largest_floor(results)
@@ -66,8 +70,9 @@ def headline(results_dir: str | Path, config: dict) -> str:
                    f"single patches that flip: {int(results['action_flipped'].astype(bool).sum())}; circuits "
                    f"that flip: {flipped} of {n_prompts} prompts" + (f", mean size {fmt(size)}." if flipped else "."))
     means, _ = dla_means(pd.read_csv(root / "dla/dla_full_results.csv"))
-    moral = [m for m in ("PT3_COREDe", "PT3_COREUt", "PT4_COREDe") if m in means.columns]
-    refs = [m for m in ("PT2_COREDe", "base") if m in means.columns]
+    roles = resolve_roles(config)  # the RQ summary's strategic / base / moral models
+    moral = [roles[r] for r in MORAL_ROLES if roles.get(r) in means.columns]
+    refs = [roles[r] for r in ("strategic", "base") if roles.get(r) in means.columns]
     if moral and refs:
         change = dla_changes(means, moral, refs)["mean |difference|"].sort_values(ascending=False, kind="stable")
         top = ", ".join(f"{c} {fmt(v)}" for c, v in change.head(N_TOP + 2).items())
