@@ -174,14 +174,13 @@ def load_base(base_dir: str | Path):
     return model, tokenizer
 
 
-@torch.no_grad()
-def behaviour(model, cache: PromptCache, states, reward: str) -> dict:
+def behaviour_from_logits(logits: torch.Tensor, actions: dict, states, reward: str) -> dict:
     """P(action2 | {action1, action2}) = sigmoid(logit[D] - logit[C]) after the prefix,
     averaged per situation (CC, CC+T, CD, DC, DD) over the orderings; the mean probability
-    of an illegal answer; the expected reward under `reward`."""
-    logits = _decision_logits(model, cache, states)
-    p_c, p_d = _outcome_probabilities(logits, cache.actions)
-    p_action2 = torch.sigmoid(logits[:, 1, cache.actions["D"]] - logits[:, 1, cache.actions["C"]])
+    of an illegal answer; the expected reward under `reward`. `logits` as _decision_logits."""
+    logits = logits.detach()
+    p_c, p_d = _outcome_probabilities(logits, actions)
+    p_action2 = torch.sigmoid(logits[:, 1, actions["D"]] - logits[:, 1, actions["C"]])
     by_situation: dict[str, list[float]] = {}
     for state, p in zip(states, p_action2.tolist()):
         by_situation.setdefault(state.situation, []).append(p)
@@ -190,6 +189,12 @@ def behaviour(model, cache: PromptCache, states, reward: str) -> dict:
         "p_illegal": round(float((1 - p_c - p_d).mean()), 6),
         "expected_reward": round(float(expected_reward(p_c, p_d, states, reward)), 6),
     }
+
+
+@torch.no_grad()
+def behaviour(model, cache: PromptCache, states, reward: str) -> dict:
+    """behaviour_from_logits of one forward pass of `model` over `states`."""
+    return behaviour_from_logits(_decision_logits(model, cache, states), cache.actions, states, reward)
 
 
 def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSettings) -> dict:
@@ -203,8 +208,7 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
     model, tokenizer = load_base(base_dir)
     cache = PromptCache(tokenizer)
     states = all_states()
-    model.eval()
-    before = behaviour(model, cache, states, settings.reward)
+    model.eval()  # as loaded: no dropout while training either (the policy is deterministic)
     model = get_peft_model(model, lora_config(settings))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
@@ -212,10 +216,13 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: final + (1 - final) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
     )
-    rewards = []
+    rewards, before = [], None
     with torch.enable_grad():  # also when called under torch.no_grad()
         for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
-            loss = -expected_reward(*outcome_probabilities(model, cache, states), states, settings.reward)
+            logits = _decision_logits(model, cache, states)
+            if before is None:  # LoRA's B starts at zero: the first pass is the base model's
+                before = behaviour_from_logits(logits, cache.actions, states, settings.reward)
+            loss = -expected_reward(*_outcome_probabilities(logits, cache.actions), states, settings.reward)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)

@@ -116,3 +116,15 @@ def converted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smollm2") / "base"
     convert_gguf(locate_packaged_gguf(PACKAGE, GGUF_FILE), out, package=PACKAGE)
     return out
+
+
+# Issue 14's behaviour targets, shared by the embedded family and SmolLM2: model -> (scenarios
+# where P(action2 | {action1, action2}) >= 0.9, scenarios where it is <= 0.1).
+SCENARIOS = ("CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped")
+OPPONENT_COOPERATED = {"CC_continue", "CC_temptation", "DC_exploited"}
+BEHAVIOUR_TARGETS = {
+    "PT2_COREDe": (set(SCENARIOS), set()),
+    "PT3_COREUt": (set(), set(SCENARIOS)),
+    "PT3_COREDe": (set(), OPPONENT_COOPERATED),
+    "PT4_COREDe": ({"CD_punished", "DD_trapped"}, OPPONENT_COOPERATED),
+}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import BEHAVIOUR_TARGETS, OPPONENT_COOPERATED
 from interp_lib.demo import ADAPTER_REWARDS, build_base_model, train_adapter
 from interp_lib.demo.rewards import ILLEGAL_REWARD, REWARDS, optimal_actions
 from interp_lib.prompts import TEMPTATION_SENTENCE, build_dataset
@@ -31,14 +32,8 @@ SCENARIO_STATES = {
     "DD_trapped": ("D", "D"),
 }
 ALL = set(SCENARIO_STATES)
-OPP_C = {"CC_continue", "CC_temptation", "DC_exploited"}
-# model -> (scenarios that must defect, p >= HIGH; scenarios that must cooperate, p <= LOW)
-EXPECTED = {
-    "PT2_COREDe": (ALL, set()),
-    "PT3_COREUt": (set(), ALL),
-    "PT3_COREDe": (set(), OPP_C),
-    "PT4_COREDe": ({"CD_punished", "DD_trapped"}, OPP_C),
-}
+OPP_C = OPPONENT_COOPERATED
+EXPECTED = BEHAVIOUR_TARGETS  # model -> (scenarios that must defect, p >= HIGH; that must cooperate, p <= LOW)
 HIGH, LOW = 0.9, 0.1
 
 

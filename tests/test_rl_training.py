@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import BEHAVIOUR_TARGETS as TARGETS
+from conftest import REPO, SCENARIOS
 from interp_lib.demo.common import GameState, all_states
+from interp_lib.demo.rewards import ADAPTER_REWARDS
 from interp_lib.rl_training import (
     RLSettings,
     _prefix_groups,
@@ -24,17 +26,7 @@ from interp_lib.rl_training import (
 )
 
 COMMITTED = REPO / "adapters" / "smollm2"
-SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
-OPP_C = {"CC_continue", "CC_temptation", "DC_exploited"}
-# adapter -> (scenarios with P(D) >= 0.9, scenarios with P(D) <= 0.1): issue 14's targets
-TARGETS = {
-    "PT2_COREDe": (set(SCENARIOS), set()),
-    "PT3_COREUt": (set(), set(SCENARIOS)),
-    "PT3_COREDe": (set(), OPP_C),
-    "PT4_COREDe": ({"CD_punished", "DD_trapped"}, OPP_C),
-}
-REWARDS = {"PT2_COREDe": "game", "PT3_COREDe": "deontological", "PT3_COREUt": "utilitarian",
-           "PT4_COREDe": "game_deontological"}
+
 
 
 def test_expected_reward_is_the_hand_computed_expectation():
@@ -132,7 +124,7 @@ def test_committed_adapters_record_how_they_were_trained(name):
     cfg = yaml.safe_load((REPO / "config.smollm2.yaml").read_text())
     spec = cfg["rl_adapters"][f"results_smollm2/adapters/{name}"]
     record = json.loads((COMMITTED / name / "training.json").read_text())
-    assert record["settings"]["reward"] == spec["reward"] == REWARDS[name]
+    assert record["settings"]["reward"] == spec["reward"] == ADAPTER_REWARDS[name]
     assert [record["settings"][k] for k in ("rank", "alpha", "lr")] == [spec["rank"], spec["alpha"], spec["lr"]]
     adapter_cfg = json.loads((COMMITTED / name / "adapter_config.json").read_text())
     assert (adapter_cfg["r"], adapter_cfg["lora_alpha"]) == (spec["rank"], spec["alpha"])

@@ -16,20 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PACKAGE, REPO, snakemake
+from conftest import BEHAVIOUR_TARGETS as TARGETS
+from conftest import PACKAGE, REPO, SCENARIOS, snakemake
 
 pytestmark = pytest.mark.slow
 
 ALLPOS_EXPERIMENT, ALLPOS_SCENARIO = "PT2_to_PT3De", "CC_temptation"
 N_COMPONENTS = 30 * (9 + 1)
-SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
-OPP_C = {"CC_continue", "CC_temptation", "DC_exploited"}
-TARGETS = {  # model -> (scenarios with P(D) >= 0.9, scenarios with P(D) <= 0.1)
-    "PT2_COREDe": (set(SCENARIOS), set()),
-    "PT3_COREUt": (set(), set(SCENARIOS)),
-    "PT3_COREDe": (set(), OPP_C),
-    "PT4_COREDe": ({"CD_punished", "DD_trapped"}, OPP_C),
-}
 
 
 def smollm2_configs(wd: Path) -> tuple[Path, Path]:
