@@ -167,57 +167,6 @@ def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int
                 g.create_dataset(key, data=value)
 
 
-def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
-                     out: str | Path, precision: str = "float32", device: str = "cpu") -> None:
-    """Runs a merged model on one scenario's prompt records, in a precision mode (see
-    precision.py; the merged weights are stored in its weights' dtype), and writes its cache file."""
-    import torch
-    from tqdm import tqdm
-
-    from .hooked import HookedModel
-    from .models import load_base_model, load_tokenizer, read_fingerprint, state_fingerprint
-    from .precision import get_precision
-    from .tokens import decision_input_ids, get_action_token_ids, tokenizer_hash
-
-    mode = get_precision(precision)
-    dtype = mode.weights_name
-    model = load_base_model(str(model_dir), dtype, device, model_name)
-    tokenizer = load_tokenizer(str(model_dir), model_name)
-    expected = read_fingerprint(model_dir)["fingerprint"]
-    fingerprint = state_fingerprint(model)
-    if fingerprint != expected:
-        raise CacheError(
-            f"model {model_name}: weights in {model_dir} differ from its fingerprint.json "
-            f"(loaded in {dtype}?); rerun its merge (delete {model_dir})"
-        )
-    hooked = HookedModel(model, tokenizer, name=model_name, precision=mode)
-    action_tokens = get_action_token_ids(tokenizer)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    inputs = {}
-    for rec in records:
-        ids = decision_input_ids(tokenizer, rec["prompt"], action_tokens)
-        if limit is not None and ids.shape[-1] > limit:
-            raise ValueError(
-                f"model {model_name}: prompt {scenario}/{rec['variant']} has {ids.shape[-1]} tokens, "
-                f"more than the model's context of {limit}"
-            )
-        inputs[rec["variant"]] = ids.to(hooked.device)
-    variants = {}
-    with mode.matmuls():
-        for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
-            data = collect_variant(hooked, inputs[rec["variant"]], action_tokens, f"{scenario}/{rec['variant']}")
-            data["attrs"]["prompt"] = rec["prompt"]
-            variants[rec["variant"]] = data
-    C, D = action_tokens["C"], action_tokens["D"]
-    with torch.no_grad():
-        unembed = {
-            "W_U_actions": hooked.W_U[[C, D]].float().cpu().numpy(),
-            "ln_final_gain": hooked.final_norm_gain().cpu().numpy(),
-        }
-    attrs = file_attrs(hooked, model_name, scenario, fingerprint, tokenizer_hash(tokenizer), action_tokens)
-    write_cache(out, attrs, unembed, variants)
-
-
 class CacheFile:
     """Read access to one cache file, with format and fingerprint checks.
 

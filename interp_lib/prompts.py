@@ -14,6 +14,8 @@ import random
 from pathlib import Path
 from typing import Iterable
 
+from .tokens import chat_prompt, decision_input_ids
+
 ACTION_NAMES = {"C": "action1", "D": "action2"}
 # Row player (the model) first: PAYOFFS[(own, opponent)] = (own points, opponent points).
 PAYOFFS = {("C", "C"): (3, 3), ("C", "D"): (0, 4), ("D", "C"): (4, 0), ("D", "D"): (1, 1)}
@@ -124,20 +126,11 @@ def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[
 
 def add_chat_fields(records: Iterable[dict], tokenizer) -> list[dict]:
     """Adds `chat_prompt` and `n_tokens` (the model's input length, shared action prefix included)."""
-    from .tokens import decision_input_ids
-
     out = []
     for rec in records:
         ids = decision_input_ids(tokenizer, rec["prompt"])
         out.append({**rec, "chat_prompt": chat_prompt(tokenizer, rec["prompt"]), "n_tokens": int(ids.shape[-1])})
     return out
-
-
-def chat_prompt(tokenizer, prompt: str) -> str:
-    """The prompt as one user turn followed by the start of the model turn."""
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
 
 
 def build_dataset(scenarios: dict | None = None, n_variants: int = 3, seed: int = 0) -> list[dict]:

@@ -8,7 +8,7 @@ RQ2  deontological vs utilitarian: cross-patching both ways, DLA difference.
 RQ3  targeted fine-tuning: DLA change per component and layer, merged-weight change per
      module, layer and head, and components that rank high in both.
 
-Models enter through roles (`DEFAULT_ROLES`, overridable): a configuration with other
+Models enter through roles (the config's `roles`, overridable): a configuration with other
 model names maps them here; a role whose model is not configured, an experiment that is
 not configured and a table that is missing are named in the section that needs them.
 
@@ -18,7 +18,6 @@ is pro-Defect.
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,23 +26,17 @@ import numpy as np
 import pandas as pd
 
 from .noise import NOISE_MULTIPLE, below_noise, largest_floor
+from .summary_document import Document, fmt, to_html, to_markdown, write_summary
 
-# role -> model name. Override single entries (e.g. {"strategic": "my_game_model"}).
-DEFAULT_ROLES = {
-    "base": "base",  # no fine-tuning (the weight deltas' reference)
-    "strategic": "PT2_COREDe",  # game reward only: the "selfish" reference of RQ1
-    "deontological": "PT3_COREDe",  # moral reward, deontological
-    "utilitarian": "PT3_COREUt",  # moral reward, utilitarian
-    "game_deontological": "PT4_COREDe",  # game + deontological reward
-}
 MORAL_ROLES = ("deontological", "utilitarian", "game_deontological")
 PT3_ROLES = ("deontological", "utilitarian")  # RQ1 patching targets, RQ2 pair
 N_ROWS = 10
 
 
 def resolve_roles(config: dict, overrides: dict | None = None) -> dict:
-    """DEFAULT_ROLES updated with `overrides` (and the config's optional `roles` key)."""
-    roles = {**DEFAULT_ROLES, **(config.get("roles") or {}), **(overrides or {})}
+    """role -> model: the config's `roles` (filled from the schema's defaults when the config
+    is validated) updated with `overrides`; roles without a model are dropped."""
+    roles = {**(config.get("roles") or {}), **(overrides or {})}
     return {role: model for role, model in roles.items() if model}
 
 
@@ -69,114 +62,6 @@ def experiments_needed(experiments: dict, roles: dict) -> list[str]:
     rel = relevant_experiments(experiments, roles)
     wanted = {e for names in rel.values() for e in names}
     return [e for e in experiments if e in wanted]
-
-
-# --------------------------------------------------------------------------- document
-
-
-@dataclass
-class Table:
-    df: pd.DataFrame
-    signed: tuple = ()  # columns shown with an explicit sign
-
-
-@dataclass
-class Document:
-    """Blocks: ("h", level, text), ("p", text), ("note", text), ("table", Table)."""
-
-    blocks: list = field(default_factory=list)
-
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", level, text))
-
-    def p(self, text: str):
-        self.blocks.append(("p", text))
-
-    def note(self, text: str):
-        self.blocks.append(("note", text))
-
-    def table(self, df: pd.DataFrame, signed=()):
-        self.blocks.append(("table", Table(df.reset_index(drop=True), tuple(signed))))
-
-
-def fmt(value, signed: bool = False) -> str:
-    """4 significant digits for floats; integers, booleans and text as they are."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        text = f"{value:+.4g}" if signed else f"{value:.4g}"
-        return text.replace("e+0", "e+").replace("e-0", "e-")
-    return str(value)
-
-
-def _cells(table: Table) -> tuple[list[str], list[list[str]], list[bool]]:
-    df = table.df
-    header = [str(c) for c in df.columns]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
-    rows = [[fmt(v, c in table.signed) for c, v in zip(df.columns, row)] for row in df.itertuples(index=False)]
-    return header, rows, numeric
-
-
-def to_markdown(doc: Document) -> str:
-    out = []
-    for block in doc.blocks:
-        kind = block[0]
-        if kind == "h":
-            out.append("#" * block[1] + " " + block[2])
-        elif kind == "p":
-            out.append(block[1])
-        elif kind == "note":
-            out.append(f"> **Missing:** {block[1]}")
-        else:
-            header, rows, numeric = _cells(block[1])
-            esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-            lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-                     "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-            lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-_CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;max-width:75em;
-color:#222;line-height:1.4}table{border-collapse:collapse;margin:.4em 0 1.2em;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.2em .6em}th{background:#f2f2f2}td.num{text-align:right;
-font-variant-numeric:tabular-nums}tr:nth-child(even) td{background:#fafafa}
-.note{border-left:4px solid #d55e00;padding:.3em .8em;background:#fff4ec}code{font-size:.95em}"""
-
-
-def _inline_html(text: str) -> str:
-    """Escapes text; `code` spans become <code>."""
-    parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def to_html(doc: Document, title: str = "Research-question summary") -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
-    for block in doc.blocks:
-        kind = block[0]
-        if kind == "h":
-            out.append(f"<h{block[1]}>{_inline_html(block[2])}</h{block[1]}>")
-        elif kind == "p":
-            out.append(f"<p>{_inline_html(block[1])}</p>")
-        elif kind == "note":
-            out.append(f'<p class="note"><strong>Missing:</strong> {_inline_html(block[1])}</p>')
-        else:
-            header, rows, numeric = _cells(block[1])
-            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-                       + "</tr></thead><tbody>")
-            for row in rows:
-                out.append("<tr>" + "".join(f'<td class="num">{html.escape(c)}</td>' if n else
-                                            f"<td>{html.escape(c)}</td>" for c, n in zip(row, numeric)) + "</tr>")
-            out.append("</tbody></table>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -369,8 +254,8 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
           "file named before its table. delta = logit(D) - logit(C) at the decision position: a positive DLA "
           "contribution or delta change is pro-Defect. DLA contributions are means over all prompts (every "
           f"scenario and prompt variant), in pre-softcap logit units. Tables show at most {n_rows} rows.")
-    doc.p("Roles of the configured models (change them with `interp_lib.rq_summary.DEFAULT_ROLES` or the "
-          "rule's `roles` parameter):")
+    doc.p("Roles of the configured models (the config's `roles` key; the rule's `roles` parameter overrides "
+          "it):")
     doc.table(pd.DataFrame({"role": list(roles), "model": list(roles.values()),
                             "configured": [m in configured for m in roles.values()],
                             "label": [labels.get(m, "") for m in roles.values()]}))
@@ -651,15 +536,6 @@ def _rq3(doc, inputs, means, weights, roles, n_rows) -> None:
         doc.table(cand)
 
 
-def write_summary(doc: Document, md_path, html_path) -> None:
-    from .io import atomic_path
-
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(to_markdown(doc))
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(to_html(doc))
-
-
-__all__ = ["DEFAULT_ROLES", "MORAL_ROLES", "PT3_ROLES", "Inputs", "Document", "resolve_roles",
+__all__ = ["MORAL_ROLES", "PT3_ROLES", "Inputs", "Document", "resolve_roles",
            "relevant_experiments", "experiments_needed", "build_summary", "to_markdown", "to_html", "write_summary",
            "rq1_suppressed", "dla_means", "dla_changes", "cross_patching", "candidates", "fmt"]

@@ -37,10 +37,15 @@ def get_action_token_ids(tokenizer, cooperate: str = COOPERATE, defect: str = DE
     }
 
 
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """The prompt as one user turn followed by the start of the model turn."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+
+
 def decision_input_ids(tokenizer, prompt: str, action_tokens: dict | None = None) -> torch.Tensor:
     """`[1, n_tokens]` ids: chat template (one BOS) + prompt + the actions' shared prefix."""
-    from .prompts import chat_prompt
-
     action_tokens = action_tokens or get_action_token_ids(tokenizer)
     text = chat_prompt(tokenizer, prompt)
     # A template that already writes BOS must not get a second one from the tokenizer.

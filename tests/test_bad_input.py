@@ -1,7 +1,5 @@
 """Bad input stops with one line naming the culprit and writes nothing."""
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest

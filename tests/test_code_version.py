@@ -70,7 +70,8 @@ def test_workflow_scripts_reach_what_they_run():
     def reached(name):
         return {str(p.relative_to(root)) for p in imported_files(scripts / f"{name}.py")}
 
-    assert {"prompts.py", "tokens.py", "hooked.py", "cache.py"} <= reached("cache_activations")
+    assert {"jobs/caching.py", "tokens.py", "hooked.py", "cache.py"} <= reached("cache_activations")
+    assert "prompts.py" not in reached("cache_activations")  # the prompt records arrive as a file
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
     # analyses and plots are separate: an edit of a plot module reruns only its plots
     for name in ("dla_scenario", "dla_tables", "logit_lens_scenario", "patch_scenario", "rq_summary"):

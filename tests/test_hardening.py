@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from conftest import REPO, snakemake
-from interp_lib.cache import (FORMAT_VERSION, CacheError, CacheFile, NonFiniteActivation, build_cache_file,
-                              write_cache)
+from interp_lib.cache import FORMAT_VERSION, CacheError, CacheFile, NonFiniteActivation, write_cache
+from interp_lib.jobs import build_cache_file
 from interp_lib.models import (FINGERPRINT_FILE, ModelLoadError, load_base_model, load_tokenizer, merge_adapter,
                                read_fingerprint, state_fingerprint)
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest

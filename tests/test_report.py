@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from interp_lib.rq_summary import DEFAULT_ROLES, Inputs, build_summary, to_html, to_markdown
+from interp_lib.rq_summary import Inputs, build_summary, to_html, to_markdown
 
 TARGETS = ["results/weights/weight_deltas.csv", "results/weights/weight_deltas_modules.png",
            "results/weights/weight_deltas_heads.png", "results/rq_summary.md", "results/rq_summary.html"]
@@ -192,10 +192,15 @@ def test_html_and_markdown_carry_the_same_tables(report_run, summary):
     cells = [html_lib.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", page)]
     assert cells == [c for t in tables for row in t.itertuples(index=False) for c in row]
 
+# the roles config.yaml gives the demo family
+DEMO_ROLES = {"base": "base", "strategic": "PT2_COREDe", "deontological": "PT3_COREDe",
+              "utilitarian": "PT3_COREUt", "game_deontological": "PT4_COREDe"}
+
 
 def test_missing_models_experiments_and_tables_are_named(report_run, tmp_path):
     wd = report_run[0]
-    config = {"models": {"base": {"base": "b"}, "PT2_COREDe": {"base": "b", "adapter": "a"}}, "experiments": {}}
+    config = {"models": {"base": {"base": "b"}, "PT2_COREDe": {"base": "b", "adapter": "a"}}, "experiments": {},
+              "roles": DEMO_ROLES}
     inputs = Inputs(dla=str(wd / "results/dla/dla_full_results.csv"), decisions=str(tmp_path / "nope.csv"),
                     weights=None)
     doc = build_summary(config, inputs)
@@ -208,9 +213,23 @@ def test_missing_models_experiments_and_tables_are_named(report_run, tmp_path):
     assert "the roles `deontological` and `utilitarian` need configured models" in md
     assert "<!DOCTYPE html>" in to_html(doc)
     # other model names through roles
-    renamed = {"models": {"b0": {"base": "b"}, "game": {"base": "b", "adapter": "g"}}, "experiments": {}}
+    renamed = {"models": {"b0": {"base": "b"}, "game": {"base": "b", "adapter": "g"}}, "experiments": {},
+               "roles": DEMO_ROLES}
     md = to_markdown(build_summary(renamed, Inputs(), roles={"base": "b0", "strategic": "game"}))
-    assert "| strategic | game | yes |" in md and DEFAULT_ROLES["strategic"] not in md
+    assert "| strategic | game | yes |" in md and DEMO_ROLES["strategic"] not in md
+
+
+def test_roles_come_from_the_config_alone():
+    """config.yaml names the demo family's roles; a config without `roles` has none (no demo
+    model names leak into a user's summary)."""
+    from interp_lib.config import validate_config
+    from interp_lib.rq_summary import resolve_roles
+
+    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    assert resolve_roles(config) == DEMO_ROLES
+    config.pop("roles")
+    assert resolve_roles(validate_config(config)) == {}
+    assert resolve_roles({"roles": {"strategic": "x", "base": ""}}) == {"strategic": "x"}
 
 
 # --------------------------------------------------------------------------- report

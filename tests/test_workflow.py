@@ -3,12 +3,10 @@ behaviour table, and incremental scheduling."""
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import yaml
 

@@ -1,0 +1,7 @@
+"""Workflow jobs: each reads its inputs, runs a model and writes one output (the Snakemake
+scripts call these; analyses that only read caches live in their own modules)."""
+
+from .caching import build_cache_file
+from .patching import patch_scenario
+
+__all__ = ["build_cache_file", "patch_scenario"]

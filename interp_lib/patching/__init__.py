@@ -1,0 +1,38 @@
+"""Activation patching between two models that see the same prompt.
+
+A patch replaces, in the target's forward pass, one component's activation by the
+source's and lets everything downstream recompute (norm scales included):
+
+- head `L{l}H{h}`: the head's output z_h @ W_O[h] (TransformerLens `attn.hook_result`,
+  summed into o_proj's output before Gemma-2's post-attention norm). With
+  `head_site="z"` only its o_proj input z_h is replaced, so the target's own W_O[h]
+  (which LoRA adapts) is applied to it.
+- `L{l}_MLP`: the MLP block's addition to the residual (after Gemma-2's post-feedforward norm).
+
+Positions: "all" prompt positions, or "decision" (the last position only).
+Components below the patched layer are unchanged, so a patched run starts from the
+target's cached resid_pre at the lowest patched layer, and many patches share one
+batched forward pass. delta = logit(D) - logit(C) (post-softcap, read out in float32) at the decision
+position; delta_change = patched - baseline (positive = towards Defect).
+
+Noise floor: patches that must change nothing (an unpatched row in every batch of the
+sweep, the target recomputed from layer 0, and its own head 0 and MLP patched into it at
+every layer) run through the same runner; the largest |delta - baseline| among them is
+the prompt's `noise_floor`.
+A delta_change within NOISE_MULTIPLE times it is flagged `below_noise`.
+
+Modules: components (names, result rows), activations (what a patch reads), runner (exact
+batched patching, noise floor), atp (attribution patching), circuits, patcher (the design's
+text API). The workflow job is `interp_lib.jobs.patch_scenario`.
+"""
+
+from .activations import PromptActivations, load_W_O, own_W_O
+from .atp import attribution_patch
+from .circuits import CIRCUIT_COLUMNS, CircuitDiscovery, circuit_record, discover_circuit
+from .components import RESULT_COLUMNS, Component, PatchResult, all_components
+from .patcher import ActivationPatcher
+from .runner import HEAD_SITES, POSITION_MODES, PatchRunner, noise_floor, sweep
+
+__all__ = ["ActivationPatcher", "CIRCUIT_COLUMNS", "CircuitDiscovery", "Component", "HEAD_SITES", "POSITION_MODES",
+           "PatchResult", "PatchRunner", "PromptActivations", "RESULT_COLUMNS", "all_components",
+           "attribution_patch", "circuit_record", "discover_circuit", "load_W_O", "noise_floor", "own_W_O", "sweep"]
