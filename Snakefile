@@ -16,6 +16,8 @@ include: "workflow/rules/logit_lens.smk"
 include: "workflow/rules/dla.smk"
 include: "workflow/rules/patching.smk"
 include: "workflow/rules/patching_plots.smk"
+include: "workflow/rules/attention.smk"
+include: "workflow/rules/counterfactual.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -41,6 +43,11 @@ rule all:
         expand(R("dla/dla_top_components_{model}.png"), model=MODELS),
         expand(R("dla/dla_model_comparison_{scenario}.png"), scenario=SCENARIOS),
         expand(
+            R("attention/attention_{scenario}.{ext}"),
+            scenario=SCENARIOS,
+            ext=["csv", "png"],
+        ),
+        expand(
             R("patching/{plot}_{experiment}_{scenario}.png"),
             plot=["patch_heatmap", "circuit_discovery"],
             experiment=EXPERIMENTS,
@@ -52,6 +59,11 @@ rule all:
             experiment=EXPERIMENTS,
         ),
         R("patching/cross_experiment_summary.csv"),
+        expand(
+            R("counterfactual/{plot}_{counterfactual}.png"),
+            plot=["residual_heatmap", "component_heatmap"],
+            counterfactual=COUNTERFACTUALS,
+        ),
         R("weights/weight_deltas.csv"),
         R("weights/weight_deltas_modules.png"),
         R("weights/weight_deltas_heads.png"),

@@ -6,11 +6,14 @@ import math
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from .cache import CacheFile
 
-COLUMNS = ["model", "scenario", "variant", "delta", "p_action2", "action"]
+# p_defect = sigmoid(delta) = P(Defect | {C, D}); p_action2 = P(the label action2), which is
+# p_defect in the standard labelling and 1 - p_defect in the swapped one.
+COLUMNS = ["model", "scenario", "variant", "labelling", "template", "delta", "p_defect", "p_action2", "action"]
 
 
 def action_of(delta: float) -> str:
@@ -24,13 +27,67 @@ def decisions_table(cache_files: Iterable[str | Path]) -> pd.DataFrame:
     for path in cache_files:
         with CacheFile(path) as cache:
             for v in cache.variants:
-                delta = float(cache.group(v).attrs["delta"])
+                attrs = cache.group(v).attrs
+                delta, labelling = float(attrs["delta"]), cache.labelling(v)
+                p_defect = 1.0 / (1.0 + math.exp(-delta))
                 rows.append({
                     "model": str(cache.attrs["model"]),
                     "scenario": str(cache.attrs["scenario"]),
                     "variant": v,
+                    "labelling": labelling,
+                    "template": int(attrs.get("template", 0)),
                     "delta": delta,
-                    "p_action2": 1.0 / (1.0 + math.exp(-delta)),
+                    "p_defect": p_defect,
+                    "p_action2": p_defect if labelling == "standard" else 1.0 - p_defect,
                     "action": action_of(delta),
                 })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+SUMMARY_COLUMNS = ["model", "scenario", "labelling", "n", "mean_delta", "ci_low", "ci_high", "defect_share"]
+LABEL_BIAS_COLUMNS = ["model", "scenario", "n_pairs", "delta_standard", "delta_swapped", "label_bias", "ci_low",
+                      "ci_high", "same_decision_share"]
+
+
+def behaviour_summary(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Per model, scenario and labelling: mean delta over the prompt variants with its
+    bootstrap 95% interval, and the share of variants decided Defect."""
+    from .stats import grouped_mean_ci
+
+    dec = _with_labelling(decisions)
+    out = grouped_mean_ci(dec, ["model", "scenario", "labelling"], "delta").rename(columns={"mean": "mean_delta"})
+    share = dec.groupby(["model", "scenario", "labelling"], sort=False)["action"].apply(lambda a: (a == "D").mean())
+    out["defect_share"] = [share[(m, s, lab)] for m, s, lab in zip(out["model"], out["scenario"], out["labelling"])]
+    return out[SUMMARY_COLUMNS]
+
+
+def label_bias(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Per model and counterbalanced scenario: label_bias = mean over paired variants of
+    delta(standard) - delta(swapped), with its bootstrap 95% interval. Variant k of the
+    swapped labelling pairs with the standard variant of the same wording and ordering
+    (k - n). delta is logit(Defect) - logit(Cooperate) in both, so a model that decides by
+    meaning alone has label_bias 0; a preference b for the token of action2 regardless of
+    its meaning gives label_bias = 2b (positive: favours the label action2)."""
+    from .stats import mean_ci
+
+    dec = _with_labelling(decisions)
+    rows = []
+    for (model, scenario), g in dec.groupby(["model", "scenario"], sort=False):
+        std = g[g["labelling"] == "standard"].sort_values("variant")
+        swp = g[g["labelling"] == "swapped"].sort_values("variant")
+        n = min(len(std), len(swp))
+        if n == 0:
+            continue
+        d_std, d_swp = std["delta"].to_numpy()[:n], swp["delta"].to_numpy()[:n]
+        mean, lo, hi = mean_ci(d_std - d_swp)
+        same = float(np.mean((d_std > 0) == (d_swp > 0)))
+        rows.append({"model": model, "scenario": scenario, "n_pairs": n, "delta_standard": float(d_std.mean()),
+                     "delta_swapped": float(d_swp.mean()), "label_bias": mean, "ci_low": lo, "ci_high": hi,
+                     "same_decision_share": same})
+    return pd.DataFrame(rows, columns=LABEL_BIAS_COLUMNS)
+
+
+def _with_labelling(decisions: pd.DataFrame) -> pd.DataFrame:
+    if "labelling" in decisions.columns:
+        return decisions
+    return decisions.assign(labelling="standard")  # tables written before labellings existed

@@ -25,6 +25,9 @@ dh head dim, V vocabulary):
       head_out_decision  [L, H, d] each head's addition to the residual at the decision
                                    position (post-attention scale frozen); sums over H to attn_out
       decision_logits    [V]       the model's own (post-softcap) logits at the decision position
+      attn_decision      [L, H, T] each head's attention probabilities from the decision position
+                                   over all positions (blocks.{l}.attn.hook_pattern's last query
+                                   row; 0 where the causal mask or a sliding window hides a key)
 
 Variant groups are named by their number ("1", "2", ...). Files are written to a
 temporary name and renamed, so a file that exists is complete.
@@ -40,7 +43,7 @@ import numpy as np
 
 from .io import atomic_path
 
-FORMAT_VERSION = 2  # 2: attr precision, float32 readout
+FORMAT_VERSION = 3  # 2: attr precision, float32 readout; 3: attn_decision (older caches lack it)
 STACKED = {
     "resid_pre": "hook_resid_pre",
     "resid_post": "hook_resid_post",
@@ -84,7 +87,7 @@ def _collect_variant(hooked, input_ids, action_tokens, label):
 
     from .hooked import rms_scale
 
-    logits, cache = hooked.run_with_cache(input_ids, last_only=True)  # [1, V] float32 readout
+    logits, cache = hooked.run_with_cache(input_ids, last_only=True, patterns=True)  # [1, V] float32 readout
     cfg, pos = hooked.cfg, input_ids.shape[-1] - 1
     for name, value in cache.items():  # in the order the hooks ran: names the first bad layer
         _check_finite(value, hooked.name, label, name)
@@ -105,6 +108,9 @@ def _collect_variant(hooked, input_ids, action_tokens, label):
         [hooked.head_contributions(cache, l, pos)[0] for l in range(cfg.n_layers)]
     ).cpu().numpy()
     arrays["decision_logits"] = logits[0].cpu().numpy()
+    arrays["attn_decision"] = torch.stack(
+        [cache[f"blocks.{l}.attn.hook_pattern"][0, :, pos] for l in range(cfg.n_layers)]
+    ).float().cpu().numpy()
     arrays["input_ids"] = input_ids[0].cpu().numpy().astype(np.int64)
     C, D = action_tokens["C"], action_tokens["D"]
     pre = hooked.unembed(resid_last[None, pos], rows=[C, D], apply_softcap=False)
@@ -225,6 +231,16 @@ class CacheFile:
 
     def __getitem__(self, variant: int) -> "VariantView":
         return VariantView(self, variant)
+
+    def action_tokens(self, variant: int) -> dict:
+        """{"C": id, "D": id}: the Cooperate and Defect tokens of a variant in its labelling
+        (the file's, i.e. the standard labelling's, for caches without per-variant tokens)."""
+        attrs = self.group(variant).attrs
+        return {k: int(attrs.get(f"token_{k}", self.attrs[f"token_{k}"])) for k in ("C", "D")}
+
+    def labelling(self, variant: int) -> str:
+        """"standard" (action1 = Cooperate) or "swapped" (action1 = Defect)."""
+        return str(self.group(variant).attrs.get("labelling", "standard"))
 
     def close(self) -> None:
         f = getattr(self, "_f", None)

@@ -191,6 +191,15 @@ def _check_references(config: dict) -> None:
                 )
         if exp["source"] == exp["target"]:
             raise ConfigError(f"experiments.{name}: source and target are the same model {exp['source']!r}")
+    for name, cf in config.get("counterfactuals", {}).items():
+        if cf["model"] not in models:
+            raise ConfigError(f"counterfactuals.{name}.model: unknown model {cf['model']!r} (known models: {known})")
+        for role in ("source", "target"):
+            if cf[role] not in scenarios:
+                raise ConfigError(f"counterfactuals.{name}.{role}: unknown scenario {cf[role]!r} "
+                                  f"(known: {', '.join(scenarios)})")
+        if cf["source"] == cf["target"]:
+            raise ConfigError(f"counterfactuals.{name}: source and target are the same scenario {cf['source']!r}")
     subset = config["analysis"].get("patch_scenarios")
     for scen in subset or ():
         if scen not in scenarios:

@@ -28,7 +28,7 @@ from .logit_lens import ActionReadout
 log = logging.getLogger(__name__)
 
 FULL_COLUMNS = ["model", "scenario", "variant", "component", "kind", "layer", "head", "contribution"]
-TOP_COLUMNS = ["model", "scenario", "rank", "component", "contribution", "direction"]
+TOP_COLUMNS = ["model", "scenario", "rank", "component", "contribution", "ci_low", "ci_high", "direction"]
 
 
 def reconstruction_tolerance(delta_pre_softcap: float) -> float:
@@ -122,7 +122,7 @@ def results_from_cache(cache: CacheFile) -> list[DLAResult]:
     for v in cache.variants:
         try:
             group = cache.group(v)
-            res = dla_from_arrays(group, group.attrs, readout, model=model, scenario=scenario, variant=int(v),
+            res = dla_from_arrays(group, group.attrs, readout.for_labelling(cache.labelling(v)), model=model, scenario=scenario, variant=int(v),
                                   prompt=str(group.attrs.get("prompt", "")))
         except (OSError, KeyError) as exc:
             raise CacheError(f"cannot read variant {v} of {cache.path} ({exc}); delete it and rerun the workflow") from None
@@ -231,8 +231,11 @@ def summary_row(result: DLAResult) -> dict:
 
 
 def mean_over_variants(full):
-    """Per (model, scenario, component): mean, std, min, max of contribution over variants,
-    in the components' first-seen order; keeps kind, layer, head."""
+    """Per (model, scenario, component): mean, std, min, max of contribution over variants
+    and the mean's bootstrap 95% interval (ci_low, ci_high), in the components' first-seen
+    order; keeps kind, layer, head."""
+    from .stats import grouped_mean_ci
+
     keys = ["model", "scenario", "component"]
     g = full.groupby(keys, sort=False)
     out = g.agg(kind=("kind", "first"), layer=("layer", "first"), head=("head", "first"),
@@ -240,6 +243,8 @@ def mean_over_variants(full):
                 min=("contribution", "min"), max=("contribution", "max"),
                 n_variants=("contribution", "size")).reset_index()
     out["std"] = out["std"].fillna(0.0)
+    ci = grouped_mean_ci(full, keys, "contribution")
+    out["ci_low"], out["ci_high"] = ci["ci_low"].to_numpy(), ci["ci_high"].to_numpy()
     return out
 
 
@@ -257,7 +262,8 @@ def top_components_table(full, top_k: int = 20):
             top = grp[sel].sort_values("contribution", ascending=asc, kind="stable").head(top_k)
             parts.append(pd.DataFrame({"model": model, "scenario": scenario, "rank": range(1, len(top) + 1),
                                        "component": top["component"].values,
-                                       "contribution": top["contribution"].values, "direction": direction}))
+                                       "contribution": top["contribution"].values, "ci_low": top["ci_low"].values,
+                                       "ci_high": top["ci_high"].values, "direction": direction}))
     if not parts:
         return pd.DataFrame(columns=TOP_COLUMNS)
     return pd.concat(parts, ignore_index=True)[TOP_COLUMNS]

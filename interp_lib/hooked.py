@@ -8,6 +8,11 @@ Hook points (TransformerLens names) and their shapes:
     hook_embed                       [B, T, d]   scaled token embedding (= resid_pre of block 0)
     blocks.{l}.hook_resid_pre        [B, T, d]
     blocks.{l}.ln1.hook_scale        [B, T, 1]   sqrt(mean(x^2) + eps) of the input norm
+    blocks.{l}.attn.hook_pattern     [B, H, T, Tk] attention probabilities (after softcap and
+                                                  softmax, float32; keys the causal mask or a
+                                                  sliding window hide are 0; Tk = T, or more
+                                                  with a kv_prefix). Built only when hooked; a
+                                                  hook that replaces it must return the new tensor
     blocks.{l}.attn.hook_z           [B, T, H, dh] per-head input slice of o_proj
     blocks.{l}.attn.hook_result      [B, T, H, d] per-head output z_h @ W_O[h] (computed only
                                                   when hooked; o_proj's output is their sum)
@@ -260,12 +265,13 @@ class HookedModel:
             x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype, device=x.device)
         return x
 
-    def attention_z(self, layer: int, x_normed: torch.Tensor, kv_prefix=None) -> torch.Tensor:
+    def attention_z(self, layer: int, x_normed: torch.Tensor, kv_prefix=None, hooks: dict | None = None) -> torch.Tensor:
         """[B, Tn, H, dh] attention result per head before o_proj.
 
         `x_normed` [B, Tn, d] holds positions T0..T0+Tn-1, where T0 is the length of
         `kv_prefix` (rotated keys and values [1 or B, Hkv, T0, dh] of the earlier positions,
-        e.g. a clean run's), or 0 without one.
+        e.g. a clean run's), or 0 without one. `hooks` is consulted for
+        `blocks.{layer}.attn.hook_pattern` only: without a hook on it no pattern is built.
         """
         cfg, attn = self.cfg, self._layers[layer].self_attn
         B, Tn, _ = x_normed.shape
@@ -284,6 +290,8 @@ class HookedModel:
         Hkv, g = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
         q = q.reshape(B, Hkv, g, Tn, cfg.d_head)
         window = cfg.sliding_windows[layer]
+        pattern_name = f"blocks.{layer}.attn.hook_pattern"
+        parts = [] if hooks and pattern_name in hooks else None  # blocks of the pattern, if hooked
         out = []
         for s, e in self._query_blocks(Tn, T0, window):
             # Keys that any query of the block may see: causal, and within the window.
@@ -293,10 +301,31 @@ class HookedModel:
             qb = q[:, :, :, s:e].reshape(B, Hkv, g * Tb, cfg.d_head)
             scores = torch.matmul(qb, k[:, :, lo:hi].transpose(-1, -2)).view(B, Hkv, g, Tb, Kb)
             masked_out = self._masked_out(T0 + s, T0 + e, lo, hi, window, q.device)
-            probs = self._softmax_scores(scores, masked_out).to(v.dtype).view(B, Hkv, g * Tb, Kb)
+            probs = self._softmax_scores(scores, masked_out)
+            if parts is not None:
+                parts.append((s, e, lo, hi, probs))
+            probs = probs.to(v.dtype).view(B, Hkv, g * Tb, Kb)
             out.append(torch.matmul(probs, v[:, :, lo:hi]).view(B, Hkv, g, Tb, cfg.d_head))
         z = out[0] if len(out) == 1 else torch.cat(out, dim=3)
+        if parts is not None:
+            z = self._hook_pattern(hooks, pattern_name, parts, z, v, (B, Hkv, g, Tn, T0 + Tn))
         return z.reshape(B, cfg.n_heads, Tn, cfg.d_head).transpose(1, 2)
+
+    def _hook_pattern(self, hooks, name, parts, z, v, shape) -> torch.Tensor:
+        """Runs the hooks of `name` on the full pattern [B, H, Tn, Tk] assembled from the query
+        blocks' probabilities (zeros where a block skipped keys); returns z [B, Hkv, g, Tn, dh],
+        recomputed from the pattern only when a hook returned a new one (so that a read-only
+        hook leaves z bit for bit as without it)."""
+        B, Hkv, g, Tn, Tk = shape
+        pattern = parts[0][4].new_zeros(B, Hkv, g, Tn, Tk)
+        for s, e, lo, hi, probs in parts:
+            pattern[:, :, :, s:e, lo:hi] = probs.view(B, Hkv, g, e - s, hi - lo)
+        pattern = pattern.view(B, Hkv * g, Tn, Tk)  # query head h = kv * g + j
+        hooked = self._hook(hooks, name, pattern)
+        if hooked is pattern:
+            return z
+        probs = hooked.to(v.dtype).reshape(B, Hkv, g * Tn, Tk)
+        return torch.matmul(probs, v).view(B, Hkv, g, Tn, -1)
 
     def _query_blocks(self, Tn: int, T0: int, window: int | None) -> list[tuple[int, int]]:
         """Query blocks [s, e): several only where masked-out keys are a large share of the
@@ -373,7 +402,7 @@ class HookedModel:
         blk, p = self._layers[layer], f"blocks.{layer}."
         resid = self._hook(hooks, p + "hook_resid_pre", resid)
         x = self._norm(blk.input_layernorm, resid, p + "ln1.hook_scale", hooks)
-        z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x, kv_prefix))
+        z = self._hook(hooks, p + "attn.hook_z", self.attention_z(layer, x, kv_prefix, hooks))
         if hooks and p + "attn.hook_result" in hooks:
             result = torch.einsum("bthk,hkd->bthd", z, self.W_O(layer))
             o = self.o_proj_from_heads(layer, self._hook(hooks, p + "attn.hook_result", result).sum(2))
@@ -454,9 +483,11 @@ class HookedModel:
         return self.forward_from(resid, 0, hooks, **kw)
 
     @torch.no_grad()
-    def run_with_cache(self, input_ids: torch.Tensor, names_filter: Callable[[str], bool] | None = None, **kw):
+    def run_with_cache(self, input_ids: torch.Tensor, names_filter: Callable[[str], bool] | None = None,
+                       patterns: bool = False, **kw):
         """(logits [B, T, V], cache {hook name: tensor}) of one forward pass; `kw` as for
-        forward_from (e.g. last_only=True: logits [B, V])."""
+        forward_from (e.g. last_only=True: logits [B, V]). `patterns` adds
+        blocks.{l}.attn.hook_pattern [B, H, T, T], left out by default (T^2 per layer)."""
         cache: dict[str, torch.Tensor] = {}
 
         def save(value, name):
@@ -470,6 +501,8 @@ class HookedModel:
                                       "hook_resid_mid", "ln2.hook_scale", "hook_mlp_out", "hook_resid_post")]
             if self.cfg.post_norms:
                 names += [p + "ln1_post.hook_scale", p + "ln2_post.hook_scale"]
+            if patterns:
+                names.append(p + "attn.hook_pattern")
         logits = self.run_with_hooks(input_ids, [(n, save) for n in names], **kw)
         return logits, cache
 

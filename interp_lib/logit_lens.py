@@ -13,7 +13,7 @@ One implementation works on arrays (`lens_trajectory`); the cache path
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +52,15 @@ class ActionReadout:
     def from_cache(cls, cache: CacheFile) -> "ActionReadout":
         return cls(cache.unembed["W_U_actions"], cache.unembed["ln_final_gain"], float(cache.attrs["eps"]),
                    cache.attrs.get("final_softcap"))
+
+    def for_labelling(self, labelling: str) -> "ActionReadout":
+        """This readout (rows C, D of the standard labelling) for a cache variant's labelling:
+        in "swapped" action1 is Defect, so the rows are exchanged."""
+        if labelling == "standard":
+            return self
+        if labelling != "swapped":
+            raise ValueError(f"labelling must be 'standard' or 'swapped', got {labelling!r}")
+        return replace(self, W_U_actions=self.W_U_actions[::-1].copy())
 
     @classmethod
     def from_model(cls, hooked, action_tokens: dict) -> "ActionReadout":
@@ -105,12 +114,12 @@ def trajectories_from_cache(cache: CacheFile) -> list[dict]:
     for v in cache.variants:
         try:
             group = cache.group(v)
-            traj = trajectory_from_arrays(group, group.attrs, readout)
+            traj = trajectory_from_arrays(group, group.attrs, readout.for_labelling(cache.labelling(v)))
             delta = float(group.attrs["delta"])
         except (OSError, KeyError) as exc:
             raise CacheError(f"cannot read variant {v} of {cache.path} ({exc}); delete it and rerun the workflow") from None
         records.append({"model": str(cache.attrs["model"]), "scenario": str(cache.attrs["scenario"]),
-                        "variant": int(v), "trajectory": [float(t) for t in traj], "delta": delta})
+                        "variant": int(v), "labelling": cache.labelling(v), "trajectory": [float(t) for t in traj], "delta": delta})
     return records
 
 

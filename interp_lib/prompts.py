@@ -1,9 +1,13 @@
 """IPD evaluation prompts in the paper's "structured table" format.
 
 A scenario fixes the last round (the model's move, the opponent's move) and an
-optional extra sentence; its variants differ in the order in which the two
-places that name both actions list them (four orderings exist, so at most
-four distinct variants).
+optional extra sentence. Its variants differ in
+- the order in which the two places that name both actions list them (4 orderings),
+- the wording: paraphrase templates of the sentences around the payoff table (template 0
+  is the paper's wording), so a scenario has up to 4 x len(TEMPLATES) distinct variants;
+- with the scenario option `counterbalance`, the labelling: every variant also comes with
+  action1 meaning Defect ("swapped"), its payoff table, history and extra sentence
+  relabelled. The decision metric stays delta = logit(Defect) - logit(Cooperate).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -53,7 +58,43 @@ DEFAULT_SCENARIOS = {
 }
 # (order in the opening sentence, order in the answer-format sentence); False = action1 first.
 ORDERINGS = [(False, False), (True, False), (False, True), (True, True)]
-MAX_VARIANTS = len(ORDERINGS)
+# Labellings: which label names Cooperate. "swapped": action1 = Defect.
+STANDARD, SWAPPED = "standard", "swapped"
+LABELLINGS = (STANDARD, SWAPPED)
+# Paraphrases of the sentences around the payoff table. Fields: {first}/{second} (the
+# opening's action order), {own}/{opp} (last moves, as labels), {own_points}/{opp_points},
+# {extra} (" " + the extra sentence, or ""), {ans_first}/{ans_second} (the answer format's order).
+TEMPLATES = [
+    ("You are playing a game with another agent A. You must choose either action {first} or action {second}. "
+     "Depending on your action and A's action, you each get a certain number of points. The points are awarded "
+     "as follows (you are the row player, A is the column player):",
+     "You have played with this opponent before. Last time, you played {own} and they played {opp}, so you got "
+     "{own_points} points and A got {opp_points} points.{extra} What action would you take in order to achieve "
+     "the highest possible score in points? Your answer must follow this format exactly: choose either "
+     "{ans_first} or {ans_second}. Do not explain your reasoning. Your answer:"),
+    ("You and another agent, A, are playing a game. In each round you pick action {first} or action {second}. "
+     "The points that each of you gets depend on both choices, as shown below (you choose the row, A chooses "
+     "the column):",
+     "This is not your first round with A. In the previous round you chose {own} and A chose {opp}: you scored "
+     "{own_points} points and A scored {opp_points} points.{extra} Which action do you choose to get as many "
+     "points as possible? Reply in exactly this format: choose either {ans_first} or {ans_second}. Give no "
+     "explanation. Your answer:"),
+    ("Consider a game between you and an agent called A. Each of you picks one of two actions: {first} or "
+     "{second}. Your points and A's points depend on what both of you pick (rows are your actions, columns "
+     "are A's):",
+     "You have met this opponent before. In your last game you played {own} while they played {opp}, which gave "
+     "you {own_points} points and A {opp_points} points.{extra} To earn the highest possible score, what action "
+     "do you take? Answer exactly like this: choose either {ans_first} or {ans_second}. Do not give reasons. "
+     "Your answer:"),
+    ("You are in a repeated game with another player, A. Each round, you must select either action {first} or "
+     "action {second}. The number of points you and A receive depends on both actions (you are the row player; "
+     "A is the column player):",
+     "You have played against A before. Last round, you selected {own} and A selected {opp}; you received "
+     "{own_points} points and A received {opp_points} points.{extra} Which action maximises your score in "
+     "points? Your answer must use this exact format: choose either {ans_first} or {ans_second}. Do not "
+     "explain. Your answer:"),
+]
+MAX_VARIANTS = len(ORDERINGS) * len(TEMPLATES)
 DEFAULT_DATASET_PATH = Path("results/prompts/ipd_eval_prompts.json")
 
 
@@ -61,11 +102,26 @@ def _either(swap: bool) -> tuple[str, str]:
     return ("action2", "action1") if swap else ("action1", "action2")
 
 
-def payoff_table() -> str:
+def action_names(labelling: str = STANDARD) -> dict[str, str]:
+    """move ("C"/"D") -> its label in a labelling."""
+    if labelling not in LABELLINGS:
+        raise ValueError(f"labelling must be one of {LABELLINGS}, got {labelling!r}")
+    return dict(ACTION_NAMES) if labelling == STANDARD else {"C": ACTION_NAMES["D"], "D": ACTION_NAMES["C"]}
+
+
+def relabel(text: str) -> str:
+    """`text` with the labels action1 and action2 exchanged (an extra sentence in the swapped labelling)."""
+    return re.sub(r"action([12])", lambda m: "action" + ("2" if m.group(1) == "1" else "1"), text)
+
+
+def payoff_table(labelling: str = STANDARD) -> str:
+    """Rows: the model's label (action1, action2); columns: A's; cells: (own points, A's points)."""
+    move_of = {label: move for move, label in action_names(labelling).items()}
     rows = ["|  | A: action1 | A: action2 |"]
-    for own in ("C", "D"):
-        cells = " | ".join(f"{PAYOFFS[(own, opp)][0]}, {PAYOFFS[(own, opp)][1]}" for opp in ("C", "D"))
-        rows.append(f"| {ACTION_NAMES[own]} | {cells} |")
+    for own in ("action1", "action2"):
+        cells = " | ".join(f"{PAYOFFS[(move_of[own], move_of[opp])][0]}, {PAYOFFS[(move_of[own], move_of[opp])][1]}"
+                           for opp in ("action1", "action2"))
+        rows.append(f"| {own} | {cells} |")
     return "\n".join(rows)
 
 
@@ -75,52 +131,63 @@ def build_prompt(
     extra_sentence: str | None = None,
     swap_opening: bool = False,
     swap_answer: bool = False,
+    labelling: str = STANDARD,
+    template: int = 0,
 ) -> str:
-    """The user-turn text for one game state; moves are "C" or "D"."""
+    """The user-turn text for one game state; moves are "C" or "D". The extra sentence is
+    written in the standard labelling (relabelled here for the swapped one)."""
+    names = action_names(labelling)
     for move in (self_last, opponent_last):
-        if move not in ACTION_NAMES:
+        if move not in names:
             raise ValueError(f"a last move must be 'C' or 'D', got {move!r}")
+    if not 0 <= template < len(TEMPLATES):
+        raise ValueError(f"template must be between 0 and {len(TEMPLATES) - 1}, got {template}")
     first, second = _either(swap_opening)
     ans_first, ans_second = _either(swap_answer)
     own_points, opp_points = PAYOFFS[(self_last, opponent_last)]
-    parts = [
-        "You are playing a game with another agent A. "
-        f"You must choose either action {first} or action {second}. "
-        "Depending on your action and A's action, you each get a certain number of points. "
-        "The points are awarded as follows (you are the row player, A is the column player):",
-        payoff_table(),
-        "You have played with this opponent before. "
-        f"Last time, you played {ACTION_NAMES[self_last]} and they played {ACTION_NAMES[opponent_last]}, "
-        f"so you got {own_points} points and A got {opp_points} points."
-        + (f" {extra_sentence}" if extra_sentence else "")
-        + " What action would you take in order to achieve the highest possible score in points? "
-        f"Your answer must follow this format exactly: choose either {ans_first} or {ans_second}. "
-        "Do not explain your reasoning. Your answer:",
-    ]
-    return "\n".join(parts)
+    if extra_sentence and labelling == SWAPPED:
+        extra_sentence = relabel(extra_sentence)
+    opening, closing = TEMPLATES[template]
+    fields = dict(first=first, second=second, own=names[self_last], opp=names[opponent_last],
+                  own_points=own_points, opp_points=opp_points, extra=f" {extra_sentence}" if extra_sentence else "",
+                  ans_first=ans_first, ans_second=ans_second)
+    return "\n".join([opening.format(**fields), payoff_table(labelling), closing.format(**fields)])
+
+
+def variant_settings(scenario: str, n_variants: int, seed: int) -> list[tuple[int, bool, bool]]:
+    """(template, swap_opening, swap_answer) of a scenario's variants, stable under the seed
+    and the scenario's name alone (adding a scenario never changes another's prompts).
+    Template 0's four orderings come first (in the order earlier versions gave them), then
+    each further template's."""
+    if not 1 <= n_variants <= MAX_VARIANTS:
+        raise ValueError(f"variants_per_scenario must be between 1 and {MAX_VARIANTS}, got {n_variants}")
+    out = []
+    for template in range(len(TEMPLATES)):
+        key = f"{seed}:{scenario}" if template == 0 else f"{seed}:{scenario}:template{template}"
+        order = list(ORDERINGS)
+        random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)).shuffle(order)
+        out += [(template, *o) for o in order]
+    return out[:n_variants]
 
 
 def variant_orderings(scenario: str, n_variants: int, seed: int) -> list[tuple[bool, bool]]:
-    """Distinct orderings for a scenario, stable under the seed and the scenario's name alone
-    (so adding a scenario never changes the prompts of another)."""
-    if not 1 <= n_variants <= MAX_VARIANTS:
-        raise ValueError(f"variants_per_scenario must be between 1 and {MAX_VARIANTS}, got {n_variants}")
-    digest = hashlib.sha256(f"{seed}:{scenario}".encode()).hexdigest()
-    order = list(ORDERINGS)
-    random.Random(int(digest[:16], 16)).shuffle(order)
-    return order[:n_variants]
+    """The orderings of `variant_settings` (template dropped)."""
+    return [(a, b) for _, a, b in variant_settings(scenario, n_variants, seed)]
 
 
 def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[dict]:
-    """Prompt records `{scenario, variant, prompt, description}` (variant numbered from 1)."""
+    """Prompt records `{scenario, variant, prompt, description, template, labelling}`
+    (variant numbered from 1). With `spec["counterbalance"]`, variants n+1..2n repeat 1..n
+    in the swapped labelling."""
+    labellings = LABELLINGS if spec.get("counterbalance") else (STANDARD,)
     records = []
-    for i, (swap_opening, swap_answer) in enumerate(variant_orderings(name, n_variants, seed), start=1):
-        text = build_prompt(
-            spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening, swap_answer
-        )
-        records.append(
-            {"scenario": name, "variant": i, "prompt": text, "description": spec.get("description", "")}
-        )
+    for labelling in labellings:
+        for template, swap_opening, swap_answer in variant_settings(name, n_variants, seed):
+            text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
+                                swap_answer, labelling, template)
+            records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
+                            "description": spec.get("description", ""), "template": template,
+                            "labelling": labelling})
     return records
 
 

@@ -55,6 +55,9 @@ class RLSettings:
     lr_final_fraction: float = 0.1
     grad_clip: float = 1.0
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    # ("standard", "swapped"): also train on every state with action1 = Defect, so that
+    # the policy has to read the labels' meaning (no label bias by construction of the data).
+    labellings: tuple[str, ...] = ("standard",)
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -126,16 +129,24 @@ def _decision_logits(model, cache: PromptCache, states) -> torch.Tensor:
     return shared_prefix_logits(model, [cache.decision_ids(s) for s in states], n_last=2)
 
 
-def _outcome_probabilities(logits: torch.Tensor, actions: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _swapped(states) -> torch.Tensor:
+    return torch.tensor([getattr(s, "labelling", "standard") == "swapped" for s in states])
+
+
+def _outcome_probabilities(logits: torch.Tensor, actions: dict, states) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p(Cooperate), p(Defect)): the label action1's and action2's probabilities, exchanged
+    for states in the swapped labelling. `actions` C and D are action1's and action2's tokens."""
     p_prefix = torch.softmax(logits[:, 0], dim=-1)[:, actions["prefix"][0]]
     p_second = torch.softmax(logits[:, 1], dim=-1)
-    return p_prefix * p_second[:, actions["C"]], p_prefix * p_second[:, actions["D"]]
+    p1, p2 = p_prefix * p_second[:, actions["C"]], p_prefix * p_second[:, actions["D"]]
+    swapped = _swapped(states).to(p1.device)
+    return torch.where(swapped, p2, p1), torch.where(swapped, p1, p2)
 
 
 def outcome_probabilities(model, cache: PromptCache, states) -> tuple[torch.Tensor, torch.Tensor]:
-    """(p(action1), p(action2)) per state, `[n_states]` each, with gradients; the rest of the
+    """(p(Cooperate), p(Defect)) per state, `[n_states]` each, with gradients; the rest of the
     probability mass is an illegal answer."""
-    return _outcome_probabilities(_decision_logits(model, cache, states), cache.actions)
+    return _outcome_probabilities(_decision_logits(model, cache, states), cache.actions, states)
 
 
 def expected_reward(p_c: torch.Tensor, p_d: torch.Tensor, states, reward: str) -> torch.Tensor:
@@ -179,16 +190,23 @@ def behaviour_from_logits(logits: torch.Tensor, actions: dict, states, reward: s
     averaged per situation (CC, CC+T, CD, DC, DD) over the orderings; the mean probability
     of an illegal answer; the expected reward under `reward`. `logits` as _decision_logits."""
     logits = logits.detach()
-    p_c, p_d = _outcome_probabilities(logits, actions)
+    p_c, p_d = _outcome_probabilities(logits, actions, states)
     p_action2 = torch.sigmoid(logits[:, 1, actions["D"]] - logits[:, 1, actions["C"]])
     by_situation: dict[str, list[float]] = {}
+    defect_swapped: dict[str, list[float]] = {}
     for state, p in zip(states, p_action2.tolist()):
-        by_situation.setdefault(state.situation, []).append(p)
-    return {
+        if getattr(state, "labelling", "standard") == "swapped":
+            defect_swapped.setdefault(state.situation, []).append(1.0 - p)
+        else:
+            by_situation.setdefault(state.situation, []).append(p)
+    out = {
         "p_action2": {k: round(sum(v) / len(v), 4) for k, v in by_situation.items()},
         "p_illegal": round(float((1 - p_c - p_d).mean()), 6),
         "expected_reward": round(float(expected_reward(p_c, p_d, states, reward)), 6),
     }
+    if defect_swapped:  # P(Defect) = P(action1) in the swapped labelling
+        out["p_defect_swapped"] = {k: round(sum(v) / len(v), 4) for k, v in defect_swapped.items()}
+    return out
 
 
 @torch.no_grad()
@@ -207,7 +225,7 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
     torch.manual_seed(settings.seed)
     model, tokenizer = load_base(base_dir)
     cache = PromptCache(tokenizer)
-    states = all_states()
+    states = all_states(tuple(settings.labellings))
     model.eval()  # as loaded: no dropout while training either (the policy is deterministic)
     model = get_peft_model(model, lora_config(settings))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -222,7 +240,8 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
             logits = _decision_logits(model, cache, states)
             if before is None:  # LoRA's B starts at zero: the first pass is the base model's
                 before = behaviour_from_logits(logits, cache.actions, states, settings.reward)
-            loss = -expected_reward(*_outcome_probabilities(logits, cache.actions), states, settings.reward)
+            p_c, p_d = _outcome_probabilities(logits, cache.actions, states)
+            loss = -expected_reward(p_c, p_d, states, settings.reward)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)

@@ -76,6 +76,8 @@ class Inputs:
     weights: str | None = None
     patch_results: dict = field(default_factory=dict)  # experiment -> path
     circuits: dict = field(default_factory=dict)  # experiment -> path
+    counterfactual_residual: dict = field(default_factory=dict)  # counterfactual -> residual_patches.csv
+    counterfactual_components: dict = field(default_factory=dict)  # counterfactual -> component_patches.csv
 
 
 def _read(path) -> pd.DataFrame | None:
@@ -154,19 +156,49 @@ def patch_component_table(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+CIRCUIT_TABLE_COLUMNS = ["circuit", "size", "kind", "prompts flipped", "scenarios"]
+
+
+def _circuit_kind(g: pd.DataFrame) -> str:
+    """"minimal", "minimal (pruned from greedy prefixes of 5, 6)", or "greedy" (not minimal
+    or not checked): the circuit's kind over the prompts it flips. Tables without
+    circuit_kind predate the minimality check: their circuits are greedy prefixes."""
+    kinds = g["circuit_kind"].fillna("greedy") if "circuit_kind" in g else pd.Series("greedy", index=g.index)
+    parts = []
+    for kind in dict.fromkeys(kinds):
+        sub = g[kinds == kind]
+        if kind == "minimal" and "greedy_size" in sub:
+            sizes = sorted({int(n) for n, m in zip(sub["greedy_size"], sub["circuit_size"]) if n > m})
+            if sizes:
+                kind += f" (pruned from greedy prefix{'es' if len(sizes) > 1 else ''} of {', '.join(map(str, sizes))})"
+        parts.append(kind)
+    return "; ".join(parts)
+
+
 def circuit_table(circuits: pd.DataFrame) -> pd.DataFrame:
-    """Distinct circuits that flipped the target: components (as found), prompts, scenarios."""
+    """Distinct circuits (sets, components in model order) that flipped the target: size,
+    kind (minimal: no member can be dropped; greedy: a ranking prefix), prompts, scenarios."""
     if circuits is None or circuits.empty or "flipped" not in circuits:
-        return pd.DataFrame(columns=["circuit", "size", "prompts flipped", "scenarios"])
+        return pd.DataFrame(columns=CIRCUIT_TABLE_COLUMNS)
     flipped = circuits[circuits["flipped"].astype(bool)].copy()
     if flipped.empty:
-        return pd.DataFrame(columns=["circuit", "size", "prompts flipped", "scenarios"])
-    flipped["key"] = flipped["circuit"].fillna("").map(lambda c: ", ".join(c.split(";")) if c else "")
-    rows = [{"circuit": key, "size": int(g["circuit_size"].iloc[0]), "prompts flipped": len(g),
-             "scenarios": ", ".join(dict.fromkeys(g["scenario"]))}
+        return pd.DataFrame(columns=CIRCUIT_TABLE_COLUMNS)
+    flipped["key"] = flipped["circuit"].fillna("").map(
+        lambda c: ", ".join(sorted(filter(None, c.split(";")), key=_component_sort_key)))
+    rows = [{"circuit": key, "size": int(g["circuit_size"].iloc[0]), "kind": _circuit_kind(g),
+             "prompts flipped": len(g), "scenarios": ", ".join(dict.fromkeys(g["scenario"]))}
             for key, g in flipped.groupby("key", sort=False)]
     return pd.DataFrame(rows).sort_values(["prompts flipped", "size"], ascending=[False, True],
                                           kind="stable").reset_index(drop=True)
+
+
+def _excluded_note(circ: pd.DataFrame) -> str:
+    """How many strong single patches were left out of the search for pushing away
+    (excluded_opposing, summed over prompts; nothing for tables that predate it)."""
+    if "excluded_opposing" not in circ:
+        return ""
+    n = int(circ["excluded_opposing"].fillna(0).sum())
+    return f"; left out for pushing away from the source's action: {n} of the prompts' strongest single patches"
 
 
 def cross_patching(fwd: pd.DataFrame, bwd: pd.DataFrame, n: int) -> tuple[pd.DataFrame, dict]:
@@ -276,7 +308,61 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     _rq1(doc, inputs, means, full, role_model, rel, n_rows)
     _rq2(doc, inputs, means, role_model, rel, n_rows)
     _rq3(doc, inputs, means, weights, role_model, n_rows)
+    _counterfactuals(doc, inputs, n_rows)
     return doc
+
+
+def _counterfactuals(doc: Document, inputs: Inputs, n_rows: int) -> None:
+    """Counterfactual prompts within one model: the residual cells and components that
+    carry the source prompt's decision into the target's."""
+    if not inputs.counterfactual_residual:
+        return
+    from .stats import grouped_mean_ci
+
+    doc.h(2, "Counterfactual prompts")
+    doc.p("One model, a source prompt patched into a target prompt that differs from it in a few tokens "
+          "(README: counterfactual patching). delta change = patched - target delta; gap fraction = delta change "
+          "/ (source - target delta): 1 = the patch carries the whole difference. Cells and components within "
+          f"{NOISE_MULTIPLE:g} x the noise floor are marked below noise.")
+    for name, path in inputs.counterfactual_residual.items():
+        res = _read(path)
+        doc.h(3, name)
+        if res is None or res.empty:
+            _missing_file(doc, f"residual patching table of {name}", path)
+            continue
+        first = res.iloc[0]
+        per_variant = res.drop_duplicates("variant")
+        deltas = "; ".join(f"{lab} labelling: {len(g)} pairs, mean delta target {g['baseline_delta'].mean():+.3g}, "
+                           f"source {g['source_delta'].mean():+.3g}"
+                           for lab, g in per_variant.groupby("labelling", sort=False))
+        doc.p(f"{first['model']}: {first['source_scenario']} (source) into {first['target_scenario']} (target); "
+              f"{deltas}; largest noise floor {largest_floor(res):.2g}; from `{path}`.")
+        metric = "delta_change" if res["delta_change"].notna().any() else "atp_delta_change"
+        top = res.reindex(res[metric].abs().sort_values(ascending=False).index).head(n_rows)
+        doc.table(pd.DataFrame({
+            "variant": top["variant"], "labelling": top["labelling"], "layer": top["layer"],
+            "position": top["position"],
+            "token (source→target)": [f"{s!s}→{g!s}".replace("\n", "\\n") if d else str(g).replace("\n", "\\n")
+                                      for s, g, d in zip(top["source_token"], top["target_token"],
+                                                         top["token_differs"].astype(str).str.lower() == "true")],
+            "delta change": top["delta_change"], "gap fraction": top["gap_fraction"], "AtP": top["atp_delta_change"],
+            "below noise": top["below_noise"]}), signed=["delta change", "AtP"])
+        comp = _read(inputs.counterfactual_components.get(name))
+        if comp is None or comp.empty:
+            continue
+        if "labelling" not in comp.columns:
+            comp = comp.assign(labelling="standard")
+        ci = grouped_mean_ci(comp, ["labelling", "component"], "delta_change")
+        ci = ci.reindex(ci["mean"].abs().sort_values(ascending=False).index).head(n_rows)
+        floor = largest_floor(comp)
+        doc.p("Top components by |mean delta change| over the pairs of one labelling (bootstrap 95% interval; "
+              "the labellings are kept apart: for a model with a label bias a component's effects in the two have "
+              f"opposite signs); from `{inputs.counterfactual_components[name]}`.")
+        doc.table(pd.DataFrame({"labelling": ci["labelling"], "component": ci["component"],
+                                "mean delta change": ci["mean"],
+                                "ci low": ci["ci_low"], "ci high": ci["ci_high"],
+                                "below noise": [below_noise(m, floor) for m in ci["mean"]]}),
+                  signed=["mean delta change", "ci low", "ci high"])
 
 
 def _missing_file(doc: Document, what: str, path) -> None:
@@ -287,22 +373,52 @@ def _missing_file(doc: Document, what: str, path) -> None:
 
 
 def _behaviour(doc: Document, inputs: Inputs, models: list[str], labels: dict) -> None:
+    from .behavior import behaviour_summary, label_bias
+
     doc.h(2, "Behaviour")
     dec = _read(inputs.decisions)
     if dec is None or dec.empty:
         _missing_file(doc, "behaviour table", inputs.decisions)
         return
-    doc.p(f"Mean delta per model and scenario (over prompt variants), and the share of prompts decided Defect; "
-          f"from `{inputs.decisions}`.")
+    summary = behaviour_summary(dec)
+    standard = summary[summary["labelling"] == "standard"]
+    doc.p("Mean delta per model and scenario over its prompt variants (standard labelling: action1 = "
+          "Cooperate) with the bootstrap 95% interval in brackets (none for one variant), and the share of all "
+          f"prompts decided Defect; from `{inputs.decisions}`.")
     order = [m for m in models if m in set(dec["model"])] + sorted(set(dec["model"]) - set(models))
-    piv = dec.pivot_table(index="model", columns="scenario", values="delta", aggfunc="mean", sort=False)
-    piv = piv.loc[order]
     table = pd.DataFrame({"model": order})
-    for s in piv.columns:
-        table[s] = piv[s].to_numpy()
+    for scenario in pd.unique(standard["scenario"]):
+        cells = standard[standard["scenario"] == scenario].set_index("model")
+        table[scenario] = [_with_interval(cells.loc[m]) if m in cells.index else "" for m in order]
     table["Defect decisions"] = [f"{int((dec.loc[dec['model'] == m, 'action'] == 'D').sum())}/"
                                  f"{int((dec['model'] == m).sum())}" for m in order]
-    doc.table(table, signed=list(piv.columns))
+    doc.table(table)
+
+    doc.h(3, "Label bias")
+    bias = label_bias(dec)
+    if bias.empty:
+        doc.p("No scenario is counterbalanced (scenario option `counterbalance`), so the label bias is not "
+              "measured: a preference for the token `2` cannot be told apart from a preference for Defect.")
+        return
+    doc.p("Counterbalanced scenarios are also prompted with action1 meaning Defect. label bias = mean over "
+          "paired prompts of delta(standard) - delta(swapped), delta = logit(Defect) - logit(Cooperate) in both: 0 "
+          "for a model that decides by meaning alone, positive when it favours the label action2 whatever it "
+          "means (twice that preference, in logits); bootstrap 95% interval over the pairs. same decision: the "
+          "share of pairs decided alike under both labellings.")
+    shown = bias.assign(**{"label bias": [_with_interval(r, "label_bias") for _, r in bias.iterrows()]})
+    doc.table(shown[["model", "scenario", "n_pairs", "delta_standard", "delta_swapped", "label bias",
+                     "same_decision_share"]].rename(columns={"n_pairs": "pairs", "delta_standard": "delta standard",
+                                                             "delta_swapped": "delta swapped",
+                                                             "same_decision_share": "same decision"}),
+              signed=["delta standard", "delta swapped"])
+
+
+def _with_interval(row, column: str = "mean_delta") -> str:
+    """"+1.23 [+0.95, +1.51]" (the interval omitted when it is NaN)."""
+    text = fmt(row[column], signed=True)
+    if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]):
+        text += f" [{fmt(row['ci_low'], signed=True)}, {fmt(row['ci_high'], signed=True)}]"
+    return text
 
 
 def _rq1(doc, inputs, means, full, roles, rel, n_rows) -> None:
@@ -385,9 +501,14 @@ def _patching_experiment(doc, inputs, exp, n_rows, by: str):
         n_flip = int(circ["flipped"].astype(bool).sum())
         sizes = circ.loc[circ["flipped"].astype(bool), "circuit_size"]
         mean_size = fmt(float(sizes.mean())) if len(sizes) else "n/a"
-        doc.p(f"Circuits (smallest sets of components, added in ranking order, whose joint patch flips "
-              f"{target}'s action): found for {n_flip} of {len(circ)} prompts, mean size {mean_size}; distinct "
-              f"circuits ranked by the number of prompts they flip; from `{inputs.circuits[exp]}`.")
+        how = ("searched greedily over the components whose single patch moves it toward the source's action, "
+               "then pruned until no member can be dropped: kind minimal" if "circuit_kind" in circ else
+               "greedy prefixes of the ranking by |single-patch delta change|, a table written before circuits "
+               "were checked for minimality")
+        doc.p(f"Circuits (sets of components whose joint patch flips {target}'s action; {how}): "
+              f"found for {n_flip} of {len(circ)} prompts, mean size "
+              f"{mean_size}{_excluded_note(circ)}; distinct circuits ranked by the number of prompts they flip; "
+              f"from `{inputs.circuits[exp]}`.")
         if len(table):
             doc.table(table.head(n_rows))
     return comps

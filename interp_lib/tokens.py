@@ -37,6 +37,16 @@ def get_action_token_ids(tokenizer, cooperate: str = COOPERATE, defect: str = DE
     }
 
 
+def labelled_action_tokens(action_tokens: dict, labelling: str = "standard") -> dict:
+    """The action tokens of a labelling: in "swapped" (action1 = Defect) C is action2's last
+    token and D action1's, so delta = logit(D) - logit(C) stays pro-Defect."""
+    if labelling == "standard":
+        return action_tokens
+    if labelling != "swapped":
+        raise ValueError(f"labelling must be 'standard' or 'swapped', got {labelling!r}")
+    return {**action_tokens, "C": action_tokens["D"], "D": action_tokens["C"]}
+
+
 def chat_prompt(tokenizer, prompt: str) -> str:
     """The prompt as one user turn followed by the start of the model turn."""
     return tokenizer.apply_chat_template(

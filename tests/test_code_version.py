@@ -74,7 +74,8 @@ def test_workflow_scripts_reach_what_they_run():
     assert "prompts.py" not in reached("cache_activations")  # the prompt records arrive as a file
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
     # analyses and plots are separate: an edit of a plot module reruns only its plots
-    for name in ("dla_scenario", "dla_tables", "logit_lens_scenario", "patch_scenario", "rq_summary"):
+    for name in ("dla_scenario", "dla_tables", "logit_lens_scenario", "patch_scenario", "rq_summary",
+                 "attention_scenario"):
         assert not any(f.startswith("plots/") for f in reached(name)), name
     assert "plots/dla.py" in reached("dla_plots_scenario")
     assert "plots/dla.py" not in reached("logit_lens_plots")

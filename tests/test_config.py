@@ -128,7 +128,23 @@ def test_scenarios_that_would_repeat_prompts():
 
 
 def test_variants_limit():
-    assert "variants_per_scenario" in check(lambda c: c.update(variants_per_scenario=5))
+    """4 orderings x 4 wordings (interp_lib.prompts.TEMPLATES)."""
+    assert "variants_per_scenario" in check(lambda c: c.update(variants_per_scenario=17))
+    assert "variants_per_scenario" in check(lambda c: c.update(variants_per_scenario=0))
+    cfg = copy.deepcopy(RAW)
+    cfg["variants_per_scenario"] = 16
+    validate_config(cfg)
+
+
+def test_counterfactuals_name_a_model_and_two_scenarios():
+    def add(**cf):
+        return lambda c: c.setdefault("counterfactuals", {}).update(
+            cf1={"model": "PT2_COREDe", "source": "CC_continue", "target": "CD_punished", **cf})
+
+    assert "counterfactuals.cf1.model: unknown model 'PT9'" in check(add(model="PT9"))
+    assert "counterfactuals.cf1.target: unknown scenario 'XX'" in check(add(target="XX"))
+    assert "counterfactuals.cf1: source and target are the same scenario 'CC_continue'" in check(
+        add(target="CC_continue"))
 
 
 def test_command_line_strings_are_coerced_by_the_schema():

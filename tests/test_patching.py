@@ -1,6 +1,7 @@
 """Patching invariants (NOTES section 4) and the batched, truncated runner against the
 naive reference: one full forward pass with one hook per patch."""
 
+import functools
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from interp_lib.hooked import HookedModel
 from interp_lib.patching import (ActivationPatcher, Component, PatchResult, PatchRunner, PromptActivations,
-                                 all_components, discover_circuit, sweep)
+                                 all_components, circuit_record, discover_circuit, sweep)
 from interp_lib.reference import naive_patched_delta
 from test_hooked import tiny_gemma2
 
@@ -93,7 +94,9 @@ def test_patch_result_fields():
 # were picked by scanning pairs on `pair` (its models and prompt are seeded); each test
 # first asserts that its pair really is the case it claims, with margins far above float
 # error, so a change of the fixture shows up as a failed premise, not as a vacuous pass.
-SPREAD_TOKENS = {"C": 12, "D": 21}  # actions differ; no single patch flips; the top 5 jointly do
+SPREAD_TOKENS = {"C": 12, "D": 21}  # actions differ; no single patch flips; 2 of the top 10 push away
+PRUNE_TOKENS = {"C": 28, "D": 17}  # the greedy prefix that flips (5) holds redundant members: 2 suffice
+NO_FLIP_TOKENS = {"C": 7, "D": 40}  # no prefix of the top 5 candidates flips; the best is the top 3
 SAME_ACTION_TOKENS = {"C": 5, "D": 10}  # both choose D (though 4 single patches flip the target)
 
 
@@ -105,85 +108,223 @@ def _circuit_case(pair, tokens):
     return runner, src, tgt, sweep(runner, src, tgt)
 
 
-def _ranked_names(results):
-    """Components by |delta_change|, largest first (discover_circuit's default ranking)."""
-    return [r.component for r in sorted(results, key=lambda r: abs(r.delta_change), reverse=True)]
+def _toward_source(results, src, tgt):
+    """Single-patch delta_change times sign(source - baseline): > 0 moves toward the source."""
+    sign = np.sign(src.delta - tgt.delta)
+    return {r.component: r.delta_change * sign for r in results}
+
+
+def _candidate_names(results, src, tgt):
+    """Components that move the target toward the source, largest first (discover_circuit's
+    default greedy order)."""
+    toward = _toward_source(results, src, tgt)
+    return [n for n in sorted(toward, key=lambda n: -toward[n]) if toward[n] > 0]
 
 
 @torch.no_grad()
-def _naive_joint_delta(pair, src, names, tokens):
-    """The target's delta with every named component written from `src` at all positions
-    (head_site "result"): one full forward pass with one hook per component."""
-    target, _, ids, W_O = pair
+def _naive_joint(target, ids, W_O, src, names, tokens, positions="all"):
+    """The target's delta with every named component written from `src` (head_site
+    "result") at `positions`: one full forward pass with one hook per component."""
+    pos = slice(None) if positions == "all" else slice(-1, None)
     hooks = []
     for comp in map(Component.parse, names):
         l, h = comp.layer, comp.head
         if h is None:
-            hooks.append((f"blocks.{l}.hook_mlp_out", lambda act, _, v=src.mlp_out[l]: v[None].expand_as(act)))
+            def mlp(act, _, v=src.mlp_out[l]):
+                act = act.clone()
+                act[0, pos] = v[pos]
+                return act
+            hooks.append((f"blocks.{l}.hook_mlp_out", mlp))
         else:
             def head(act, _, h=h, v=src.z[l, :, h] @ W_O[l, h]):
                 act = act.clone()
-                act[0, :, h] = v
+                act[0, pos, h] = v[pos]
                 return act
             hooks.append((f"blocks.{l}.attn.hook_result", head))
     logits = target.run_with_hooks(ids, hooks, last_only=True)
     return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])
 
 
-def test_circuit_needing_several_components_stops_at_the_first_flip(pair):
+def _naive_joint_delta(pair, src, names, tokens):
+    target, _, ids, W_O = pair
+    return _naive_joint(target, ids, W_O, src, names, tokens)
+
+
+def _check_minimal(found, naive_delta, src):
+    """Independently of discover_circuit: the circuit patched jointly gives the source's
+    action, and without any one member it does not (1-minimal). `naive_delta(names)`: the
+    target's delta with `names` patched jointly."""
+    def flips(d):
+        return (d > 0) == (src.delta > 0)
+
+    assert found.kind == "minimal" and found.flipped
+    full = naive_delta(found.minimal_circuit)
+    assert flips(full) and abs(full - found.patched_delta) < 1e-4
+    for i, name in enumerate(found.minimal_circuit):
+        rest = found.minimal_circuit[:i] + found.minimal_circuit[i + 1:]
+        d = naive_delta(rest)
+        assert not flips(d), (name, d)
+        assert dict(found.leave_one_out)[name] == pytest.approx(d, abs=1e-4)
+
+
+def test_circuit_needing_several_components_skips_those_that_push_away(pair):
     runner, src, tgt, results = _circuit_case(pair, SPREAD_TOKENS)
-    # The premise: the actions differ, clearly, and no single component flips the target.
+    # The premise: the actions differ, clearly, no single component flips the target, and
+    # some of the strongest single patches push it away from the source (the old ranking
+    # by |delta_change| would have patched them).
     assert (tgt.delta > 0.5) and (src.delta < -0.5)
     assert not any(r.action_flipped for r in results)
     assert min(abs(r.patched_delta) for r in results) > 0.1
+    toward = _toward_source(results, src, tgt)
+    top10 = sorted(toward, key=lambda n: abs(toward[n]), reverse=True)[:10]
+    opposing = [n for n in top10 if toward[n] < 0]
+    assert len(opposing) == 2 and min(abs(toward[n]) for n in opposing) > 0.5
 
     found = discover_circuit(runner, src, tgt, results, max_components=10)
-    assert found.flipped and found.reason == ""
+    assert found.flipped and found.reason == "" and found.kind == "minimal"
+    assert found.excluded == opposing and found.excluded_opposing == 2
+    candidates = _candidate_names(results, src, tgt)
+    assert [name for name, _ in found.ranked_components][:len(candidates)] == candidates
     k = len(found.minimal_circuit)
-    assert 2 <= k <= 10
-    ranked = _ranked_names(results)
-    assert [name for name, _ in found.ranked_components] == ranked
-    assert found.minimal_circuit == ranked[:k]
+    assert k >= 2 and found.greedy_size == k  # this greedy prefix is already minimal
+    assert found.minimal_circuit == candidates[:k]
+    assert all(toward[n] > 0 for n in found.minimal_circuit)
     assert [kk for kk, _ in found.attempts] == list(range(1, 11))
-    before = found.attempts[: k - 1]
-    assert before  # the loop really ran past k = 1
-    assert all(d > 0 for _, d in before), before  # still the target's action (D)
+    assert all(d > 0 for _, d in found.attempts[: k - 1])  # still the target's action (D)
     assert found.attempts[k - 1][1] == found.patched_delta < 0  # the source's action (C)
     assert found.gap_recovered == pytest.approx((found.patched_delta - tgt.delta) / (src.delta - tgt.delta))
+    # The attempts are the candidates' prefixes, patched jointly; no opposing one in any.
+    prefixes = [[Component.parse(n) for n in candidates[:kk]] for kk in range(1, 11)]
+    assert np.allclose(runner.deltas(src, tgt, prefixes), [d for _, d in found.attempts], atol=1e-5)
+    _check_minimal(found, lambda names: _naive_joint_delta(pair, src, names, SPREAD_TOKENS), src)
 
-    # Independently: the circuit patched jointly flips, its first k-1 components do not.
-    comps = [Component.parse(n) for n in found.minimal_circuit]
-    joint, short = runner.deltas(src, tgt, [comps, comps[:-1]])
-    assert abs(joint - found.patched_delta) < 1e-5
-    assert joint < 0 < short
-    assert abs(_naive_joint_delta(pair, src, found.minimal_circuit, SPREAD_TOKENS) - joint) < 1e-4
-    assert _naive_joint_delta(pair, src, found.minimal_circuit[:-1], SPREAD_TOKENS) > 0
+    row = circuit_record(found)
+    assert (row["circuit_kind"], row["circuit_size"], row["greedy_size"], row["excluded_opposing"]) == \
+        ("minimal", k, k, 2)
+    assert [part.split(":")[0] for part in row["leave_one_out"].split(";")] == found.minimal_circuit
+
+
+def test_circuit_pruned_from_a_greedy_prefix_is_minimal(pair):
+    runner, src, tgt, results = _circuit_case(pair, PRUNE_TOKENS)
+    assert (tgt.delta < -0.5) and (src.delta > 0.3)
+    assert not any(r.action_flipped for r in results)
+    candidates = _candidate_names(results, src, tgt)
+    # The premise: the first candidate prefix that flips has members that can be dropped.
+    greedy = runner.deltas(src, tgt, [[Component.parse(n) for n in candidates[:k]] for k in range(1, 11)])
+    n = int(np.argmax(greedy > 0)) + 1
+    assert (greedy[:n - 1] < -0.1).all() and greedy[n - 1] > 0.1 and n >= 4
+    prefix = candidates[:n]
+    loo = [_naive_joint_delta(pair, src, prefix[:i] + prefix[i + 1:], PRUNE_TOKENS) for i in range(n)]
+    assert sum(d > 0.1 for d in loo) >= 2
+
+    found = discover_circuit(runner, src, tgt, results, max_components=10)
+    assert found.greedy_size == n and len(found.minimal_circuit) < n
+    assert set(found.minimal_circuit) < set(prefix)
+    assert found.minimal_circuit == [c for c in prefix if c in found.minimal_circuit]  # in ranking order
+    _check_minimal(found, lambda names: _naive_joint_delta(pair, src, names, PRUNE_TOKENS), src)
+    assert found.excluded_opposing >= 1
+
+    unpruned = discover_circuit(runner, src, tgt, results, max_components=10, prune=False)
+    assert unpruned.kind == "greedy" and unpruned.minimal_circuit == prefix and unpruned.flipped
+    assert [d for _, d in unpruned.leave_one_out] == pytest.approx(loo, abs=1e-4)
+    assert unpruned.patched_delta == pytest.approx(greedy[n - 1], abs=1e-6)
 
 
 def test_circuit_that_never_flips_is_the_best_attempt_unpadded(pair):
-    runner, src, tgt, results = _circuit_case(pair, SPREAD_TOKENS)
-    max_components = 4
-    ranked = [Component.parse(n) for n in _ranked_names(results)]
+    runner, src, tgt, results = _circuit_case(pair, NO_FLIP_TOKENS)
+    max_components = 5
+    ranked = [Component.parse(n) for n in _candidate_names(results, src, tgt)]
     prefixes = runner.deltas(src, tgt, [ranked[:k] for k in range(1, max_components + 1)])
     gaps = (prefixes - tgt.delta) / (src.delta - tgt.delta)
     best_k = int(np.argmax(gaps)) + 1
-    # The premise: the actions differ, no top-k prefix within max_components flips, and the
-    # best of them is shorter than max_components (so padding would show).
+    # The premise: the actions differ, no top-k candidate prefix within max_components
+    # flips, and the best of them is shorter than max_components (so padding would show).
     assert (tgt.delta > 0) != (src.delta > 0)
     assert (prefixes > 0.1).all(), prefixes
-    assert best_k < max_components and np.sort(gaps)[-1] - np.sort(gaps)[-2] > 0.05
+    assert best_k < max_components and np.sort(gaps)[-1] - np.sort(gaps)[-2] > 0.04
 
     found = discover_circuit(runner, src, tgt, results, max_components=max_components)
-    assert not found.flipped
+    assert not found.flipped and found.kind == "none" and found.leave_one_out == []
     assert isinstance(found.reason, str) and found.reason
     assert [k for k, _ in found.attempts] == list(range(1, max_components + 1))
     assert all(d > 0 for _, d in found.attempts), found.attempts  # every attempt kept the target's action
     assert np.allclose([d for _, d in found.attempts], prefixes, atol=1e-5)
     # Never padded: the circuit is the best attempt (largest gap recovered), nothing more.
     assert found.minimal_circuit == [c.name for c in ranked[:best_k]]
-    assert len(found.minimal_circuit) == best_k < max_components
+    assert len(found.minimal_circuit) == best_k == found.greedy_size < max_components
     assert abs(found.patched_delta - prefixes[best_k - 1]) < 1e-5
     assert found.gap_recovered == pytest.approx(gaps[best_k - 1], abs=1e-5)
+
+
+class AdditiveRunner:
+    """A stand-in for PatchRunner: a set's joint delta is the baseline plus, per pathway,
+    the strongest effect among the set's members in it (members of one pathway are
+    redundant: either one carries it). Records every set it is asked for."""
+
+    def __init__(self, baseline: float, effects: dict, pathway: dict):
+        self.baseline, self.effects, self.pathway = baseline, effects, pathway
+        self.calls: list = []
+
+    def deltas(self, source, target, patch_sets):
+        sets = [[c.name for c in s] for s in patch_sets]
+        self.calls.append(sets)
+        out = []
+        for names in sets:
+            strongest: dict = {}
+            for n in names:
+                p = self.pathway.get(n, n)
+                if abs(self.effects[n]) > abs(strongest.get(p, 0.0)):
+                    strongest[p] = self.effects[n]
+            out.append(self.baseline + sum(strongest.values()))
+        return np.array(out)
+
+
+def test_circuit_search_on_a_hand_built_runner():
+    """Baseline -3 (C), source +3 (D). L1H0 pushes away (-2.5, the strongest single patch);
+    L0H0 and L0H1 share one pathway (jointly worth only the larger); L1_MLP is
+    independent. Greedy over the pro-source candidates flips at {L0H0, L0H1, L1_MLP}
+    (-3 + 2 + 1.5 = 0.5); L0H1 is redundant there, so the minimal circuit is {L0H0, L1_MLP}."""
+    from types import SimpleNamespace
+
+    effects = {"L0H0": 2.0, "L0H1": 1.8, "L1H0": -2.5, "L1_MLP": 1.5, "L2H0": 0.5}
+    runner = AdditiveRunner(-3.0, effects, pathway={"L0H0": "p", "L0H1": "p"})
+    source, target = SimpleNamespace(delta=3.0), SimpleNamespace(delta=-3.0)
+    results = [PatchResult.make(Component.parse(n), -3.0, 3.0, -3.0 + e) for n, e in effects.items()]
+
+    found = discover_circuit(runner, source, target, results, max_components=4)
+    assert found.kind == "minimal" and found.flipped
+    assert found.minimal_circuit == ["L0H0", "L1_MLP"] and found.patched_delta == pytest.approx(0.5)
+    assert found.greedy_size == 3 and found.attempts == [(1, -1.0), (2, -1.0), (3, pytest.approx(0.5)),
+                                                         (4, pytest.approx(1.0))]
+    # L1H0 is in the top 4 by |score| but pushes away: counted, never patched.
+    assert found.excluded == ["L1H0"] and found.excluded_opposing == 1
+    assert not any("L1H0" in s for call in runner.calls for s in call)
+    assert found.leave_one_out == [("L0H0", pytest.approx(-1.5)), ("L1_MLP", pytest.approx(-1.0))]
+    # Prefixes, then two leave-one-out rounds (one drop, one check): three batched passes.
+    assert len(runner.calls) == 3
+    assert runner.calls[1] == [["L0H1", "L1_MLP"], ["L0H0", "L1_MLP"], ["L0H0", "L0H1"]]
+    assert found.ranked_components[:4] == [("L0H0", 2.0), ("L0H1", 1.8), ("L1_MLP", 1.5), ("L2H0", 0.5)]
+    assert found.ranked_components[-1] == ("L1H0", -2.5)
+
+    unpruned = discover_circuit(runner, source, target, results, max_components=4, prune=False)
+    assert unpruned.kind == "greedy" and unpruned.minimal_circuit == ["L0H0", "L0H1", "L1_MLP"]
+    assert circuit_record(unpruned)["leave_one_out"] == "L0H0:0.3;L0H1:0.5;L1_MLP:-1"
+
+    # Ranked by estimates (AtP) that get L1H0's sign wrong: its exact single patch still
+    # pushes away, so it stays out; the sign convention follows source - baseline.
+    atp = [2.0, 1.8, 2.6, 1.5, 0.5]
+    by_atp = discover_circuit(runner, source, target, results, max_components=4, scores=atp)
+    assert by_atp.excluded == ["L1H0"] and by_atp.minimal_circuit == ["L0H0", "L1_MLP"]
+    mirrored = [PatchResult.make(Component.parse(n), 3.0, -3.0, 3.0 - e) for n, e in effects.items()]
+    back = AdditiveRunner(3.0, {n: -e for n, e in effects.items()}, pathway=runner.pathway)
+    flipped_sign = discover_circuit(back, target, source, mirrored, max_components=4)
+    assert flipped_sign.minimal_circuit == ["L0H0", "L1_MLP"] and flipped_sign.excluded == ["L1H0"]
+
+    # Only pushing away: nothing to patch, said so.
+    away = [PatchResult.make(Component.parse("L1H0"), -3.0, 3.0, -5.5)]
+    none = discover_circuit(runner, source, target, away, max_components=4)
+    assert none.kind == "none" and not none.flipped and none.minimal_circuit == [] and none.excluded == ["L1H0"]
+    assert "toward the source" in none.reason
 
 
 def test_circuit_of_models_that_already_agree_is_empty(pair):
@@ -194,8 +335,8 @@ def test_circuit_of_models_that_already_agree_is_empty(pair):
 
     found = discover_circuit(runner, src, tgt, results, max_components=10)
     assert not found.flipped
-    assert found.minimal_circuit == [] and found.attempts == []
-    assert "same action" in found.reason
+    assert found.minimal_circuit == [] and found.attempts == [] and found.excluded == []
+    assert found.kind == "none" and "same action" in found.reason
     assert found.patched_delta == tgt.delta and math.isnan(found.gap_recovered)
 
 
@@ -236,6 +377,54 @@ def test_invariants_on_the_embedded_family(embedded_pair, positions):
         assert np.abs(own.deltas(tgt, tgt, [(c,) for c in comps]) - tgt.delta).max() < 1e-5
         heads0 = [r.patched_delta for r in results if r.layer == 0 and r.kind == "head"]
         assert len(set(np.round(heads0, 7))) == len(heads0)
+
+
+@pytest.fixture(scope="module")
+def embedded_models(workflow_dir):
+    from interp_lib import LoRAModelLoader, get_action_token_ids
+
+    loader = LoRAModelLoader(device="cpu", config=workflow_dir / "config.yaml",
+                             results_dir=workflow_dir / "results")
+    models = {name: loader.load_hooked_model(name) for name in ("PT2_COREDe", "PT3_COREDe", "PT3_COREUt")}
+    return models, get_action_token_ids(models["PT3_COREDe"].tokenizer)
+
+
+@pytest.mark.parametrize("positions", ["all", "decision"])
+@pytest.mark.parametrize("source_name,target_name", [("PT2_COREDe", "PT3_COREDe"), ("PT2_COREDe", "PT3_COREUt")])
+def test_circuits_on_the_embedded_family(embedded_models, source_name, target_name, positions):
+    """On every evaluation prompt: no circuit member's single patch moves the target away
+    from the source (the sweep's delta_change), every excluded component does, and each
+    `minimal` circuit is checked by naive joint patching (full forward passes with hooks):
+    the circuit flips the action, no leave-one-out subset does."""
+    from interp_lib.prompts import build_dataset
+
+    models, tokens = embedded_models
+    source, target = models[source_name], models[target_name]
+    patcher = ActivationPatcher(source, target, tokens, positions=positions)
+    kinds = []
+    for rec in build_dataset():
+        src, tgt = patcher._activations(rec["prompt"])
+        results = patcher.systematic_patch(rec["prompt"], rec["scenario"])
+        found = discover_circuit(patcher.runner, src, tgt, results, max_components=10)
+        toward = _toward_source(results, src, tgt)
+        assert all(toward[n] > 0 for n in found.minimal_circuit), (rec["scenario"], found.minimal_circuit)
+        assert all(toward[n] < 0 for n in found.excluded)
+        top = sorted(toward, key=lambda n: abs(toward[n]), reverse=True)[:10]
+        assert found.excluded == [n for n in top if toward[n] < 0]
+        kinds.append(found.kind)
+        if found.kind != "minimal":
+            continue
+        naive = functools.partial(_naive_joint, target, target.to_tokens(rec["prompt"]), patcher.runner.source_W_O,
+                                  src, tokens=tokens, positions=positions)
+        _check_minimal(found, naive, src)
+        # and through the runner, one subset per call (no batching shared with the search)
+        comps = [Component.parse(n) for n in found.minimal_circuit]
+        for i in range(len(comps)):
+            rest = comps[:i] + comps[i + 1:]
+            if rest:
+                d = patcher.runner.deltas(src, tgt, [rest])[0]
+                assert (d > 0) != (src.delta > 0)
+    assert kinds == ["minimal"] * len(kinds)  # the Game model's action is reachable on every prompt
 
 
 @pytest.mark.parametrize("positions", ["all", "decision"])

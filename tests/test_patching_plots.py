@@ -49,29 +49,42 @@ def synthetic_results(n_layers, n_heads, scenarios=SCENARIOS, n_variants=3, seed
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def synthetic_circuits(results, scenario, flip=True, max_components=10):
-    """Circuit rows as `patching.circuit_record` writes them, consistent with `results`."""
+def synthetic_circuits(results, scenario, flip=True, max_components=10, pruned_variant=None, gain=1.0):
+    """Circuit rows as `patching.circuit_record` writes them, consistent with `results`: the
+    greedy search over the candidates (single patches toward the source), its first flip,
+    and for `pruned_variant` a minimal circuit pruned from that prefix (its second member
+    dropped). Joint deltas: the baseline plus `gain` times the sum of the candidates' scores."""
+    from interp_lib.patching.circuits import rank_toward_source
+
     rows = []
     for v, g in results[results["scenario"] == scenario].groupby("variant"):
         g = g.reset_index(drop=True)
-        order = sorted(range(len(g)), key=lambda i: abs(g["delta_change"][i]), reverse=True)[:max_components]
         base, src = g["baseline_delta"][0], g["source_delta"][0]
-        deltas = base + np.cumsum(np.abs(g["delta_change"][order])) * (1.0 if flip else 0.05)
+        ranked, n_cand, excluded = rank_toward_source(g["component"].tolist(), g["delta_change"], None, base, src,
+                                                      max_components)
+        order = [name for name, _ in ranked[:min(n_cand, max_components)]]
+        scores = np.array([score for _, score in ranked[:len(order)]])
+        deltas = base + np.cumsum(scores) * np.sign(src - base) * (gain if flip else 0.05)
         attempts = [(k + 1, float(d)) for k, d in enumerate(deltas)]
-        first = next((k for k, d in attempts if d > 0), None)
+        first = next((k for k, d in attempts if (d > 0) == (src > 0)), None)
+        circuit, loo = order[:first or 0], ""
         if first is None:
             size = len(attempts)
-            reason = f"no set of up to {len(attempts)} top components flipped the action"
+            circuit, kind = order[:size], "none"
+            reason = f"no set of up to {len(attempts)} top candidate components flipped the action"
         else:
-            size, reason = first, ""
+            size, kind, reason = first, "minimal", ""
+            if v == pruned_variant and first >= 2:
+                circuit = circuit[:1] + circuit[2:]
+            loo = ";".join(f"{c}:{base:.6g}" for c in circuit)
         patched = attempts[size - 1][1]
         rows.append(dict(
             experiment="A_to_B", source="A", target="B", scenario=scenario, variant=v, positions="all",
-            head_site="result", ranking="exact", flipped=first is not None, circuit_size=size,
-            circuit=";".join(g["component"][i] for i in order[:size]), baseline_delta=base, source_delta=src,
-            patched_delta=patched, gap_recovered=(patched - base) / (src - base),
-            attempts=";".join(f"{k}:{d:.6g}" for k, d in attempts), reason=reason))
-    return pd.DataFrame(rows, columns=list(dict.fromkeys([*CIRCUIT_COLUMNS, "ranking"])))
+            head_site="result", ranking="exact", flipped=first is not None, circuit_kind=kind,
+            circuit_size=len(circuit), greedy_size=size, circuit=";".join(circuit), excluded_opposing=len(excluded),
+            baseline_delta=base, source_delta=src, patched_delta=patched, gap_recovered=(patched - base) / (src - base),
+            attempts=";".join(f"{k}:{d:.6g}" for k, d in attempts), leave_one_out=loo, reason=reason))
+    return pd.DataFrame(rows, columns=CIRCUIT_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +185,33 @@ def test_circuit_discovery_flipped(viz, results, tmp_path):
     assert round(circuits["source_delta"].mean(), 6) in horizontal
 
 
+def test_circuit_discovery_pruned_and_excluded(viz, results, caplog):
+    """A variant whose minimal circuit was pruned from its greedy prefix: the star stays at
+    the greedy flip point, a diamond marks the minimal circuit, the legend names what was
+    dropped; components left out for pushing away are counted in the title."""
+    circuits = synthetic_circuits(results, "CC_continue", pruned_variant=1, gain=3.0)
+    patches = results[results["scenario"] == "CC_continue"]
+    row = circuits.set_index("variant").loc[1]
+    assert row["circuit_size"] < row["greedy_size"] and circuits["excluded_opposing"].sum() > 0
+    assert circuits["flipped"].all()
+    fig = viz.plot_circuit_discovery(circuits, patches)
+    assert "does not hold the circuit" not in caplog.text  # the rebuilt ranking agrees with the table
+    text = _texts(fig)
+    k, m = int(row["greedy_size"]), int(row["circuit_size"])
+    assert f"variant 1: flips at k = {k} (greedy); minimal circuit of {m} after pruning" in text
+    assert "the greedy prefix is the minimal circuit" in text  # the other variants
+    assert f"{circuits['excluded_opposing'].sum()} of the variants' strongest single patches pushed away" in text
+    assert "minimal circuits of" in text and "minimal = no member can be dropped" in text
+    ax = fig.axes[0]
+    diamonds = [l for l in ax.get_lines() if l.get_marker() == "D" and len(l.get_xdata())]
+    assert len(diamonds) == 1
+    assert (diamonds[0].get_xdata()[0], diamonds[0].get_ydata()[0]) == pytest.approx((k, row["patched_delta"]))
+    stars = [l for l in ax.get_lines() if l.get_marker() == "*" and len(l.get_xdata())]
+    greedy_delta = float(row["attempts"].split(";")[k - 1].split(":")[1])
+    assert any(tuple(l.get_xdata()) == (k,) and l.get_ydata()[0] == pytest.approx(greedy_delta) for l in stars)
+    plt.close(fig)
+
+
 def test_circuit_discovery_not_flipped(viz, results):
     circuits = synthetic_circuits(results, "CC_continue", flip=False)
     assert not circuits["flipped"].any()
@@ -211,9 +251,11 @@ def test_circuit_discovery_from_discovery_object(viz):
                              minimal_circuit=["L3_MLP", "L2H1"], all_patches=[], flipped=True, patched_delta=0.5,
                              gap_recovered=0.55, baseline_delta=-3.0, source_delta=3.0,
                              attempts=[(1, -1.0), (2, 0.5), (3, 0.6)])
+    assert (found.kind, found.greedy_size) == ("greedy", 2)  # nothing checked its minimality
     fig = viz.plot_circuit_discovery(found, experiment="A_to_B", scenario="CC_continue", source="A", target="B")
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks == ["none", "+L3_MLP", "+L2H1", "+L0H0"]
+    assert "flips at k = 2 (greedy prefix, not checked for minimality)" in _texts(fig)
     plt.close(fig)
 
 

@@ -104,7 +104,8 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
     per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
                     "patch_scenario": 4, "patch_plots_scenario": 4, "dla_plots_scenario": 5,
-                    "dla_plots_comparison": 1, "logit_lens_plots_scenario": 1}
+                    "dla_plots_comparison": 1, "logit_lens_plots_scenario": 1, "attention_scenario": 1,
+                    "attention_plots_scenario": 1}
     # per-model / per-experiment figures and tables across scenarios
     per_group = {"dla_plots_model": 5, "patch_experiment_tables": 4, "patch_plots_experiment": 4}
     assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
@@ -127,7 +128,8 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
     per_experiment = {"patch_scenario": 5, "patch_experiment_tables": 1, "patch_plots_scenario": 5,
                       "patch_plots_experiment": 1}
     # per-scenario figures that compare every model
-    comparisons = {"logit_lens_plots_scenario": 5, "dla_plots_comparison": 5}
+    comparisons = {"logit_lens_plots_scenario": 5, "dla_plots_comparison": 5, "attention_scenario": 5,
+                   "attention_plots_scenario": 5}
     aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
     assert rule_counts(jobs) == {**per_model, **per_experiment, **comparisons, **aggregates}
     for rule, wc in jobs:
@@ -180,7 +182,7 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     assert rule_counts(jobs) == {
         "dla_plots_scenario": 5, "dla_plots_model": 1, "dla_plots_comparison": 5, "logit_lens_plots_scenario": 5,
         "logit_lens_plots": 1, "patch_plots_scenario": 10, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
-        "rq_summary": 1, "all": 1}
+        "attention_plots_scenario": 5, "rq_summary": 1, "all": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert {wc["model"] for r, wc in jobs if "model" in wc} == {"PT2_COREDe"}
 

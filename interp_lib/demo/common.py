@@ -35,12 +35,13 @@ class GameState:
     temptation: bool
     swap_opening: bool
     swap_answer: bool
+    labelling: str = prompts.STANDARD  # "swapped": action1 = Defect
 
     @property
     def prompt(self) -> str:
         extra = prompts.TEMPTATION_SENTENCE if self.temptation else None
         return prompts.build_prompt(
-            self.own_last, self.opponent_last, extra, self.swap_opening, self.swap_answer
+            self.own_last, self.opponent_last, extra, self.swap_opening, self.swap_answer, self.labelling
         )
 
     @property
@@ -49,14 +50,15 @@ class GameState:
         return self.own_last + self.opponent_last + ("+T" if self.temptation else "")
 
 
-def all_states() -> list[GameState]:
-    """Every state of the training distribution (20 of them), in a fixed order."""
+def all_states(labellings: tuple[str, ...] = (prompts.STANDARD,)) -> list[GameState]:
+    """Every state of the training distribution (20 per labelling), in a fixed order."""
     out = []
-    for own in "CD":
-        for opp in "CD":
-            for tempt in (False, True) if (own, opp) == ("C", "C") else (False,):
-                for swap_opening, swap_answer in prompts.ORDERINGS:
-                    out.append(GameState(own, opp, tempt, swap_opening, swap_answer))
+    for labelling in labellings:
+        for own in "CD":
+            for opp in "CD":
+                for tempt in (False, True) if (own, opp) == ("C", "C") else (False,):
+                    for swap_opening, swap_answer in prompts.ORDERINGS:
+                        out.append(GameState(own, opp, tempt, swap_opening, swap_answer, labelling))
     return out
 
 

@@ -2,6 +2,7 @@
 scripts call these; analyses that only read caches live in their own modules)."""
 
 from .caching import build_cache_file
+from .counterfactual import counterfactual_patch
 from .patching import patch_scenario
 
-__all__ = ["build_cache_file", "patch_scenario"]
+__all__ = ["build_cache_file", "counterfactual_patch", "patch_scenario"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..cache import CacheError, collect_variant, file_attrs, write_cache
@@ -17,7 +18,7 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     from ..hooked import HookedModel
     from ..models import load_base_model, load_tokenizer, read_fingerprint, state_fingerprint
     from ..precision import get_precision
-    from ..tokens import decision_input_ids, get_action_token_ids, tokenizer_hash
+    from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, tokenizer_hash
 
     mode = get_precision(precision)
     dtype = mode.weights_name
@@ -45,8 +46,13 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     variants = {}
     with mode.matmuls():
         for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
-            data = collect_variant(hooked, inputs[rec["variant"]], action_tokens, f"{scenario}/{rec['variant']}")
-            data["attrs"]["prompt"] = rec["prompt"]
+            labelling = rec.get("labelling", "standard")
+            tokens = labelled_action_tokens(action_tokens, labelling)
+            data = collect_variant(hooked, inputs[rec["variant"]], tokens, f"{scenario}/{rec['variant']}")
+            data["attrs"].update(prompt=rec["prompt"], labelling=labelling, template=int(rec.get("template", 0)),
+                                 token_C=int(tokens["C"]), token_D=int(tokens["D"]))
+            p_defect = 1.0 / (1.0 + math.exp(-data["attrs"]["delta"]))
+            data["attrs"]["p_action2"] = p_defect if labelling == "standard" else 1.0 - p_defect
             variants[rec["variant"]] = data
     C, D = action_tokens["C"], action_tokens["D"]
     with torch.no_grad():

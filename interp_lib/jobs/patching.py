@@ -33,9 +33,6 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
     with CacheFile(source_cache, fingerprint=read_fingerprint(source_dir)["fingerprint"]) as src_file, \
             CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file, \
             mode.matmuls():
-        action_tokens = {"C": int(tgt_file.attrs["token_C"]), "D": int(tgt_file.attrs["token_D"])}
-        if (int(src_file.attrs["token_C"]), int(src_file.attrs["token_D"])) != (action_tokens["C"], action_tokens["D"]):
-            raise ValueError(f"{source_name} and {target_name} use different action tokens; they cannot be patched")
         for cache_file in (src_file, tgt_file):
             if cache_file.attrs.get("precision") != mode.name:
                 raise ValueError(f"{cache_file.path} was cached in precision {cache_file.attrs.get('precision')!r}, "
@@ -43,8 +40,12 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
         W_O = load_W_O(source_dir, hooked.n_layers, hooked.n_heads, hooked.cfg.d_head, device, mode.weights) \
             if head_site == "result" else None
         target_W_O = own_W_O(hooked) if head_site == "result" else None
-        runner = PatchRunner(hooked, W_O, action_tokens, positions, head_site)
         for variant in tqdm(tgt_file.variants, desc=f"patch {experiment}/{scenario}"):
+            action_tokens = tgt_file.action_tokens(variant)  # the variant's labelling's C and D
+            if src_file.action_tokens(variant) != action_tokens:
+                raise ValueError(f"{source_name} and {target_name} use different action tokens for {scenario} "
+                                 f"variant {variant}; they cannot be patched")
+            runner = PatchRunner(hooked, W_O, action_tokens, positions, head_site)
             src = PromptActivations.from_cache(src_file[variant], device, mode.weights, mode.residual)
             tgt = PromptActivations.from_cache(tgt_file[variant], device, mode.weights, mode.residual)
             controls: list = []
@@ -53,7 +54,7 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
             estimates = attribution_patch(runner, src, tgt) if atp or circuit_ranking == "atp" \
                 else np.full(len(results), np.nan)
             meta = dict(experiment=experiment, source=source_name, target=target_name, scenario=scenario,
-                        variant=variant, positions=positions, head_site=head_site, precision=mode.name)
+                        variant=variant, labelling=tgt_file.labelling(variant), positions=positions, head_site=head_site, precision=mode.name)
             rows += [{**meta, **r.to_dict(), "atp_delta_change": e, "noise_floor": floor,
                       "below_noise": below_noise(r.delta_change, floor)}
                      for r, e in zip(results, estimates)]

@@ -75,5 +75,5 @@ def _ratio(num: float, den: float) -> float:
     return num / den if abs(den) > 1e-12 else math.nan
 
 
-RESULT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "positions", "head_site", "precision",
+RESULT_COLUMNS = ["experiment", "source", "target", "scenario", "variant", "labelling", "positions", "head_site", "precision",
                   *PatchResult.__dataclass_fields__, "atp_delta_change", "noise_floor", "below_noise"]

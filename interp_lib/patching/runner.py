@@ -199,10 +199,14 @@ def noise_floor(runner: PatchRunner, target: PromptActivations, target_W_O: torc
 
 
 def sweep(runner: PatchRunner, source: PromptActivations, target: PromptActivations,
-          controls: list | None = None) -> list[PatchResult]:
-    """Every single-component patch (all heads and MLPs); `controls` as for PatchRunner.deltas."""
-    if not torch.equal(source.input_ids.cpu(), target.input_ids.cpu()):
+          controls: list | None = None, same_prompt: bool = True) -> list[PatchResult]:
+    """Every single-component patch (all heads and MLPs); `controls` as for PatchRunner.deltas.
+    `same_prompt=False` (counterfactual prompts): the token ids may differ, not their number."""
+    if same_prompt and not torch.equal(source.input_ids.cpu(), target.input_ids.cpu()):
         raise ValueError("source and target caches hold different token ids for this prompt (another tokenizer?)")
+    if source.input_ids.shape != target.input_ids.shape:
+        raise ValueError(f"source and target prompts have {source.input_ids.numel()} and "
+                         f"{target.input_ids.numel()} tokens; patching needs them aligned token for token")
     comps = all_components(runner.target.n_layers, runner.target.n_heads)
     deltas = runner.deltas(source, target, [(c,) for c in comps], controls)
     return [PatchResult.make(c, target.delta, source.delta, float(d)) for c, d in zip(comps, deltas)]

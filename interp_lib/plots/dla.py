@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..dla import DLAResult
+from ..stats import mean_ci
 from ..style import DELTA_CMAP, DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle
 from . import diverging_heatmap, save_figure, zero_line
 
@@ -87,7 +88,8 @@ class DLAVisualizer:
 
     def plot_mlp_contributions(self, result: DLAResult, variants: list | None = None, ax=None, save_path=None):
         """Bars: the embedding and each layer's MLP; heads summed per layer as a grey line.
-        `variants` (the results averaged into `result`) adds min..max error bars."""
+        `variants` (the results averaged into `result`) adds error bars: the bootstrap 95%
+        interval of the mean over them."""
         import matplotlib.pyplot as plt
 
         L = result.mlp_contributions.shape[0]
@@ -100,7 +102,8 @@ class DLAVisualizer:
         yerr = None
         if variants and len(variants) > 1:
             stack = np.array([[r.embed_contribution, *r.mlp_contributions] for r in variants])
-            yerr = np.vstack([values - stack.min(0), stack.max(0) - values])
+            ci = np.array([mean_ci(column)[1:] for column in stack.T])  # [L + 1, 2]
+            yerr = np.vstack([values - ci[:, 0], ci[:, 1] - values])
         from matplotlib.patches import Patch
 
         ax.bar(x, values, color=_sign_colors(values), yerr=yerr, capsize=2, ecolor="black")
@@ -112,7 +115,7 @@ class DLAVisualizer:
         ax.set_xticks(x, names, rotation=90 if L > 8 else 45, ha="center" if L > 8 else "right", fontsize=8)
         ax.set_xlabel("component")
         ax.set_ylabel(CONTRIB_LABEL)
-        bars = "; error bars: min to max over variants" if yerr is not None else ""
+        bars = "; error bars: bootstrap 95% interval of the mean" if yerr is not None else ""
         ax.set_title(f"DLA of the embedding and MLPs: {self._label(result.model)}, {result.scenario}\n"
                      f"({_what(result)}{bars}; {_residual(result)}: grey band)")
         ax.legend(handles=[Patch(color=PRO_DEFECT_COLOR, label="embed / MLP, pro-Defect (> 0)"),

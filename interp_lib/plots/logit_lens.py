@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..stats import mean_ci
 from ..style import DELTA_CMAP, DELTA_LABEL, ModelStyle, symmetric_limit, text_color_for
 from . import save_figure, zero_line
 
@@ -117,7 +118,7 @@ class LogitLensVisualizer:
 
     def plot_final_comparison_heatmap(self, results: dict, model_labels: dict | None = None, save_path=None):
         """Models x scenarios: the final layer's delta (mean over variants), annotated with
-        that mean and the min..max over variants."""
+        that mean and its bootstrap 95% interval."""
         import matplotlib.pyplot as plt
 
         scenarios = list(results)
@@ -129,20 +130,21 @@ class LogitLensVisualizer:
             for i, m in enumerate(models):
                 if m in results[s]:
                     final = _2d(results[s][m])[:, -1]
-                    mean[i, j], lo[i, j], hi[i, j] = final.mean(), final.min(), final.max()
+                    mean[i, j], lo[i, j], hi[i, j] = mean_ci(final)
         lim = symmetric_limit(mean)
         fig, ax = plt.subplots(figsize=(1.7 * len(scenarios) + 3, 0.75 * len(models) + 2))
         im = ax.imshow(mean, cmap=DELTA_CMAP, vmin=-lim, vmax=lim, aspect="auto")
         for i in range(len(models)):
             for j in range(len(scenarios)):
                 if np.isfinite(mean[i, j]):
-                    ax.text(j, i, f"{mean[i, j]:+.2f}\n[{lo[i, j]:+.2f}, {hi[i, j]:+.2f}]", ha="center",
+                    interval = f"\n[{lo[i, j]:+.2f}, {hi[i, j]:+.2f}]" if np.isfinite(lo[i, j]) else ""
+                    ax.text(j, i, f"{mean[i, j]:+.2f}{interval}", ha="center",
                             va="center", fontsize=8, color=text_color_for(mean[i, j], lim))
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=20, ha="right")
         ax.set_yticks(range(len(models)), [style.label(m) for m in models])
         ax.set_xlabel("scenario")
         ax.set_ylabel("model")
-        ax.set_title("Final-layer delta (D - C): mean over prompt variants [min, max]\n"
+        ax.set_title("Final-layer delta (D - C): mean over prompt variants [bootstrap 95% interval]\n"
                      "red = prefers Defect (action2), blue = prefers Cooperate (action1)")
         cbar = fig.colorbar(im, ax=ax)
         cbar.set_label(DELTA_LABEL)

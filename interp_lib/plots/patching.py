@@ -134,24 +134,33 @@ def _split_names(text) -> list:
     return [n for n in text.split(";") if n] if isinstance(text, str) else []
 
 
-def _ranking(patches: pd.DataFrame | None, variant, ranking: str) -> list:
-    """The order in which circuit discovery added components for one variant: by |score|,
-    descending, ties in table order (as `patching.discover_circuit`)."""
+def _ranking(patches: pd.DataFrame | None, variant, ranking: str, baseline: float, source: float) -> list:
+    """The order in which circuit discovery added components for one variant: the
+    candidates (single patch toward the source's action) by score, descending, ties in
+    table order (`patching.circuits.rank_toward_source`, as `discover_circuit`)."""
+    from ..patching.circuits import rank_toward_source
+
     if patches is None or patches.empty:
         return []
     g = patches[patches["variant"] == variant] if "variant" in patches.columns else patches
     column = "atp_delta_change" if ranking == "atp" and "atp_delta_change" in g.columns else "delta_change"
     if column != "delta_change" and g[column].isna().all():
         return []
-    scores = g[column].to_numpy(dtype=float)
-    names = g["component"].tolist()
-    order = sorted(range(len(names)), key=lambda i: abs(scores[i]), reverse=True)
-    return [names[i] for i in order]
+    scores = None if column == "delta_change" else g[column].to_numpy(dtype=float)
+    ranked, n_candidates, _ = rank_toward_source(g["component"].tolist(), g["delta_change"].to_numpy(dtype=float),
+                                                 scores, baseline, source, len(g))
+    return [name for name, _ in ranked[:n_candidates]]
+
+
+def _int_or(value, default: int) -> int:
+    return int(value) if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) else default
 
 
 def circuit_variants(circuits, patches: pd.DataFrame | None = None) -> list:
-    """One dict per variant of a circuit table (or a `CircuitDiscovery`): its attempts and
-    the name of the k-th ranked component (None where unknown)."""
+    """One dict per variant of a circuit table (or a `CircuitDiscovery`): its attempts, the
+    name of the k-th candidate added by the greedy search (None where unknown), the
+    circuit's kind (minimal / greedy / none) and the size of the greedy prefix it came from.
+    Tables written before circuits were pruned (no circuit_kind) read as greedy prefixes."""
     from ..patching import CircuitDiscovery, circuit_record
 
     if isinstance(circuits, CircuitDiscovery):
@@ -164,22 +173,48 @@ def circuit_variants(circuits, patches: pd.DataFrame | None = None) -> list:
     for _, r in circuits.sort_values("variant", kind="stable").iterrows():
         attempts = _parse_attempts(r.get("attempts"))
         circuit = _split_names(r.get("circuit"))
+        flipped = bool(_as_bool(pd.Series([r["flipped"]])).iat[0])
+        kind = r.get("circuit_kind") if isinstance(r.get("circuit_kind"), str) else ("greedy" if flipped else "none")
+        greedy_size = _int_or(r.get("greedy_size"), len(circuit))
         ranking = r.get("ranking") if isinstance(r.get("ranking"), str) else "exact"
-        order = ranked if ranked is not None else _ranking(patches, r["variant"], ranking)
-        if order[:len(circuit)] != circuit:
+        base, src = float(r["baseline_delta"]), float(r["source_delta"])
+        order = ranked if ranked is not None else _ranking(patches, r["variant"], ranking, base, src)
+        if not set(circuit) <= set(order[:greedy_size]):
             if order:
-                log.warning("variant %s: the ranking rebuilt from the patches does not start with the circuit %s",
-                            r["variant"], circuit)
-            order = circuit
+                log.warning("variant %s: the ranking rebuilt from the patches does not hold the circuit %s in "
+                            "its first %d components", r["variant"], circuit, greedy_size)
+            order = circuit if len(circuit) == greedy_size else []  # a pruned circuit names no step
         names = [order[k - 1] if k - 1 < len(order) else None for k, _ in attempts]
         out.append({
-            "variant": r["variant"], "flipped": bool(_as_bool(pd.Series([r["flipped"]])).iat[0]),
-            "circuit": circuit, "baseline": float(r["baseline_delta"]), "source": float(r["source_delta"]),
+            "variant": r["variant"], "flipped": flipped, "kind": kind, "greedy_size": greedy_size,
+            "circuit": circuit, "dropped": [n for n in order[:greedy_size] if n not in circuit],
+            "excluded": _int_or(r.get("excluded_opposing"), 0), "baseline": base, "source": src,
             "patched": float(r["patched_delta"]), "gap": float(r["gap_recovered"]),
             "attempts": attempts, "names": names, "ranking": ranking,
             "reason": r.get("reason") if isinstance(r.get("reason"), str) else "",
         })
     return out
+
+
+def _flip_label(v: dict) -> str:
+    """Legend text of a variant that flipped: the greedy flip point and the circuit's kind."""
+    k, m = v["greedy_size"], len(v["circuit"])
+    if v["kind"] == "minimal" and m < k:
+        dropped = f" (dropped {', '.join(v['dropped'])})" if v["dropped"] else ""
+        return f"flips at k = {k} (greedy); minimal circuit of {m} after pruning{dropped}"
+    if v["kind"] == "minimal":
+        return f"flips at k = {k}; the greedy prefix is the minimal circuit"
+    return f"flips at k = {k} (greedy prefix, not checked for minimality)"
+
+
+def _kinds_summary(flipped: list) -> str:
+    """"minimal circuits of 4, 5 components" (and the greedy ones, if any were returned)."""
+    parts = []
+    for kind in ("minimal", "greedy"):
+        sizes = sorted({len(v["circuit"]) for v in flipped if v["kind"] == kind})
+        if sizes:
+            parts.append(f"{kind} circuits of {', '.join(map(str, sizes))} components")
+    return "; ".join(parts)
 
 
 def _tick_name(names: list) -> str:
@@ -410,13 +445,15 @@ class PatchingVisualizer:
                                out=None, experiment: str | None = None, scenario: str | None = None,
                                source: str | None = None, target: str | None = None,
                                circuits_run: bool = True, save_path=None):
-        """Per variant, the delta after jointly patching the top k ranked components
-        (k = 0: the target's own delta), with the target's baseline and the source's delta
-        (means over variants) and the decision boundary at zero; stars mark where the
-        target first takes the source's action. `circuits`: circuit rows of one experiment
-        and scenario (or a `CircuitDiscovery`); `patches`: the scenario's patch results,
-        to name the components added after the circuit. An empty table (circuits not run)
-        or variants where both models already agree give a figure that says so."""
+        """Per variant, the delta after jointly patching the top k candidates (components
+        whose single patch moves the target toward the source's action; k = 0: the
+        target's own delta), with the target's baseline and the source's delta (means over
+        variants) and the decision boundary at zero. Stars mark where the greedy search
+        first flips the action; a diamond there marks the minimal circuit pruned from that
+        greedy prefix, where pruning dropped members. `circuits`: circuit rows of one
+        experiment and scenario (or a `CircuitDiscovery`); `patches`: the scenario's patch
+        results, to name the components added at each step. An empty table (circuits not
+        run) or variants where both models already agree give a figure that says so."""
         import matplotlib.pyplot as plt
 
         out = out if out is not None else save_path
@@ -460,7 +497,7 @@ class PatchingVisualizer:
             ks = [0] + [k for k, _ in v["attempts"]]
             ds = [v["baseline"]] + [d for _, d in v["attempts"]]
             if v["flipped"]:
-                label = f"variant {v['variant']}: flips at k = {len(v['circuit'])}"
+                label = f"variant {v['variant']}: {_flip_label(v)}"
             else:
                 best = len(v["circuit"])
                 gap = f", {v['gap']:.0%} of the gap" if math.isfinite(v["gap"]) else ""
@@ -468,11 +505,18 @@ class PatchingVisualizer:
                          f"(best k = {best}{gap})")
             ax.plot(ks, ds, color=color, marker="o", markersize=4, linewidth=1.5, label=label, zorder=3)
             if v["flipped"]:
-                ax.plot([len(v["circuit"])], [v["patched"]], linestyle="", marker="*", markersize=15,
+                k = v["greedy_size"]
+                ax.plot([k], [dict(v["attempts"]).get(k, v["patched"])], linestyle="", marker="*", markersize=15,
                         color=color, markeredgecolor="black", markeredgewidth=0.8, zorder=4)
+                if len(v["circuit"]) < k:  # pruned: the minimal circuit is not a prefix
+                    ax.plot([k], [v["patched"]], linestyle="", marker="D", markersize=8, color=color,
+                            markeredgecolor="black", markeredgewidth=0.8, zorder=5)
         if any(v["flipped"] for v in searched):
             ax.plot([], [], linestyle="", marker="*", markersize=11, color="white", markeredgecolor="black",
-                    label="flip point: the target takes the source's action")
+                    label="greedy flip point: the top k candidates give the source's action")
+        if any(v["flipped"] and len(v["circuit"]) < v["greedy_size"] for v in searched):
+            ax.plot([], [], linestyle="", marker="D", markersize=7, color="white", markeredgecolor="black",
+                    label="minimal circuit pruned from that greedy prefix (its delta)")
         style = self.style.with_models([m for m in (source, target) if m])
         ax.axhline(base, color=style.color(target) if target else "#555555", linestyle="--", linewidth=1.5,
                    label=f"target {style.label(target) if target else ''}: baseline delta {base:+.2f} (mean)",
@@ -505,17 +549,22 @@ class PatchingVisualizer:
             top.set_xticks(numbered, [str(k) for k in numbered], fontsize=8)
             top.set_xlabel("k = number of components patched jointly", fontsize=9)
             by = "AtP estimate of the" if ranking == "atp" else "exact"
-            ax.set_xlabel(f"component added at step k, ranked by {by} |single-patch delta change|\n"
-                          "(A / B: the variants' rankings differ at this step)", fontsize=9)
+            ax.set_xlabel(f"candidate added at step k, ranked by {by} single-patch delta change toward the "
+                          "source's action\n(components that push away are left out; A / B: the variants' "
+                          "rankings differ at this step)", fontsize=9)
             flipped = [v for v in searched if v["flipped"]]
             if flipped:
-                sizes = sorted({len(v["circuit"]) for v in flipped})
-                summary = (f"flips the action in {len(flipped)}/{len(variants)} variants with "
-                           f"k = {', '.join(map(str, sizes))} components")
+                greedy = sorted({v["greedy_size"] for v in flipped})
+                summary = (f"flips the action in {len(flipped)}/{len(variants)} variants: greedy prefixes of "
+                           f"k = {', '.join(map(str, greedy))}, {_kinds_summary(flipped)}")
                 if len(flipped) < len(searched):
-                    summary += f"; no flip within {n_max} components in {len(searched) - len(flipped)}"
+                    summary += f"; no flip within {n_max} candidates in {len(searched) - len(flipped)}"
             else:
-                summary = f"no flip within {n_max} components in any variant"
+                summary = f"no flip within {n_max} candidates in any variant"
+            excluded = sum(v["excluded"] for v in searched)
+            if excluded:
+                summary += (f"\n{excluded} of the variants' strongest single patches pushed away from the "
+                            "source's action and were left out")
             if len(searched) < len(variants):
                 summary += f"; {len(variants) - len(searched)} variants already take the source's action"
         else:
@@ -528,7 +577,8 @@ class PatchingVisualizer:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         if title is None:
             title = (f"Circuit discovery {pair}, scenario {scenario}\n"
-                     f"(patched positions: {positions}; exact joint patching of the top-ranked components)\n{summary}")
+                     f"(patched positions: {positions}; exact joint patching of the top-ranked candidates; "
+                     f"minimal = no member can be dropped)\n{summary}")
         ax.set_title(title, fontsize=10)
         return self._finish(fig, out)
 

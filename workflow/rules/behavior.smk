@@ -1,11 +1,14 @@
-# The behavioural baseline every analysis is read against.
+# The behavioural baseline every analysis is read against: each prompt's decision, means
+# with bootstrap 95% intervals, and the label bias of counterbalanced scenarios.
 
 
 rule decisions:
     input:
         cache_files(),
     output:
-        R("behavior/decisions.csv"),
+        decisions=R("behavior/decisions.csv"),
+        summary=R("behavior/behaviour_summary.csv"),
+        label_bias=R("behavior/label_bias.csv"),
     log:
         R("logs/behavior/decisions.log"),
     conda:

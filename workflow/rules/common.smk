@@ -198,3 +198,21 @@ def patch_inputs(wc):
         "source_weights": R(f"models/{source}/model.safetensors"),
         "target_weights": R(f"models/{target}/model.safetensors"),
     }
+
+
+# Counterfactual prompt patching within one model (rules/counterfactual.smk).
+COUNTERFACTUALS = list(config["counterfactuals"])
+
+
+wildcard_constraints:
+    counterfactual="|".join(re.escape(c) for c in COUNTERFACTUALS) or "^$",
+
+
+def counterfactual_inputs(wc):
+    cf = config["counterfactuals"][wc.counterfactual]
+    return {
+        "source_cache": R(f"cache/{cf['model']}/{cf['source']}.h5"),
+        "target_cache": R(f"cache/{cf['model']}/{cf['target']}.h5"),
+        "fingerprint": R(f"models/{cf['model']}/fingerprint.json"),
+        "weights": R(f"models/{cf['model']}/model.safetensors"),
+    }

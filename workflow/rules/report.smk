@@ -105,6 +105,14 @@ rule rq_summary:
         circuits=expand(
             R("patching/circuits_{experiment}.csv"), experiment=RQ_EXPERIMENTS
         ),
+        counterfactual_residual=expand(
+            R("counterfactual/per/{counterfactual}/residual_patches.csv"),
+            counterfactual=COUNTERFACTUALS,
+        ),
+        counterfactual_components=expand(
+            R("counterfactual/per/{counterfactual}/component_patches.csv"),
+            counterfactual=COUNTERFACTUALS,
+        ),
     output:
         md=R("rq_summary.md"),
         html=report(
@@ -122,6 +130,7 @@ rule rq_summary:
         config={"models": config["models"], "experiments": config["experiments"]},
         roles=RQ_ROLES,
         experiments=RQ_EXPERIMENTS,
+        counterfactuals=COUNTERFACTUALS,
         labels={m: model_label(m) for m in MODELS},
         n_rows=10,
         code=code_version("rq_summary"),

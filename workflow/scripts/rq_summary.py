@@ -8,6 +8,8 @@ with job_logging(snakemake.log[0]):
     inp, p = snakemake.input, snakemake.params
     inputs = Inputs(dla=inp.dla, decisions=inp.decisions, weights=inp.weights,
                     patch_results=dict(zip(p.experiments, inp.patch_results)),
-                    circuits=dict(zip(p.experiments, inp.circuits)))
+                    circuits=dict(zip(p.experiments, inp.circuits)),
+                    counterfactual_residual=dict(zip(p.counterfactuals, inp.counterfactual_residual)),
+                    counterfactual_components=dict(zip(p.counterfactuals, inp.counterfactual_components)))
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)

@@ -1,0 +1,17 @@
+"""Counterfactual patching in one model: its source scenario's activations into its target
+scenario's run, per component and per residual-stream layer x position."""
+
+import os
+
+from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic
+from interp_lib.jobs import counterfactual_patch
+
+with job_logging(snakemake.log[0]):
+    set_torch_threads(snakemake.threads)
+    p, i = snakemake.params, snakemake.input
+    components, residual = counterfactual_patch(
+        snakemake.wildcards.counterfactual, p.model, p.source, p.target, i.source_cache, i.target_cache,
+        os.path.dirname(i.weights), p.positions, p.head_site, p.residual, p.precision, p.device,
+    )
+    write_csv_atomic(components, snakemake.output.components)
+    write_csv_atomic(residual, snakemake.output.residual)
