@@ -109,3 +109,34 @@ def test_prompts_that_do_not_align_name_the_first_differing_position():
         differing_positions([1, 2, 3, 4], [1, 2, 3], "cf")
     with pytest.raises(PromptAlignmentError, match="identical"):
         differing_positions([1, 2], [1, 2], "cf")
+
+
+@pytest.mark.slow
+def test_the_workflows_counterfactual_on_the_embedded_family(workflow_dir):
+    """config.yaml's opponent_move_PT4 from its caches: patching every position at layer 0
+    reproduces the source prompt's delta; the job's residual cells equal fresh patches."""
+    import pandas as pd
+
+    from interp_lib.cache import CacheFile
+    from interp_lib.models import load_base_model
+
+    results = workflow_dir / "results"
+    table = pd.read_csv(results / "counterfactual/per/opponent_move_PT4/residual_patches.csv")
+    model = HookedModel(load_base_model(str(results / "models/PT4_COREDe"), name="PT4_COREDe"))
+    with CacheFile(results / "cache/PT4_COREDe/CC_continue.h5") as src_file, \
+            CacheFile(results / "cache/PT4_COREDe/CD_punished.h5") as tgt_file:
+        assert tgt_file.variants == [1, 2, 3, 4, 5, 6]  # counterbalanced: 3 standard, 3 swapped
+        for variant in tgt_file.variants:
+            rows = table[table["variant"] == variant]
+            source_variant = int(rows["source_variant"].iat[0])
+            assert src_file.labelling(source_variant) == tgt_file.labelling(variant)
+            src = PromptActivations.from_cache(src_file[source_variant], "cpu", torch.float32)
+            tgt = PromptActivations.from_cache(tgt_file[variant], "cpu", torch.float32)
+            tokens = tgt_file.action_tokens(variant)
+            T = tgt.resid_pre.shape[1]
+            everything = residual_deltas(model, src, tgt, [tokens["C"], tokens["D"]], 0, [range(T)])[0]
+            assert abs(everything - src.delta) < 1e-4 and abs(src.delta - tgt.delta) > 5.0
+            cells = rows.sort_values("delta_change").head(3)  # the strongest cells
+            fresh = [residual_deltas(model, src, tgt, [tokens["C"], tokens["D"]], int(c.layer), [[int(c.position)]])[0]
+                     for c in cells.itertuples()]
+            assert np.allclose(fresh, cells["patched_delta"], atol=1e-4)

@@ -26,7 +26,7 @@ from interp_lib.rq_summary import Inputs, build_summary, to_html, to_markdown
 TARGETS = ["results/weights/weight_deltas.csv", "results/weights/weight_deltas_modules.png",
            "results/weights/weight_deltas_heads.png", "results/rq_summary.md", "results/rq_summary.html"]
 CATEGORIES = {"Logit lens", "Direct logit attribution", "Activation patching", "Patching", "Behaviour", "Weights",
-              "Research questions", "Attention patterns"}
+              "Research questions", "Attention patterns", "Counterfactual patching"}
 PLOT_SUFFIXES = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
 MORAL = ["PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
 

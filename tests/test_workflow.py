@@ -20,14 +20,17 @@ SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_
 
 def test_prompt_dataset(workflow_dir):
     records = json.loads((workflow_dir / "results/prompts/ipd_eval_prompts.json").read_text())
-    assert len(records) == 15
+    assert len(records) == 21  # 3 variants; CC_continue and CD_punished counterbalanced (3 more each)
     assert {r["scenario"] for r in records} == set(SCENARIOS)
-    assert len({r["prompt"] for r in records}) == 15
+    assert len({r["prompt"] for r in records}) == 21
     for r in records:
-        assert set(r) == {"scenario", "variant", "prompt", "chat_prompt", "description", "n_tokens"}
+        assert set(r) == {"scenario", "variant", "prompt", "chat_prompt", "description", "n_tokens", "template",
+                          "labelling"}
+        assert r["labelling"] == ("swapped" if r["variant"] > 3 else "standard") and r["template"] == 0
         assert r["chat_prompt"].count("<bos>") == 1 and r["chat_prompt"].startswith("<bos><start_of_turn>user\n")
         assert r["chat_prompt"].endswith("<start_of_turn>model\n")
         assert "Your answer:" in r["prompt"]
+    assert {r["scenario"] for r in records if r["labelling"] == "swapped"} == {"CC_continue", "CD_punished"}
     temptation = [r for r in records if r["scenario"] == "CC_temptation"]
     assert all("you would have gotten 4 points instead of 3" in r["prompt"] for r in temptation)
 
@@ -55,14 +58,18 @@ def test_caches_hold_consistent_activations(workflow_dir):
         hf = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").eval()
         for s in SCENARIOS:
             with CacheFile(workflow_dir / f"results/cache/{m}/{s}.h5", fingerprint=read_fingerprint(d)["fingerprint"]) as c:
-                assert c.attrs["model"] == m and c.attrs["scenario"] == s and c.variants == [1, 2, 3]
+                n_variants = 6 if s in ("CC_continue", "CD_punished") else 3
+                assert c.attrs["model"] == m and c.attrs["scenario"] == s and c.variants == list(range(1, n_variants + 1))
                 for v in c.variants:
                     g = c[v]
                     ids = torch.as_tensor(g["input_ids"])[None]
                     assert ids.shape[1] == n_tokens[(s, v)]
                     with torch.no_grad():
                         logits = hf(ids).logits[0, -1]
-                    C, D = int(c.attrs["token_C"]), int(c.attrs["token_D"])
+                    C, D = c.action_tokens(v)["C"], c.action_tokens(v)["D"]
+                    # the Defect token is action2's in the standard labelling, action1's in the swapped one
+                    assert (C, D) == ((int(c.attrs["token_C"]), int(c.attrs["token_D"])) if v <= 3 else
+                                      (int(c.attrs["token_D"]), int(c.attrs["token_C"])))
                     assert abs(float(logits[D] - logits[C]) - g.attrs["delta"]) < 1e-5
                     assert np.abs(g["decision_logits"] - logits.numpy()).max() < 1e-5
                     total = g["resid_pre"] + g["attn_out"] + g["mlp_out"]
@@ -76,9 +83,13 @@ def test_caches_hold_consistent_activations(workflow_dir):
 
 def test_decisions_table(workflow_dir):
     df = pd.read_csv(workflow_dir / "results/behavior/decisions.csv")
-    assert list(df.columns) == ["model", "scenario", "variant", "delta", "p_action2", "action"]
-    assert len(df) == 75 and set(df["model"]) == set(MODELS)
-    assert np.allclose(df["p_action2"], 1 / (1 + np.exp(-df["delta"])))
+    assert list(df.columns) == ["model", "scenario", "variant", "labelling", "template", "delta", "p_defect",
+                                "p_action2", "action"]
+    assert len(df) == 105 and set(df["model"]) == set(MODELS)
+    assert np.allclose(df["p_defect"], 1 / (1 + np.exp(-df["delta"])))
+    swapped = df["labelling"] == "swapped"
+    assert swapped.sum() == 30 and (df.loc[swapped, "variant"] > 3).all()
+    assert np.allclose(df["p_action2"], np.where(swapped, 1 - df["p_defect"], df["p_defect"]))
     assert ((df["delta"] > 0) == (df["action"] == "D")).all()
     # the behaviour table agrees with the caches' own logits
     for row in df.sample(5, random_state=0).itertuples():
@@ -157,7 +168,8 @@ def test_editing_an_analysis_module_reruns_that_analysis_and_what_reads_it(workf
     jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "patching_summary.py"))
     # the patch plots import the summary's consistency ranking; the RQ summary reads the tables
     assert rule_counts(jobs) == {"patch_experiment_tables": 4, "cross_experiment_summary": 1,
-                                 "patch_plots_scenario": 20, "patch_plots_experiment": 4, "rq_summary": 1, "all": 1}
+                                 "patch_plots_scenario": 20, "patch_plots_experiment": 4, "rq_summary": 1, "all": 1,
+                                 "counterfactual_plots": 2}  # its component heatmap is the patching one
 
 
 def test_editing_the_prompt_template_reruns_prompts_caches_and_everything_downstream(workflow_dir, tmp_path):
