@@ -62,28 +62,30 @@ def behaviour_summary(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_bias(decisions: pd.DataFrame) -> pd.DataFrame:
-    """Per model and counterbalanced scenario: label_bias = mean over paired variants of
-    delta(standard) - delta(swapped), with its bootstrap 95% interval. Variant k of the
-    swapped labelling pairs with the standard variant of the same wording and ordering
-    (k - n). delta is logit(Defect) - logit(Cooperate) in both, so a model that decides by
-    meaning alone has label_bias 0; a preference b for the token of action2 regardless of
-    its meaning gives label_bias = 2b (positive: favours the label action2)."""
+    """Per model and counterbalanced scenario S (decisions of S and of its swapped sibling
+    S_swapped, variant k with variant k: the same wording and ordering): label_bias = mean
+    over pairs of delta(standard) - delta(swapped), with its bootstrap 95% interval. delta
+    is logit(Defect) - logit(Cooperate) in both, so a model that decides by meaning alone
+    has label_bias 0; a preference b for the token of action2 regardless of its meaning
+    gives label_bias = 2b (positive: favours the label action2)."""
+    from .tokens import SWAPPED_SUFFIX
     from .stats import mean_ci
 
     dec = _with_labelling(decisions)
     rows = []
-    for (model, scenario), g in dec.groupby(["model", "scenario"], sort=False):
-        std = g[g["labelling"] == "standard"].sort_values("variant")
-        swp = g[g["labelling"] == "swapped"].sort_values("variant")
-        n = min(len(std), len(swp))
-        if n == 0:
+    swapped_names = set(dec.loc[dec["labelling"] == "swapped", "scenario"])
+    for (model, scenario), std in dec[dec["labelling"] == "standard"].groupby(["model", "scenario"], sort=False):
+        if scenario + SWAPPED_SUFFIX not in swapped_names:
             continue
-        d_std, d_swp = std["delta"].to_numpy()[:n], swp["delta"].to_numpy()[:n]
+        swp = dec[(dec["model"] == model) & (dec["scenario"] == scenario + SWAPPED_SUFFIX)]
+        pairs = std.merge(swp, on="variant", suffixes=("_std", "_swp"))
+        if pairs.empty:
+            continue
+        d_std, d_swp = pairs["delta_std"].to_numpy(), pairs["delta_swp"].to_numpy()
         mean, lo, hi = mean_ci(d_std - d_swp)
-        same = float(np.mean((d_std > 0) == (d_swp > 0)))
-        rows.append({"model": model, "scenario": scenario, "n_pairs": n, "delta_standard": float(d_std.mean()),
+        rows.append({"model": model, "scenario": scenario, "n_pairs": len(pairs), "delta_standard": float(d_std.mean()),
                      "delta_swapped": float(d_swp.mean()), "label_bias": mean, "ci_low": lo, "ci_high": hi,
-                     "same_decision_share": same})
+                     "same_decision_share": float(np.mean((d_std > 0) == (d_swp > 0)))})
     return pd.DataFrame(rows, columns=LABEL_BIAS_COLUMNS)
 
 

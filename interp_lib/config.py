@@ -110,6 +110,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
             )
         raise ConfigError(f"{source}: {_describe(error)}")
     try:
+        _add_swapped_scenarios(config)
         _check_references(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
@@ -180,6 +181,41 @@ def gguf_dir(config: dict, path: str | None) -> str | None:
     return next((key for key in config.get("gguf", {}) if Path(key).resolve() == target), None)
 
 
+def _add_swapped_scenarios(config: dict) -> None:
+    """Each scenario with `counterbalance` gets a sibling `<name>_swapped` right after it: the
+    same prompts with action1 = Defect (`labelling: swapped`, `variants_of: <name>`: the same
+    wordings and orderings, variant for variant). Every analysis then keeps the labellings
+    apart, and the label bias pairs the two. Idempotent; a configured scenario of that name
+    that is not the sibling is an error."""
+    from .prompts import SWAPPED_SUFFIX, swapped_sibling
+
+    out = {}
+    for name, spec in config["scenarios"].items():
+        if spec.get("variants_of") and config["scenarios"].get(spec["variants_of"], {}).get("counterbalance"):
+            continue  # a sibling added before: re-added below, after its scenario
+        out[name] = spec
+        if not spec.get("counterbalance"):
+            continue
+        sibling, sibling_spec = swapped_sibling(name, spec)
+        existing = config["scenarios"].get(sibling)
+        if existing is not None and existing.get("variants_of") != name:
+            raise ConfigError(f"scenarios.{sibling}: the name is taken by the swapped-label variants of "
+                              f"scenarios.{name} (counterbalance: true); rename it")
+        if spec.get("labelling", "standard") != "standard":
+            raise ConfigError(f"scenarios.{name}: counterbalance needs the standard labelling")
+        description = spec.get("description") or name
+        out[sibling] = {**sibling_spec, "description": f"{description} (labels exchanged: action1 = Defect)"}
+    config["scenarios"] = out
+    subset = config["analysis"].get("patch_scenarios")
+    if subset:  # a counterbalanced scenario is patched with its sibling
+        with_siblings = []
+        for scen in subset:
+            with_siblings.append(scen)
+            if out.get(scen, {}).get("counterbalance"):
+                with_siblings.append(scen + SWAPPED_SUFFIX)
+        config["analysis"]["patch_scenarios"] = list(dict.fromkeys(with_siblings))
+
+
 def _check_references(config: dict) -> None:
     models, scenarios = config["models"], config["scenarios"]
     known = ", ".join(models)
@@ -214,7 +250,7 @@ def _check_references(config: dict) -> None:
         raise ConfigError(f"prompt_tokenizer_model: unknown model {ref!r} (known models: {known})")
     seen = {}
     for name, spec in scenarios.items():
-        key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"))
+        key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), spec.get("labelling", "standard"))
         if key in seen:
             raise ConfigError(
                 f"scenarios.{name}: same state and extra sentence as scenarios.{seen[key]}; prompts would repeat"

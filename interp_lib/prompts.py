@@ -5,9 +5,10 @@ optional extra sentence. Its variants differ in
 - the order in which the two places that name both actions list them (4 orderings),
 - the wording: paraphrase templates of the sentences around the payoff table (template 0
   is the paper's wording), so a scenario has up to 4 x len(TEMPLATES) distinct variants;
-- with the scenario option `counterbalance`, the labelling: every variant also comes with
-  action1 meaning Defect ("swapped"), its payoff table, history and extra sentence
-  relabelled. The decision metric stays delta = logit(Defect) - logit(Cooperate).
+- the labelling: a scenario with `labelling: swapped` has action1 meaning Defect, its
+  payoff table, history and extra sentence relabelled; the scenario option
+  `counterbalance` adds that sibling (`<name>_swapped`, same variants) to the config.
+  The decision metric stays delta = logit(Defect) - logit(Cooperate).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from .tokens import chat_prompt, decision_input_ids
+from .tokens import SWAPPED_SUFFIX, chat_prompt, decision_input_ids
 
 ACTION_NAMES = {"C": "action1", "D": "action2"}
 # Row player (the model) first: PAYOFFS[(own, opponent)] = (own points, opponent points).
@@ -177,18 +178,21 @@ def variant_orderings(scenario: str, n_variants: int, seed: int) -> list[tuple[b
 
 def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[dict]:
     """Prompt records `{scenario, variant, prompt, description, template, labelling}`
-    (variant numbered from 1). With `spec["counterbalance"]`, variants n+1..2n repeat 1..n
-    in the swapped labelling."""
-    labellings = LABELLINGS if spec.get("counterbalance") else (STANDARD,)
+    (variant numbered from 1) in the spec's `labelling`; with `variants_of`, that scenario's
+    wordings and orderings (the swapped sibling of a counterbalanced scenario)."""
+    labelling = spec.get("labelling") or STANDARD
     records = []
-    for labelling in labellings:
-        for template, swap_opening, swap_answer in variant_settings(name, n_variants, seed):
-            text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
-                                swap_answer, labelling, template)
-            records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
-                            "description": spec.get("description", ""), "template": template,
-                            "labelling": labelling})
+    for template, swap_opening, swap_answer in variant_settings(spec.get("variants_of") or name, n_variants, seed):
+        text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
+                            swap_answer, labelling, template)
+        records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
+                        "description": spec.get("description", ""), "template": template, "labelling": labelling})
     return records
+
+
+def swapped_sibling(name: str, spec: dict) -> tuple[str, dict]:
+    """(name, spec) of a scenario's swapped-label sibling (what `counterbalance` adds)."""
+    return name + SWAPPED_SUFFIX, {**spec, "counterbalance": False, "labelling": SWAPPED, "variants_of": name}
 
 
 def add_chat_fields(records: Iterable[dict], tokenizer) -> list[dict]:

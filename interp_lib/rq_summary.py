@@ -78,6 +78,16 @@ class Inputs:
     circuits: dict = field(default_factory=dict)  # experiment -> path
     counterfactual_residual: dict = field(default_factory=dict)  # counterfactual -> residual_patches.csv
     counterfactual_components: dict = field(default_factory=dict)  # counterfactual -> component_patches.csv
+    # scenarios in the swapped labelling (from the behaviour table): left out of the RQ
+    # means, which would otherwise mix labellings; the label bias section reports them
+    swapped_scenarios: set = field(default_factory=set)
+
+
+def _standard(inputs: Inputs, df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """`df` without the rows of swapped-label scenarios."""
+    if df is None or "scenario" not in df.columns or not inputs.swapped_scenarios:
+        return df
+    return df[~df["scenario"].isin(inputs.swapped_scenarios)].reset_index(drop=True)
 
 
 def _read(path) -> pd.DataFrame | None:
@@ -294,7 +304,13 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     if missing_roles:
         doc.note("roles without a configured model: " + ", ".join(f"{r} ({m})" for r, m in missing_roles.items()))
 
-    full = _read(inputs.dla)
+    decisions = _read(inputs.decisions)
+    if decisions is not None and "labelling" in decisions.columns:
+        inputs.swapped_scenarios = set(decisions.loc[decisions["labelling"] == "swapped", "scenario"])
+    if inputs.swapped_scenarios:
+        doc.p("RQ tables read the standard labelling's prompts only (action1 = Cooperate); the swapped-label "
+              f"scenarios ({', '.join(sorted(inputs.swapped_scenarios))}) enter the label bias.")
+    full = _standard(inputs, _read(inputs.dla))
     if full is None or full.empty:
         means = meta = None
     else:
@@ -459,7 +475,7 @@ def _rq1(doc, inputs, means, full, roles, rel, n_rows) -> None:
 
 
 def _patching_experiment(doc, inputs, exp, n_rows, by: str):
-    res = _read(inputs.patch_results.get(exp))
+    res = _standard(inputs, _read(inputs.patch_results.get(exp)))
     doc.h(4, f"Experiment {exp}")
     if res is None or res.empty:
         _missing_file(doc, f"patching results of {exp}", inputs.patch_results.get(exp))
@@ -491,7 +507,7 @@ def _patching_experiment(doc, inputs, exp, n_rows, by: str):
     flips = res[res["action_flipped"].astype(bool)]
     doc.p(f"Single-component patches that flip {target}'s action: {len(flips)} of {len(res)} "
           f"({flips['component'].nunique()} distinct components, {n_prompts_} prompts).")
-    circ = _read(inputs.circuits.get(exp))
+    circ = _standard(inputs, _read(inputs.circuits.get(exp)))
     if circ is None:
         _missing_file(doc, f"circuits of {exp}", inputs.circuits.get(exp))
     elif circ.empty:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
 COOPERATE, DEFECT = "action1", "action2"
+SWAPPED_SUFFIX = "_swapped"  # the sibling scenario (action1 = Defect) that `counterbalance` adds
 
 
 class ActionTokenError(ValueError):
@@ -54,8 +53,10 @@ def chat_prompt(tokenizer, prompt: str) -> str:
     )
 
 
-def decision_input_ids(tokenizer, prompt: str, action_tokens: dict | None = None) -> torch.Tensor:
+def decision_input_ids(tokenizer, prompt: str, action_tokens: dict | None = None) -> "torch.Tensor":
     """`[1, n_tokens]` ids: chat template (one BOS) + prompt + the actions' shared prefix."""
+    import torch  # not at import time: the Snakefile reads this module's constants
+
     action_tokens = action_tokens or get_action_token_ids(tokenizer)
     text = chat_prompt(tokenizer, prompt)
     # A template that already writes BOS must not get a second one from the tokenizer.

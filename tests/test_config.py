@@ -28,7 +28,16 @@ def test_default_config_is_valid_and_defaults_are_filled():
     assert cfg["analysis"]["patch_scenarios"] is None
     assert cfg["models"]["base"]["adapter"] is None
     assert cfg["embedded"]["pretrain_steps"] is None
-    assert list(cfg["scenarios"]) == ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+    # counterbalance adds each scenario's swapped-label sibling right after it
+    assert list(cfg["scenarios"]) == ["CC_continue", "CC_temptation", "CD_punished", "CD_punished_swapped",
+                                      "DC_exploited", "DD_trapped"]
+    sibling = cfg["scenarios"]["CD_punished_swapped"]
+    assert (sibling["labelling"], sibling["variants_of"], sibling["counterbalance"]) == ("swapped", "CD_punished", False)
+
+
+def test_a_swapped_sibling_name_that_is_taken_is_refused():
+    assert "scenarios.CD_punished_swapped: the name is taken" in check(lambda c: c["scenarios"].update(
+        CD_punished_swapped={"self_last": "D", "opponent_last": "D", "extra_sentence": "y"}))
 
 
 def test_real_config_is_valid():

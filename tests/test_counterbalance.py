@@ -14,7 +14,7 @@ import pytest
 from interp_lib.behavior import decisions_table, label_bias
 from interp_lib.jobs import build_cache_file
 from interp_lib.models import merge_to_dir
-from interp_lib.prompts import DEFAULT_SCENARIOS, scenario_records
+from interp_lib.prompts import DEFAULT_SCENARIOS, scenario_records, swapped_sibling
 from interp_lib.rl_training import RLSettings, train_rl_adapter
 
 pytestmark = pytest.mark.slow
@@ -31,9 +31,10 @@ def balanced(workflow_dir, tmp_path_factory):
     merge_to_dir("balanced", {"base": base, "adapter": str(tmp / "adapter")}, tmp / "merged")
     caches = []
     for scenario, spec in DEFAULT_SCENARIOS.items():
-        records = scenario_records(scenario, {**spec, "counterbalance": True}, 4, seed=0)
-        build_cache_file(tmp / "merged", "balanced", scenario, records, tmp / f"{scenario}.h5")
-        caches.append(tmp / f"{scenario}.h5")
+        for name, settings in ((scenario, spec), swapped_sibling(scenario, spec)):
+            records = scenario_records(name, settings, 4, seed=0)
+            build_cache_file(tmp / "merged", "balanced", name, records, tmp / f"{name}.h5")
+            caches.append(tmp / f"{name}.h5")
     decisions = decisions_table(caches)
     return label_bias(decisions).set_index("scenario"), decisions
 
@@ -45,17 +46,18 @@ def test_a_model_trained_on_both_labellings_decides_alike_under_both(balanced):
     assert bias["label_bias"].abs().max() < 1.0, bias
     # not a constant answer: tit-for-tat, cooperating after CC and defecting after CD, in both labellings
     actions = decisions.groupby("scenario")["action"].agg(set)
-    assert actions["CC_continue"] == {"C"} and actions["CD_punished"] == {"D"}, actions
+    assert actions["CC_continue"] == actions["CC_continue_swapped"] == {"C"}, actions
+    assert actions["CD_punished"] == actions["CD_punished_swapped"] == {"D"}, actions
 
 
 def test_the_workflows_standard_only_adapter_has_the_label_bias_counterbalancing_exposes(balanced, workflow_dir):
     """The same reward trained on the standard labelling only (the workflow's PT4_COREDe, on
-    its counterbalanced scenarios CC_continue and CD_punished)."""
+    its counterbalanced scenario CD_punished)."""
     import pandas as pd
 
     bias, _ = balanced
     workflow = pd.read_csv(workflow_dir / "results/behavior/label_bias.csv").set_index(["model", "scenario"])
     pt4 = workflow.loc["PT4_COREDe"]
-    assert set(pt4.index) == {"CC_continue", "CD_punished"}
+    assert set(pt4.index) == {"CD_punished"}
     assert (pt4["same_decision_share"] < 1.0).all(), pt4
     assert pt4["label_bias"].abs().min() > 10 * bias.loc[list(pt4.index), "label_bias"].abs().max(), (pt4, bias)

@@ -121,8 +121,9 @@ def test_paths_into_the_embedded_family_relative_or_absolute(tmp_path, absolute)
                     spec[key] = str(wd / spec[key])
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     counts = rule_counts(dry_run_jobs(wd, "results/behavior/decisions.csv"))
-    assert counts == {"demo_base": 1, "demo_adapter": 4, "merge_model": 5, "scenario_prompts": 5,
-                      "cache_activations": 25, "decisions": 1}
+    # 5 scenarios and CD_punished's swapped-label sibling
+    assert counts == {"demo_base": 1, "demo_adapter": 4, "merge_model": 5, "scenario_prompts": 6,
+                      "cache_activations": 30, "decisions": 1}
 
 
 def test_real_config_has_its_own_results_dir():

@@ -57,17 +57,21 @@ def test_template_0_is_the_papers_wording_and_variants_are_distinct():
                          "points. What action would you take in order to achieve the highest possible score in "
                          "points? Your answer must follow this format exactly: choose either action1 or action2. "
                          "Do not explain your reasoning. Your answer:")
-    spec = {"self_last": "C", "opponent_last": "D", "counterbalance": True}
+    spec = {"self_last": "C", "opponent_last": "D"}
     records = P.scenario_records("CD_punished", spec, P.MAX_VARIANTS, seed=0)
-    assert len(records) == 2 * P.MAX_VARIANTS == len({r["prompt"] for r in records})
-    assert [r["variant"] for r in records] == list(range(1, 2 * P.MAX_VARIANTS + 1))
-    # variants n+1..2n repeat 1..n's wording and ordering in the swapped labelling
-    for std, swp in zip(records[:P.MAX_VARIANTS], records[P.MAX_VARIANTS:]):
+    sibling, sibling_spec = P.swapped_sibling("CD_punished", spec)
+    swapped = P.scenario_records(sibling, sibling_spec, P.MAX_VARIANTS, seed=0)
+    assert sibling == "CD_punished_swapped"
+    assert len(records) == len(swapped) == P.MAX_VARIANTS
+    assert len({r["prompt"] for r in records + swapped}) == 2 * P.MAX_VARIANTS
+    assert [r["variant"] for r in swapped] == list(range(1, P.MAX_VARIANTS + 1))
+    # the sibling's variant k has variant k's wording and ordering in the swapped labelling
+    for std, swp in zip(records, swapped):
         assert (std["labelling"], swp["labelling"]) == ("standard", "swapped")
         assert std["template"] == swp["template"]
         assert std["prompt"].split("\n")[0] == swp["prompt"].split("\n")[0]  # same wording, same label order
     # the first four variants are the orderings earlier versions gave (template 0)
-    assert [r["template"] for r in P.scenario_records("x", spec, 4, 0)] == [0] * 8
+    assert [r["template"] for r in P.scenario_records("x", spec, 4, 0)] == [0] * 4
     with pytest.raises(ValueError, match="between 1 and 16"):
         P.variant_settings("x", 17, 0)
 
@@ -90,9 +94,10 @@ def test_label_bias_of_a_pure_token_preference():
         for k, sk in enumerate(s):
             rows.append({"model": model, "scenario": "CC", "variant": k + 1, "labelling": "standard",
                          "delta": sk + b, "action": "D" if sk + b > 0 else "C"})
-            rows.append({"model": model, "scenario": "CC", "variant": k + 4, "labelling": "swapped",
+            rows.append({"model": model, "scenario": "CC_swapped", "variant": k + 1, "labelling": "swapped",
                          "delta": sk - b, "action": "D" if sk - b > 0 else "C"})
     out = label_bias(pd.DataFrame(rows)).set_index("model")
+    assert set(out["scenario"]) == {"CC"}
     assert out.loc["biased", "label_bias"] == pytest.approx(1.5)
     assert out.loc["biased", "ci_low"] == out.loc["biased", "ci_high"] == pytest.approx(1.5)  # b is constant
     assert out.loc["unbiased", "label_bias"] == 0.0 and out.loc["unbiased", "same_decision_share"] == 1.0
@@ -100,6 +105,7 @@ def test_label_bias_of_a_pure_token_preference():
     assert out.loc["biased", "n_pairs"] == 3
     summary = behaviour_summary(pd.DataFrame(rows))
     assert list(summary["labelling"].unique()) == ["standard", "swapped"] and (summary["n"] == 3).all()
+    assert set(summary["scenario"]) == {"CC", "CC_swapped"}
 
 
 def test_bootstrap_interval_against_a_naive_resampling():

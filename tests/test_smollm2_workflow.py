@@ -38,6 +38,7 @@ def smollm2_configs(wd: Path) -> tuple[Path, Path]:
     exp = cfg["experiments"][ALLPOS_EXPERIMENT]
     cfg["models"] = {m: cfg["models"][m] for m in (exp["source"], exp["target"])}
     cfg["experiments"] = {ALLPOS_EXPERIMENT: exp}
+    cfg["roles"] = {role: m for role, m in cfg.get("roles", {}).items() if m in cfg["models"]}
     cfg["results_dir"] = "results_allpos"
     cfg["analysis"].update(patch_positions="all", patch_scenarios=[ALLPOS_SCENARIO])
     allpos = wd / "config.allpos.yaml"

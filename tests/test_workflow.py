@@ -16,21 +16,30 @@ from interp_lib.models import load_base_model, read_fingerprint, state_fingerpri
 
 MODELS = ["base", "PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
 SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+# config.yaml counterbalances CD_punished: its swapped-label sibling is a scenario of its own
+ALL_SCENARIOS = [*SCENARIOS[:3], "CD_punished_swapped", *SCENARIOS[3:]]
+N = len(ALL_SCENARIOS)
 
 
 def test_prompt_dataset(workflow_dir):
     records = json.loads((workflow_dir / "results/prompts/ipd_eval_prompts.json").read_text())
-    assert len(records) == 21  # 3 variants; CC_continue and CD_punished counterbalanced (3 more each)
-    assert {r["scenario"] for r in records} == set(SCENARIOS)
-    assert len({r["prompt"] for r in records}) == 21
+    assert len(records) == 3 * N
+    assert [r["scenario"] for r in records[::3]] == ALL_SCENARIOS
+    assert len({r["prompt"] for r in records}) == 3 * N
     for r in records:
         assert set(r) == {"scenario", "variant", "prompt", "chat_prompt", "description", "n_tokens", "template",
                           "labelling"}
-        assert r["labelling"] == ("swapped" if r["variant"] > 3 else "standard") and r["template"] == 0
+        assert r["labelling"] == ("swapped" if r["scenario"] == "CD_punished_swapped" else "standard")
+        assert r["template"] == 0
         assert r["chat_prompt"].count("<bos>") == 1 and r["chat_prompt"].startswith("<bos><start_of_turn>user\n")
         assert r["chat_prompt"].endswith("<start_of_turn>model\n")
         assert "Your answer:" in r["prompt"]
-    assert {r["scenario"] for r in records if r["labelling"] == "swapped"} == {"CC_continue", "CD_punished"}
+    # the sibling's variant k is variant k of CD_punished with the labels exchanged
+    punished = {r["variant"]: r["prompt"] for r in records if r["scenario"] == "CD_punished"}
+    for r in records:
+        if r["scenario"] == "CD_punished_swapped":
+            assert r["prompt"].split("\n")[0] == punished[r["variant"]].split("\n")[0]
+            assert r["prompt"] != punished[r["variant"]]
     temptation = [r for r in records if r["scenario"] == "CC_temptation"]
     assert all("you would have gotten 4 points instead of 3" in r["prompt"] for r in temptation)
 
@@ -56,10 +65,9 @@ def test_caches_hold_consistent_activations(workflow_dir):
     for m in ("base", "PT2_COREDe"):
         d = workflow_dir / "results/models" / m
         hf = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").eval()
-        for s in SCENARIOS:
+        for s in ALL_SCENARIOS:
             with CacheFile(workflow_dir / f"results/cache/{m}/{s}.h5", fingerprint=read_fingerprint(d)["fingerprint"]) as c:
-                n_variants = 6 if s in ("CC_continue", "CD_punished") else 3
-                assert c.attrs["model"] == m and c.attrs["scenario"] == s and c.variants == list(range(1, n_variants + 1))
+                assert c.attrs["model"] == m and c.attrs["scenario"] == s and c.variants == [1, 2, 3]
                 for v in c.variants:
                     g = c[v]
                     ids = torch.as_tensor(g["input_ids"])[None]
@@ -68,8 +76,8 @@ def test_caches_hold_consistent_activations(workflow_dir):
                         logits = hf(ids).logits[0, -1]
                     C, D = c.action_tokens(v)["C"], c.action_tokens(v)["D"]
                     # the Defect token is action2's in the standard labelling, action1's in the swapped one
-                    assert (C, D) == ((int(c.attrs["token_C"]), int(c.attrs["token_D"])) if v <= 3 else
-                                      (int(c.attrs["token_D"]), int(c.attrs["token_C"])))
+                    standard = (int(c.attrs["token_C"]), int(c.attrs["token_D"]))
+                    assert (C, D) == (standard if s != "CD_punished_swapped" else standard[::-1])
                     assert abs(float(logits[D] - logits[C]) - g.attrs["delta"]) < 1e-5
                     assert np.abs(g["decision_logits"] - logits.numpy()).max() < 1e-5
                     total = g["resid_pre"] + g["attn_out"] + g["mlp_out"]
@@ -85,10 +93,10 @@ def test_decisions_table(workflow_dir):
     df = pd.read_csv(workflow_dir / "results/behavior/decisions.csv")
     assert list(df.columns) == ["model", "scenario", "variant", "labelling", "template", "delta", "p_defect",
                                 "p_action2", "action"]
-    assert len(df) == 105 and set(df["model"]) == set(MODELS)
+    assert len(df) == 5 * 3 * N and set(df["model"]) == set(MODELS)
     assert np.allclose(df["p_defect"], 1 / (1 + np.exp(-df["delta"])))
     swapped = df["labelling"] == "swapped"
-    assert swapped.sum() == 30 and (df.loc[swapped, "variant"] > 3).all()
+    assert swapped.sum() == 15 and (df.loc[swapped, "scenario"] == "CD_punished_swapped").all()
     assert np.allclose(df["p_action2"], np.where(swapped, 1 - df["p_defect"], df["p_defect"]))
     assert ((df["delta"] > 0) == (df["action"] == "D")).all()
     # the behaviour table agrees with the caches' own logits
@@ -133,14 +141,14 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
         "experiments": {"PT4copy_to_PT2": {"source": "PT4_copy", "target": "PT2_COREDe"}},
     }))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
-    per_model = {"merge_model": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
-                 "dla_plots_scenario": 5, "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1,
+    per_model = {"merge_model": 1, "cache_activations": N, "logit_lens_scenario": N, "dla_scenario": N,
+                 "dla_plots_scenario": N, "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1,
                  "weight_deltas_plot": 1}
-    per_experiment = {"patch_scenario": 5, "patch_experiment_tables": 1, "patch_plots_scenario": 5,
+    per_experiment = {"patch_scenario": N, "patch_experiment_tables": 1, "patch_plots_scenario": N,
                       "patch_plots_experiment": 1}
     # per-scenario figures that compare every model
-    comparisons = {"logit_lens_plots_scenario": 5, "dla_plots_comparison": 5, "attention_scenario": 5,
-                   "attention_plots_scenario": 5}
+    comparisons = {"logit_lens_plots_scenario": N, "dla_plots_comparison": N, "attention_scenario": N,
+                   "attention_plots_scenario": N}
     aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
     assert rule_counts(jobs) == {**per_model, **per_experiment, **comparisons, **aggregates}
     for rule, wc in jobs:
@@ -159,7 +167,7 @@ def _edited_tree(tmp_path, module: str) -> Path:
 
 def test_editing_a_plot_module_reruns_only_its_plots(workflow_dir, tmp_path):
     jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "plots/dla.py"))
-    assert rule_counts(jobs) == {"dla_plots_scenario": 25, "dla_plots_model": 5, "dla_plots_comparison": 5,
+    assert rule_counts(jobs) == {"dla_plots_scenario": 5 * N, "dla_plots_model": 5, "dla_plots_comparison": N,
                                  "all": 1}
     assert dry_run_jobs(workflow_dir, "all") == []
 
@@ -168,7 +176,7 @@ def test_editing_an_analysis_module_reruns_that_analysis_and_what_reads_it(workf
     jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "patching_summary.py"))
     # the patch plots import the summary's consistency ranking; the RQ summary reads the tables
     assert rule_counts(jobs) == {"patch_experiment_tables": 4, "cross_experiment_summary": 1,
-                                 "patch_plots_scenario": 20, "patch_plots_experiment": 4, "rq_summary": 1, "all": 1,
+                                 "patch_plots_scenario": 4 * N, "patch_plots_experiment": 4, "rq_summary": 1, "all": 1,
                                  "counterfactual_plots": 2}  # its component heatmap is the patching one
 
 
@@ -192,9 +200,9 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     cfg = _with_config(workflow_dir, tmp_path, lambda c: c["models"]["PT2_COREDe"].update(label="Selfish"))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))
     assert rule_counts(jobs) == {
-        "dla_plots_scenario": 5, "dla_plots_model": 1, "dla_plots_comparison": 5, "logit_lens_plots_scenario": 5,
-        "logit_lens_plots": 1, "patch_plots_scenario": 10, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
-        "attention_plots_scenario": 5, "rq_summary": 1, "all": 1}
+        "dla_plots_scenario": N, "dla_plots_model": 1, "dla_plots_comparison": N, "logit_lens_plots_scenario": N,
+        "logit_lens_plots": 1, "patch_plots_scenario": 2 * N, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
+        "attention_plots_scenario": N, "rq_summary": 1, "all": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert {wc["model"] for r, wc in jobs if "model" in wc} == {"PT2_COREDe"}
 

@@ -159,9 +159,12 @@ def model_spec(name):
 
 
 def prompt_spec(scenario):
-    """What determines a scenario's prompts (not its description)."""
+    """What determines a scenario's prompts (not its description, nor whether it has a
+    swapped-label sibling)."""
     return {
-        k: v for k, v in config["scenarios"][scenario].items() if k != "description"
+        k: v
+        for k, v in config["scenarios"][scenario].items()
+        if k not in ("description", "counterbalance")
     }
 
 
