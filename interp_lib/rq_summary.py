@@ -358,7 +358,7 @@ def _counterfactuals(doc: Document, inputs: Inputs, n_rows: int) -> None:
         doc.table(pd.DataFrame({
             "variant": top["variant"], "labelling": top["labelling"], "layer": top["layer"],
             "position": top["position"],
-            "token (source→target)": [f"{s!s}→{g!s}".replace("\n", "\\n") if d else str(g).replace("\n", "\\n")
+            "token (source→target)": [f"{_token(s)}→{_token(g)}" if d else _token(g)
                                       for s, g, d in zip(top["source_token"], top["target_token"],
                                                          top["token_differs"].astype(str).str.lower() == "true")],
             "delta change": top["delta_change"], "gap fraction": top["gap_fraction"], "AtP": top["atp_delta_change"],
@@ -427,6 +427,11 @@ def _behaviour(doc: Document, inputs: Inputs, models: list[str], labels: dict) -
                                                              "delta_swapped": "delta swapped",
                                                              "same_decision_share": "same decision"}),
               signed=["delta standard", "delta swapped"])
+
+
+def _token(text) -> str:
+    """A token as shown in a table: surrounding spaces dropped, a newline as \\n."""
+    return str(text).replace("\n", "\\n").strip() or "(space)"
 
 
 def _with_interval(row, column: str = "mean_delta") -> str:

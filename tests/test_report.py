@@ -99,8 +99,14 @@ def _close(text: str, value: float) -> bool:
 # --------------------------------------------------------------------------- summary
 
 
+def standard(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the standard labelling: the RQ tables leave out the swapped-label sibling
+    scenarios (config.yaml's CD_punished_swapped), which enter the label bias instead."""
+    return df[~df["scenario"].str.endswith("_swapped")]
+
+
 def test_rq1_dla_top_component_matches_the_dla_table(report_run, summary):
-    full = pd.read_csv(report_run[0] / "results/dla/dla_full_results.csv")
+    full = standard(pd.read_csv(report_run[0] / "results/dla/dla_full_results.csv"))
     comps = full[full["kind"].isin(["head", "mlp"])]
     means = comps.groupby(["component", "model"])["contribution"].mean().unstack()
     pro = means[means["PT2_COREDe"] > 0]
@@ -126,14 +132,14 @@ def test_rq1_patching_ranks_by_mean_delta_change(report_run, summary):
            if x["source"] == "PT2_COREDe" and x["target"] in ("PT3_COREDe", "PT3_COREUt")]
     assert rq1
     for exp in rq1:
-        res = pd.read_csv(wd / f"results/patching/patch_results_{exp}.csv")
+        res = standard(pd.read_csv(wd / f"results/patching/patch_results_{exp}.csv"))
         per = res.groupby(["component", "scenario"])["delta_change"].mean().groupby("component").mean()
         table = _first_table(_section(summary, f"#### Experiment {exp}"))
         assert table["component"].iloc[0] == per.idxmax()
         assert _close(table["mean delta_change"].iloc[0], per.max())
         flips = int(res["action_flipped"].sum())
         assert f"flip {res['target'].iat[0]}'s action: {flips} of {len(res)}" in summary
-        circ = pd.read_csv(wd / f"results/patching/circuits_{exp}.csv")
+        circ = standard(pd.read_csv(wd / f"results/patching/circuits_{exp}.csv"))
         assert f"found for {int(circ['flipped'].sum())} of {len(circ)} prompts" in _section(summary,
                                                                                             f"#### Experiment {exp}")
 
@@ -142,7 +148,7 @@ def test_rq2_cross_patching_and_dla_difference(report_run, summary):
     wd = report_run[0]
     rq2 = _section(summary, "## RQ2: deontological vs utilitarian")
     assert "#### Experiment PT3De_to_PT3Ut" in rq2 and "#### Experiment PT3Ut_to_PT3De" in rq2
-    means = pd.read_csv(wd / "results/dla/dla_full_results.csv").query("kind in ['head', 'mlp']") \
+    means = standard(pd.read_csv(wd / "results/dla/dla_full_results.csv")).query("kind in ['head', 'mlp']") \
         .groupby(["component", "model"])["contribution"].mean().unstack()
     diff = means["PT3_COREDe"] - means["PT3_COREUt"]
     table = _first_table(_section(rq2, "### DLA difference"))
