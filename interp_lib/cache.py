@@ -238,6 +238,12 @@ class CacheFile:
         attrs = self.group(variant).attrs
         return {k: int(attrs.get(f"token_{k}", self.attrs[f"token_{k}"])) for k in ("C", "D")}
 
+    def require_precision(self, name: str) -> None:
+        """Raises CacheError unless the file was cached in precision mode `name`."""
+        if self.attrs.get("precision") != name:
+            raise CacheError(f"{self.path} was cached in precision {self.attrs.get('precision')!r}, not {name!r}; "
+                             "rerun the workflow to rebuild it")
+
     def labelling(self, variant: int) -> str:
         """"standard" (action1 = Cooperate) or "swapped" (action1 = Defect)."""
         return str(self.group(variant).attrs.get("labelling", "standard"))

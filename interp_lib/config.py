@@ -236,6 +236,10 @@ def _check_references(config: dict) -> None:
                                   f"(known: {', '.join(scenarios)})")
         if cf["source"] == cf["target"]:
             raise ConfigError(f"counterfactuals.{name}: source and target are the same scenario {cf['source']!r}")
+        labellings = [scenarios[cf[role]].get("labelling", "standard") for role in ("source", "target")]
+        if labellings[0] != labellings[1]:
+            raise ConfigError(f"counterfactuals.{name}: source {cf['source']!r} is in the {labellings[0]} labelling, "
+                              f"target {cf['target']!r} in the {labellings[1]}; their prompts cannot align")
     subset = config["analysis"].get("patch_scenarios")
     for scen in subset or ():
         if scen not in scenarios:

@@ -154,6 +154,9 @@ def test_counterfactuals_name_a_model_and_two_scenarios():
     assert "counterfactuals.cf1.target: unknown scenario 'XX'" in check(add(target="XX"))
     assert "counterfactuals.cf1: source and target are the same scenario 'CC_continue'" in check(
         add(target="CC_continue"))
+    # config.yaml's CD_punished_swapped (action1 = Defect) cannot align with a standard prompt
+    assert ("counterfactuals.cf1: source 'CC_continue' is in the standard labelling, target 'CD_punished_swapped' "
+            "in the swapped; their prompts cannot align") in check(add(target="CD_punished_swapped"))
 
 
 def test_command_line_strings_are_coerced_by_the_schema():

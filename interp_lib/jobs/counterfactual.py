@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..noise import below_noise
 from ..patching import PatchResult, PatchRunner, PromptActivations, attribution_patch, noise_floor, own_W_O, sweep
-from ..patching.counterfactual import differing_positions
+from ..patching.counterfactual import PromptAlignmentError, differing_positions
 from ..patching.residual import residual_attribution, residual_grid
 
 META_COLUMNS = ["counterfactual", "model", "source_scenario", "target_scenario", "variant", "source_variant",
@@ -47,9 +47,7 @@ def counterfactual_patch(name: str, model_name: str, source_scenario: str, targe
     with CacheFile(source_cache, fingerprint=fingerprint) as src_file, \
             CacheFile(target_cache, fingerprint=fingerprint) as tgt_file, mode.matmuls():
         for cache_file in (src_file, tgt_file):
-            if cache_file.attrs.get("precision") != mode.name:
-                raise ValueError(f"{cache_file.path} was cached in precision {cache_file.attrs.get('precision')!r}, "
-                                 f"not {mode.name!r}; rerun the workflow to rebuild it")
+            cache_file.require_precision(mode.name)
         W_O = own_W_O(hooked) if head_site == "result" else None
         for variant in tqdm(tgt_file.variants, desc=f"counterfactual {name}"):
             action_tokens = tgt_file.action_tokens(variant)  # the variant's labelling's C and D
@@ -81,13 +79,14 @@ def counterfactual_patch(name: str, model_name: str, source_scenario: str, targe
 
             atp = residual_attribution(hooked, src, tgt, rows)
             gap = src.delta - tgt.delta
+            src_tokens = [tokenizer.decode([t]) for t in src_ids]
+            tgt_tokens = [tokenizer.decode([t]) for t in tgt_ids]
             for layer in range(hooked.n_layers):
                 for pos in range(len(tgt_ids)):
                     patched = np.nan if exact is None else float(exact[layer, pos])
                     change = patched - tgt.delta
                     cells.append({**meta, "layer": layer, "position": pos,
-                                  "source_token": tokenizer.decode([src_ids[pos]]),
-                                  "target_token": tokenizer.decode([tgt_ids[pos]]),
+                                  "source_token": src_tokens[pos], "target_token": tgt_tokens[pos],
                                   "token_differs": pos in differing, "baseline_delta": tgt.delta,
                                   "source_delta": src.delta, "patched_delta": patched, "delta_change": change,
                                   "gap_fraction": change / gap if abs(gap) > 1e-12 else np.nan,
@@ -113,4 +112,6 @@ def matching_variant(source_file, target_ids: list[int], variant: int, labelling
         same = variant if variant in source_file.variants else source_file.variants[0]
         differing_positions([int(t) for t in source_file[same]["input_ids"]], target_ids,
                             f"{what}, variant {same}", decode)
+        raise PromptAlignmentError(f"{what}: no source variant in the {labelling} labelling of target variant "
+                                   f"{variant}; source and target scenarios must share a labelling")
     return best

@@ -34,9 +34,7 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
             CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file, \
             mode.matmuls():
         for cache_file in (src_file, tgt_file):
-            if cache_file.attrs.get("precision") != mode.name:
-                raise ValueError(f"{cache_file.path} was cached in precision {cache_file.attrs.get('precision')!r}, "
-                                 f"not {mode.name!r}; rerun the workflow to rebuild it")
+            cache_file.require_precision(mode.name)
         W_O = load_W_O(source_dir, hooked.n_layers, hooked.n_heads, hooked.cfg.d_head, device, mode.weights) \
             if head_site == "result" else None
         target_W_O = own_W_O(hooked) if head_site == "result" else None

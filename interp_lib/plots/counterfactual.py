@@ -105,16 +105,12 @@ def plot_residual_heatmap(residual: pd.DataFrame, out, variant=None, title: str 
 
 
 def plot_component_heatmap(components: pd.DataFrame, out) -> None:
-    """Layers x (heads, MLP): mean delta change over the variants of the standard labelling
-    (PatchingVisualizer's heatmap)."""
+    """Layers x (heads, MLP): mean delta change over the variants (PatchingVisualizer's heatmap)."""
     from ..style import ModelStyle
     from .patching import PatchingVisualizer
 
     if components.empty:
         raise ValueError("no component patching results to plot")
-    if "labelling" in components.columns and components["labelling"].nunique() > 1:
-        # a label-biased model's effects flip sign with the labelling: the standard one alone
-        components = components[components["labelling"] == "standard"]
     first = components.iloc[0]
     n = components["variant"].nunique()
     title = (f"Counterfactual patching in {first['model']}: {first['source_scenario']} (source) into "
