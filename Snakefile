@@ -18,6 +18,8 @@ include: "workflow/rules/patching.smk"
 include: "workflow/rules/patching_plots.smk"
 include: "workflow/rules/attention.smk"
 include: "workflow/rules/counterfactual.smk"
+include: "workflow/rules/steering.smk"
+include: "workflow/rules/probes.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -64,6 +66,15 @@ rule all:
             plot=["residual_heatmap", "component_heatmap"],
             counterfactual=COUNTERFACTUALS,
         ),
+        [out for name in STEERING for out in steering_outputs(name)],
+        expand(
+            R("steering/steering_{steering}.{ext}"),
+            steering=STEERING,
+            ext=["csv", "png"],
+        ),
+        expand(R("steering/steering_layers_{steering}.csv"), steering=STEERING),
+        R("probes/probe_accuracy.csv"),
+        R("probes/probe_accuracy.png"),
         R("weights/weight_deltas.csv"),
         R("weights/weight_deltas_modules.png"),
         R("weights/weight_deltas_heads.png"),

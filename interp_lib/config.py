@@ -112,6 +112,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
     try:
         _add_swapped_scenarios(config)
         _check_references(config)
+        _check_steering(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     if config["embedded"]["dir"] is None:
@@ -260,6 +261,50 @@ def _check_references(config: dict) -> None:
                 f"scenarios.{name}: same state and extra sentence as scenarios.{seen[key]}; prompts would repeat"
             )
         seen[key] = name
+
+
+def _check_steering(config: dict) -> None:
+    """Fills each steering experiment's target and checks its models and scenarios; a
+    counterbalanced scenario in its `scenarios` brings its swapped sibling."""
+    from .prompts import SWAPPED_SUFFIX
+
+    models, scenarios = config["models"], config["scenarios"]
+    for name, exp in config.get("steering", {}).items():
+        where, direction = f"steering.{name}", exp["direction"]
+        roles = ("source", "reference") if direction["from"] == "models" else ("model",)
+        other = {"source", "reference", "model"} - set(roles)
+        for role in roles:
+            if not direction.get(role):
+                raise ConfigError(f"{where}.direction.{role}: required for a direction from {direction['from']}")
+        for role in sorted(other & set(direction)):
+            raise ConfigError(f"{where}.direction.{role}: not used by a direction from {direction['from']} "
+                              f"(give {' and '.join(roles)})")
+        for role in roles:
+            if direction[role] not in models:
+                raise ConfigError(f"{where}.direction.{role}: unknown model {direction[role]!r} "
+                                  f"(known models: {', '.join(models)})")
+        if direction["from"] == "models" and direction["source"] == direction["reference"]:
+            raise ConfigError(f"{where}.direction: source and reference are the same model {direction['source']!r}")
+        exp.setdefault("target", direction["reference" if direction["from"] == "models" else "model"])
+        if exp["target"] not in models:
+            raise ConfigError(f"{where}.target: unknown model {exp['target']!r} (known models: {', '.join(models)})")
+        for key, listed in ((f"{where}.direction.scenarios", direction.get("scenarios")),
+                            (f"{where}.scenarios", exp.get("scenarios"))):
+            for scen in listed or ():
+                if scen not in scenarios:
+                    raise ConfigError(f"{key}: unknown scenario {scen!r} (known: {', '.join(scenarios)})")
+        if exp.get("scenarios"):
+            with_siblings = []
+            for scen in exp["scenarios"]:
+                with_siblings.append(scen)
+                if scenarios[scen].get("counterbalance"):
+                    with_siblings.append(scen + SWAPPED_SUFFIX)
+            exp["scenarios"] = list(dict.fromkeys(with_siblings))
+
+
+def steering_scenarios(config: dict, name: str) -> list[str]:
+    """The scenarios a steering experiment steers (default every scenario)."""
+    return list(config["steering"][name].get("scenarios") or config["scenarios"])
 
 
 def read_yaml(path: str | os.PathLike):

@@ -19,16 +19,27 @@ is pro-Defect.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .noise import NOISE_MULTIPLE, below_noise, largest_floor
+from .rq3_summary import (
+    MORAL_ROLES,
+    candidates,
+    dla_changes,
+    rq3_section,
+)
+from .rq_common import (
+    Inputs,
+    component_sort_key,
+    missing_file,
+    read_table,
+    standard_rows,
+)
+from .rq_sections import behaviour_section, counterfactual_section
 from .summary_document import Document, fmt, to_html, to_markdown, write_summary
 
-MORAL_ROLES = ("deontological", "utilitarian", "game_deontological")
 PT3_ROLES = ("deontological", "utilitarian")  # RQ1 patching targets, RQ2 pair
 N_ROWS = 10
 
@@ -64,58 +75,12 @@ def experiments_needed(experiments: dict, roles: dict) -> list[str]:
     return [e for e in experiments if e in wanted]
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class Inputs:
-    """Paths of the tables the summary reads (None or a missing file = not available)."""
-
-    dla: str | None = None
-    decisions: str | None = None
-    weights: str | None = None
-    patch_results: dict = field(default_factory=dict)  # experiment -> path
-    circuits: dict = field(default_factory=dict)  # experiment -> path
-    counterfactual_residual: dict = field(default_factory=dict)  # counterfactual -> residual_patches.csv
-    counterfactual_components: dict = field(default_factory=dict)  # counterfactual -> component_patches.csv
-    # scenarios in the swapped labelling (from the behaviour table): left out of the RQ
-    # means, which would otherwise mix labellings; the label bias section reports them
-    swapped_scenarios: set = field(default_factory=set)
-
-
-def _standard(inputs: Inputs, df: pd.DataFrame | None) -> pd.DataFrame | None:
-    """`df` without the rows of swapped-label scenarios."""
-    if df is None or "scenario" not in df.columns or not inputs.swapped_scenarios:
-        return df
-    return df[~df["scenario"].isin(inputs.swapped_scenarios)].reset_index(drop=True)
-
-
-def _read(path) -> pd.DataFrame | None:
-    if not path or not Path(path).is_file():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    return df
-
-
-def _component_sort_key(name: str):
-    """Model order: embed, then per layer its heads, then its MLP."""
-    if name == "embed":
-        return (-1, 0, 0)
-    if name.endswith("_MLP"):
-        return (int(name[1:-4]), 1, 0)
-    layer, head = name[1:].split("H")
-    return (int(layer), 0, int(head))
-
-
 def dla_means(full: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(component x model table of mean contributions over all prompts, component metadata),
     heads and MLPs only (the embedding excluded)."""
     comps = full[full["kind"].isin(["head", "mlp"])]
     means = comps.pivot_table(index="component", columns="model", values="contribution", aggfunc="mean")
-    means = means.loc[sorted(means.index, key=_component_sort_key)]
+    means = means.loc[sorted(means.index, key=component_sort_key)]
     meta = comps.drop_duplicates("component").set_index("component")[["kind", "layer", "head"]].loc[means.index]
     return means, meta
 
@@ -194,7 +159,7 @@ def circuit_table(circuits: pd.DataFrame) -> pd.DataFrame:
     if flipped.empty:
         return pd.DataFrame(columns=CIRCUIT_TABLE_COLUMNS)
     flipped["key"] = flipped["circuit"].fillna("").map(
-        lambda c: ", ".join(sorted(filter(None, c.split(";")), key=_component_sort_key)))
+        lambda c: ", ".join(sorted(filter(None, c.split(";")), key=component_sort_key)))
     rows = [{"circuit": key, "size": int(g["circuit_size"].iloc[0]), "kind": _circuit_kind(g),
              "prompts flipped": len(g), "scenarios": ", ".join(dict.fromkeys(g["scenario"]))}
             for key, g in flipped.groupby("key", sort=False)]
@@ -239,46 +204,6 @@ def cross_patching(fwd: pd.DataFrame, bwd: pd.DataFrame, n: int) -> tuple[pd.Dat
     return table, stats
 
 
-def dla_changes(means: pd.DataFrame, moral: list[str], references: list[str]) -> pd.DataFrame:
-    """Per component: mean contribution of each moral model minus each reference model
-    (columns "M - R"), and "mean |difference|" over those columns."""
-    out = pd.DataFrame(index=means.index)
-    for ref in references:
-        for m in moral:
-            out[f"{m} - {ref}"] = means[m] - means[ref]
-    out["mean |difference|"] = out.abs().mean(axis=1)
-    return out
-
-
-def weight_component_change(weights: pd.DataFrame, models: list[str]) -> pd.Series:
-    """Per component, the mean over `models` of its relative weight change: a head L{l}H{h}
-    its o_proj columns W_O[h]; an MLP L{l}_MLP gate/up/down_proj pooled."""
-    from .weight_deltas import MLP_MODULES, head_table, pooled
-
-    w = weights[weights["model"].isin(models)]
-    heads = head_table(w)
-    head_change = heads.assign(component=[f"L{int(l)}H{int(h)}" for l, h in zip(heads["layer"], heads["head"])])
-    mlp = pooled(w[w["module"].isin(MLP_MODULES)], ["model", "layer"])
-    mlp = mlp.assign(component=[f"L{int(l)}_MLP" for l in mlp["layer"]])
-    both = pd.concat([head_change[["component", "model", "relative_delta"]],
-                      mlp[["component", "model", "relative_delta"]]], ignore_index=True)
-    return both.groupby("component")["relative_delta"].mean()
-
-
-def candidates(dla_change: pd.Series, weight_change: pd.Series, n: int) -> pd.DataFrame:
-    """Components ranked by both measures; ordered by the worse of the two ranks, then by
-    their sum; the first n."""
-    common = dla_change.index.intersection(weight_change.index)
-    d = dla_change[common].rank(ascending=False, method="min").astype(int)
-    w = weight_change[common].rank(ascending=False, method="min").astype(int)
-    out = pd.DataFrame({"component": common, "DLA change": dla_change[common].to_numpy(), "DLA rank": d.to_numpy(),
-                        "weight change": weight_change[common].to_numpy(), "weight rank": w.to_numpy()})
-    out["worse rank"] = out[["DLA rank", "weight rank"]].max(axis=1)
-    out["_sum"] = out["DLA rank"] + out["weight rank"]
-    out = out.sort_values(["worse rank", "_sum"], kind="stable").drop(columns="_sum").head(n)
-    return out.reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------- document
 
 
@@ -304,142 +229,28 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     if missing_roles:
         doc.note("roles without a configured model: " + ", ".join(f"{r} ({m})" for r, m in missing_roles.items()))
 
-    decisions = _read(inputs.decisions)
+    decisions = read_table(inputs.decisions)
     if decisions is not None and "labelling" in decisions.columns:
         inputs.swapped_scenarios = set(decisions.loc[decisions["labelling"] == "swapped", "scenario"])
     if inputs.swapped_scenarios:
         doc.p("RQ tables read the standard labelling's prompts only (action1 = Cooperate); the swapped-label "
               f"scenarios ({', '.join(sorted(inputs.swapped_scenarios))}) enter the label bias.")
-    full = _standard(inputs, _read(inputs.dla))
+    full = standard_rows(inputs, read_table(inputs.dla))
     if full is None or full.empty:
-        means = meta = None
+        means = None
     else:
-        means, meta = dla_means(full)
-    weights = _read(inputs.weights)
+        means, _ = dla_means(full)
+    weights = read_table(inputs.weights)
     if weights is not None and not weights.empty:
         weights["head"] = weights["head"].astype("Int64")
     rel = relevant_experiments(config.get("experiments", {}), role_model)
 
-    _behaviour(doc, inputs, configured, labels)
+    behaviour_section(doc, inputs, configured, labels)
     _rq1(doc, inputs, means, full, role_model, rel, n_rows)
     _rq2(doc, inputs, means, role_model, rel, n_rows)
-    _rq3(doc, inputs, means, weights, role_model, n_rows)
-    _counterfactuals(doc, inputs, n_rows)
+    rq3_section(doc, inputs, means, weights, role_model, n_rows)
+    counterfactual_section(doc, inputs, n_rows)
     return doc
-
-
-def _counterfactuals(doc: Document, inputs: Inputs, n_rows: int) -> None:
-    """Counterfactual prompts within one model: the residual cells and components that
-    carry the source prompt's decision into the target's."""
-    if not inputs.counterfactual_residual:
-        return
-    from .stats import grouped_mean_ci
-
-    doc.h(2, "Counterfactual prompts")
-    doc.p("One model, a source prompt patched into a target prompt that differs from it in a few tokens "
-          "(README: counterfactual patching). delta change = patched - target delta; gap fraction = delta change "
-          "/ (source - target delta): 1 = the patch carries the whole difference. Cells and components within "
-          f"{NOISE_MULTIPLE:g} x the noise floor are marked below noise.")
-    for name, path in inputs.counterfactual_residual.items():
-        res = _read(path)
-        doc.h(3, name)
-        if res is None or res.empty:
-            _missing_file(doc, f"residual patching table of {name}", path)
-            continue
-        first = res.iloc[0]
-        per_variant = res.drop_duplicates("variant")
-        deltas = "; ".join(f"{lab} labelling: {len(g)} pairs, mean delta target {g['baseline_delta'].mean():+.3g}, "
-                           f"source {g['source_delta'].mean():+.3g}"
-                           for lab, g in per_variant.groupby("labelling", sort=False))
-        doc.p(f"{first['model']}: {first['source_scenario']} (source) into {first['target_scenario']} (target); "
-              f"{deltas}; largest noise floor {largest_floor(res):.2g}; from `{path}`.")
-        metric = "delta_change" if res["delta_change"].notna().any() else "atp_delta_change"
-        top = res.reindex(res[metric].abs().sort_values(ascending=False).index).head(n_rows)
-        doc.table(pd.DataFrame({
-            "variant": top["variant"], "labelling": top["labelling"], "layer": top["layer"],
-            "position": top["position"],
-            "token (source→target)": [f"{_token(s)}→{_token(g)}" if d else _token(g)
-                                      for s, g, d in zip(top["source_token"], top["target_token"],
-                                                         top["token_differs"].astype(str).str.lower() == "true")],
-            "delta change": top["delta_change"], "gap fraction": top["gap_fraction"], "AtP": top["atp_delta_change"],
-            "below noise": top["below_noise"]}), signed=["delta change", "AtP"])
-        comp = _read(inputs.counterfactual_components.get(name))
-        if comp is None or comp.empty:
-            continue
-        if "labelling" not in comp.columns:
-            comp = comp.assign(labelling="standard")
-        ci = grouped_mean_ci(comp, ["labelling", "component"], "delta_change")
-        ci = ci.reindex(ci["mean"].abs().sort_values(ascending=False).index).head(n_rows)
-        floor = largest_floor(comp)
-        doc.p("Top components by |mean delta change| over the pairs of one labelling (bootstrap 95% interval; "
-              "the labellings are kept apart: for a model with a label bias a component's effects in the two have "
-              f"opposite signs); from `{inputs.counterfactual_components[name]}`.")
-        doc.table(pd.DataFrame({"labelling": ci["labelling"], "component": ci["component"],
-                                "mean delta change": ci["mean"],
-                                "ci low": ci["ci_low"], "ci high": ci["ci_high"],
-                                "below noise": [below_noise(m, floor) for m in ci["mean"]]}),
-                  signed=["mean delta change", "ci low", "ci high"])
-
-
-def _missing_file(doc: Document, what: str, path) -> None:
-    if path:
-        doc.note(f"{what}: {path} does not exist (build it with the workflow).")
-    else:
-        doc.note(f"{what}: no file given.")
-
-
-def _behaviour(doc: Document, inputs: Inputs, models: list[str], labels: dict) -> None:
-    from .behavior import behaviour_summary, label_bias
-
-    doc.h(2, "Behaviour")
-    dec = _read(inputs.decisions)
-    if dec is None or dec.empty:
-        _missing_file(doc, "behaviour table", inputs.decisions)
-        return
-    summary = behaviour_summary(dec)
-    standard = summary[summary["labelling"] == "standard"]
-    doc.p("Mean delta per model and scenario over its prompt variants (standard labelling: action1 = "
-          "Cooperate) with the bootstrap 95% interval in brackets (none for one variant), and the share of all "
-          f"prompts decided Defect; from `{inputs.decisions}`.")
-    order = [m for m in models if m in set(dec["model"])] + sorted(set(dec["model"]) - set(models))
-    table = pd.DataFrame({"model": order})
-    for scenario in pd.unique(standard["scenario"]):
-        cells = standard[standard["scenario"] == scenario].set_index("model")
-        table[scenario] = [_with_interval(cells.loc[m]) if m in cells.index else "" for m in order]
-    table["Defect decisions"] = [f"{int((dec.loc[dec['model'] == m, 'action'] == 'D').sum())}/"
-                                 f"{int((dec['model'] == m).sum())}" for m in order]
-    doc.table(table)
-
-    doc.h(3, "Label bias")
-    bias = label_bias(dec)
-    if bias.empty:
-        doc.p("No scenario is counterbalanced (scenario option `counterbalance`), so the label bias is not "
-              "measured: a preference for the token `2` cannot be told apart from a preference for Defect.")
-        return
-    doc.p("Counterbalanced scenarios are also prompted with action1 meaning Defect. label bias = mean over "
-          "paired prompts of delta(standard) - delta(swapped), delta = logit(Defect) - logit(Cooperate) in both: 0 "
-          "for a model that decides by meaning alone, positive when it favours the label action2 whatever it "
-          "means (twice that preference, in logits); bootstrap 95% interval over the pairs. same decision: the "
-          "share of pairs decided alike under both labellings.")
-    shown = bias.assign(**{"label bias": [_with_interval(r, "label_bias") for _, r in bias.iterrows()]})
-    doc.table(shown[["model", "scenario", "n_pairs", "delta_standard", "delta_swapped", "label bias",
-                     "same_decision_share"]].rename(columns={"n_pairs": "pairs", "delta_standard": "delta standard",
-                                                             "delta_swapped": "delta swapped",
-                                                             "same_decision_share": "same decision"}),
-              signed=["delta standard", "delta swapped"])
-
-
-def _token(text) -> str:
-    """A token as shown in a table: surrounding spaces dropped, a newline as \\n."""
-    return str(text).replace("\n", "\\n").strip() or "(space)"
-
-
-def _with_interval(row, column: str = "mean_delta") -> str:
-    """"+1.23 [+0.95, +1.51]" (the interval omitted when it is NaN)."""
-    text = fmt(row[column], signed=True)
-    if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]):
-        text += f" [{fmt(row['ci_low'], signed=True)}, {fmt(row['ci_high'], signed=True)}]"
-    return text
 
 
 def _rq1(doc, inputs, means, full, roles, rel, n_rows) -> None:
@@ -450,7 +261,7 @@ def _rq1(doc, inputs, means, full, roles, rel, n_rows) -> None:
     if strategic is None:
         doc.note("no configured model has the role `strategic` (default PT2_COREDe).")
     elif means is None:
-        _missing_file(doc, "DLA table", inputs.dla)
+        missing_file(doc, "DLA table", inputs.dla)
     else:
         present = [m for m in moral if m in means.columns]
         absent = [m for m in moral if m not in means.columns]
@@ -480,10 +291,10 @@ def _rq1(doc, inputs, means, full, roles, rel, n_rows) -> None:
 
 
 def _patching_experiment(doc, inputs, exp, n_rows, by: str):
-    res = _standard(inputs, _read(inputs.patch_results.get(exp)))
+    res = standard_rows(inputs, read_table(inputs.patch_results.get(exp)))
     doc.h(4, f"Experiment {exp}")
     if res is None or res.empty:
-        _missing_file(doc, f"patching results of {exp}", inputs.patch_results.get(exp))
+        missing_file(doc, f"patching results of {exp}", inputs.patch_results.get(exp))
         return None
     source, target = res["source"].iat[0], res["target"].iat[0]
     comps = patch_component_table(res)
@@ -512,9 +323,9 @@ def _patching_experiment(doc, inputs, exp, n_rows, by: str):
     flips = res[res["action_flipped"].astype(bool)]
     doc.p(f"Single-component patches that flip {target}'s action: {len(flips)} of {len(res)} "
           f"({flips['component'].nunique()} distinct components, {n_prompts_} prompts).")
-    circ = _standard(inputs, _read(inputs.circuits.get(exp)))
+    circ = standard_rows(inputs, read_table(inputs.circuits.get(exp)))
     if circ is None:
-        _missing_file(doc, f"circuits of {exp}", inputs.circuits.get(exp))
+        missing_file(doc, f"circuits of {exp}", inputs.circuits.get(exp))
     elif circ.empty:
         doc.p(f"Circuit discovery was not run for {exp} (`{inputs.circuits[exp]}` is empty).")
     else:
@@ -565,7 +376,7 @@ def _rq2(doc, inputs, means, roles, rel, n_rows) -> None:
     if de is None or ut is None:
         doc.note("the roles `deontological` and `utilitarian` need configured models.")
     elif means is None:
-        _missing_file(doc, "DLA table", inputs.dla)
+        missing_file(doc, "DLA table", inputs.dla)
     elif de not in means.columns or ut not in means.columns:
         doc.note(f"{inputs.dla} lacks rows of {' and '.join(m for m in (de, ut) if m not in means.columns)}.")
     else:
@@ -579,105 +390,22 @@ def _rq2(doc, inputs, means, roles, rel, n_rows) -> None:
         doc.table(diff.head(n_rows), signed=[de, ut, f"{de} - {ut}"])
 
 
-def _rq3(doc, inputs, means, weights, roles, n_rows) -> None:
-    doc.h(2, "RQ3: where moral fine-tuning changed the model")
-    moral = [roles[r] for r in MORAL_ROLES if r in roles]
-    refs = [roles[r] for r in ("strategic", "base") if r in roles]
-    dla_change = None
-    doc.h(3, "DLA change per component")
-    if means is None:
-        _missing_file(doc, "DLA table", inputs.dla)
-    else:
-        m_present = [m for m in moral if m in means.columns]
-        r_present = [r for r in refs if r in means.columns]
-        if not m_present or not r_present:
-            doc.note(f"{inputs.dla} needs rows of a moral model ({', '.join(moral) or 'none configured'}) and of "
-                     f"{' or '.join(refs) or 'a strategic or base model'}.")
-        else:
-            ch = dla_changes(means, m_present, r_present)
-            dla_change = ch["mean |difference|"]
-            ranked = ch.sort_values("mean |difference|", ascending=False, kind="stable")
-            doc.p(f"Mean DLA contribution of each moral model minus that of {' and of '.join(r_present)}, per "
-                  f"component, ranked by the mean |difference| over these {len(ch.columns) - 1} columns; from "
-                  f"`{inputs.dla}`.")
-            doc.table(ranked.head(n_rows).reset_index(names="component"),
-                      signed=[c for c in ch.columns if c != "mean |difference|"])
-            layer = pd.DataFrame({"layer": [_component_sort_key(c)[0] for c in ch.index],
-                                  "kind": ["MLP" if c.endswith("_MLP") else "heads" for c in ch.index],
-                                  "v": ch["mean |difference|"].to_numpy()})
-            per = layer.pivot_table(index="layer", columns="kind", values="v", aggfunc="sum").fillna(0.0)
-            per = per.rename(columns={"heads": "heads (sum)", "MLP": "MLP"})
-            per["layer total"] = per.sum(axis=1)
-            per["share of total"] = per["layer total"] / per["layer total"].sum()
-            per = per.sort_values("layer total", ascending=False, kind="stable").reset_index()
-            doc.p("The same mean |difference| summed per layer (its heads, its MLP), ranked by the layer total; "
-                  f"from `{inputs.dla}`.")
-            doc.table(per.head(max(n_rows, 0)))
-
-    doc.h(3, "Merged-weight change")
-    weight_change = None
-    if weights is None:
-        _missing_file(doc, "weight-delta table", inputs.weights)
-    elif weights.empty:
-        doc.note(f"{inputs.weights} is empty: no configured fine-tuned model has a reference model without an "
-                 "adapter on the same base.")
-    else:
-        from .weight_deltas import head_table, module_table, pooled
-
-        compared = list(dict.fromkeys(weights["model"]))
-        m_present = [m for m in moral if m in compared] or compared
-        if not [m for m in moral if m in compared]:
-            doc.note(f"{inputs.weights} has no moral model ({', '.join(moral)}); ranked over {', '.join(compared)}.")
-        ref = ", ".join(dict.fromkeys(weights["reference"].astype(str))) if "reference" in weights else "base"
-        rank_by = f"the mean over {', '.join(m_present)}"
-
-        def ranked(table):
-            """Adds the mean over the moral models and sorts by it, largest first."""
-            table["mean (moral)"] = table[m_present].mean(axis=1)
-            return table.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
-
-        mods = module_table(weights)
-        piv = ranked(mods.pivot_table(index=["layer", "module"], columns="model", values="relative_delta",
-                                      sort=False)[compared])
-        doc.p(f"Relative Frobenius change ||W - W_ref|| / ||W_ref|| of each layer's modules against {ref}, ranked "
-              f"by {rank_by}; from `{inputs.weights}`.")
-        doc.table(piv.head(n_rows))
-
-        per_layer = ranked(pooled(weights, ["model", "layer"]).pivot_table(index="layer", columns="model",
-                                                                            values="relative_delta")[compared])
-        doc.p(f"Relative change of each whole layer (the seven modules pooled: sqrt of summed squared norms), "
-              f"ranked by {rank_by}; from `{inputs.weights}`.")
-        doc.table(per_layer.head(n_rows))
-
-        per_module = ranked(pooled(weights, ["model", "module"]).pivot_table(index="module", columns="model",
-                                                                              values="relative_delta")[compared])
-        doc.p(f"Relative change of each module type pooled over layers, ranked by {rank_by}; from "
-              f"`{inputs.weights}`.")
-        doc.table(per_module)
-
-        heads = head_table(weights)
-        if len(heads):
-            hp = heads.assign(component=[f"L{int(l)}H{int(h)}" for l, h in zip(heads["layer"], heads["head"])])
-            hp = hp.pivot_table(index="component", columns="model", values="relative_delta", sort=False)[compared]
-            hp["mean (moral)"] = hp[m_present].mean(axis=1)
-            hp = hp.sort_values("mean (moral)", ascending=False, kind="stable").reset_index()
-            doc.p(f"Relative change of each head's output matrix W_O[h] (its columns of o_proj), ranked by "
-                  f"{rank_by}; from `{inputs.weights}`.")
-            doc.table(hp.head(n_rows))
-        weight_change = weight_component_change(weights, m_present)
-
-    doc.h(3, "Candidates for targeted fine-tuning")
-    if dla_change is None or weight_change is None:
-        doc.note("needs both the DLA change and the weight change above.")
-    else:
-        cand = candidates(dla_change, weight_change, n_rows)
-        n_common = len(dla_change.index.intersection(weight_change.index))
-        doc.p(f"The {n_common} heads and MLPs ranked (1 = largest) by DLA change (mean |difference| above) and by "
-              "weight change (a head: its W_O[h]; an MLP: gate/up/down_proj pooled; relative change, mean over the "
-              f"moral models), ordered by the worse of the two ranks; from `{inputs.dla}` and `{inputs.weights}`.")
-        doc.table(cand)
-
-
-__all__ = ["MORAL_ROLES", "PT3_ROLES", "Inputs", "Document", "resolve_roles",
-           "relevant_experiments", "experiments_needed", "build_summary", "to_markdown", "to_html", "write_summary",
-           "rq1_suppressed", "dla_means", "dla_changes", "cross_patching", "candidates", "fmt"]
+__all__ = [
+    "MORAL_ROLES",
+    "PT3_ROLES",
+    "Document",
+    "Inputs",
+    "build_summary",
+    "candidates",
+    "cross_patching",
+    "dla_changes",
+    "dla_means",
+    "experiments_needed",
+    "fmt",
+    "relevant_experiments",
+    "resolve_roles",
+    "rq1_suppressed",
+    "to_html",
+    "to_markdown",
+    "write_summary",
+]

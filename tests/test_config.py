@@ -187,3 +187,31 @@ def test_command_line_check_names_file_line_and_key(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "interp_lib.config", str(REPO / "config.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("config.yaml: valid")
+
+
+def test_steering_experiments_are_checked_and_filled():
+    def add(direction=None, **exp):
+        direction = direction or {"from": "models", "source": "PT3_COREDe", "reference": "PT2_COREDe"}
+        return lambda c: c.setdefault("steering", {}).update(s1={"direction": direction, **exp})
+
+    cfg = copy.deepcopy(RAW)
+    add(scenarios=["CD_punished"])(cfg)
+    validate_config(cfg)
+    s1 = cfg["steering"]["s1"]
+    assert s1["target"] == "PT2_COREDe"  # a models direction steers its reference by default
+    assert s1["scenarios"] == ["CD_punished", "CD_punished_swapped"]  # the sibling comes along
+    assert (s1["site"], s1["layers"], s1["positions"], s1["controls"]) == ("resid_pre", "all", "all", 1)
+    assert "steering.s1.direction.reference: required for a direction from models" in check(
+        add({"from": "models", "source": "PT3_COREDe"}))
+    assert "steering.s1.direction.source: unknown model 'PT9'" in check(
+        add({"from": "models", "source": "PT9", "reference": "PT2_COREDe"}))
+    assert "steering.s1.direction: source and reference are the same model 'PT2_COREDe'" in check(
+        add({"from": "models", "source": "PT2_COREDe", "reference": "PT2_COREDe"}))
+    assert "steering.s1.direction.source: not used by a direction from decisions (give model)" in check(
+        add({"from": "decisions", "model": "PT4_COREDe", "source": "PT2_COREDe"}))
+    assert "steering.s1.direction.scenarios: unknown scenario 'XX'" in check(
+        add({"from": "decisions", "model": "PT4_COREDe", "scenarios": ["XX"]}))
+    assert "steering.s1.target: unknown model 'PT9'" in check(add(target="PT9"))
+    assert "steering.s1.scenarios: unknown scenario 'XX'" in check(add(scenarios=["XX"]))
+    assert "steering.s1.site: 'attn' is not one of ['resid_pre', 'mlp_out']" in check(add(site="attn"))
+    assert "steering.s1.layers" in check(add(layers=[-1]))

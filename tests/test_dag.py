@@ -45,7 +45,7 @@ USER_JOBS = {
     "attention_scenario": 1, "attention_plots_scenario": 1,
     "patch_scenario": 1, "patch_experiment_tables": 1, "patch_plots_scenario": 1, "patch_plots_experiment": 1,
     "cross_experiment_summary": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1,
-    "rq_summary": 1, "all": 1,
+    "probe_model": 2, "probe_plots": 1, "rq_summary": 1, "all": 1,
 }
 
 
@@ -100,7 +100,7 @@ def test_every_output_lies_under_results_dir(tmp_path):
     proc = snakemake(wd, "-n", "--cores", "1", "--summary", "all")
     rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
     paths = [row[0] for row in rows if row[0] != "output_file"]
-    assert len(paths) == 51  # every output of `all` for this config
+    assert len(paths) == 55  # every output of `all` for this config
     assert all(p.startswith("out/run1/") for p in paths), [p for p in paths if not p.startswith("out/run1/")]
     # logs and benchmarks too
     proc = snakemake(wd, "-n", "--cores", "1", "all")

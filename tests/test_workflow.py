@@ -108,7 +108,7 @@ def test_decisions_table(workflow_dir):
 EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
 # Aggregates that read every model and scenario, so any new model or scenario reruns them.
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
-              "dla_tables": 1, "cross_experiment_summary": 1, "rq_summary": 1, "all": 1}
+              "dla_tables": 1, "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "all": 1}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
@@ -124,9 +124,11 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
     per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
                     "patch_scenario": 4, "patch_plots_scenario": 4, "dla_plots_scenario": 5,
                     "dla_plots_comparison": 1, "logit_lens_plots_scenario": 1, "attention_scenario": 1,
-                    "attention_plots_scenario": 1}
-    # per-model / per-experiment figures and tables across scenarios
-    per_group = {"dla_plots_model": 5, "patch_experiment_tables": 4, "patch_plots_experiment": 4}
+                    "attention_plots_scenario": 1, "steering_scenario": 2}
+    # per-model / per-experiment figures and tables across scenarios (a probe pools every
+    # scenario of its model)
+    per_group = {"dla_plots_model": 5, "patch_experiment_tables": 4, "patch_plots_experiment": 4,
+                 "steering_tables": 2, "steering_plots": 2, "probe_model": 5}
     assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
     for rule, wc in jobs:
         if rule in per_scenario:
@@ -143,7 +145,7 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
     per_model = {"merge_model": 1, "cache_activations": N, "logit_lens_scenario": N, "dla_scenario": N,
                  "dla_plots_scenario": N, "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1,
-                 "weight_deltas_plot": 1}
+                 "weight_deltas_plot": 1, "probe_model": 1}
     per_experiment = {"patch_scenario": N, "patch_experiment_tables": 1, "patch_plots_scenario": N,
                       "patch_plots_experiment": 1}
     # per-scenario figures that compare every model
@@ -202,7 +204,7 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     assert rule_counts(jobs) == {
         "dla_plots_scenario": N, "dla_plots_model": 1, "dla_plots_comparison": N, "logit_lens_plots_scenario": N,
         "logit_lens_plots": 1, "patch_plots_scenario": 2 * N, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
-        "attention_plots_scenario": N, "rq_summary": 1, "all": 1}
+        "attention_plots_scenario": N, "probe_plots": 1, "rq_summary": 1, "all": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert {wc["model"] for r, wc in jobs if "model" in wc} == {"PT2_COREDe"}
 

@@ -4,7 +4,13 @@ import sys
 from pathlib import Path
 
 from interp_lib.code_version import code_version as _code_version
-from interp_lib.config import embedded_path, gguf_dir, patch_scenarios, rl_adapter_dir
+from interp_lib.config import (
+    embedded_path,
+    gguf_dir,
+    patch_scenarios,
+    rl_adapter_dir,
+    steering_scenarios,
+)
 from interp_lib.gguf_convert import GGUFError, source_path
 from interp_lib.precision import get_precision
 
@@ -219,3 +225,45 @@ def counterfactual_inputs(wc):
         "fingerprint": R(f"models/{cf['model']}/fingerprint.json"),
         "weights": R(f"models/{cf['model']}/model.safetensors"),
     }
+
+
+# Steering experiments (rules/steering.smk): per (experiment, scenario) jobs.
+STEERING = list(config["steering"])
+
+
+wildcard_constraints:
+    steering="|".join(re.escape(s) for s in STEERING) or "^$",
+
+
+def steering_direction_caches(wc):
+    """{model: its cache files of the direction's scenarios} (default: the steered
+    scenario's own prompts)."""
+    exp = config["steering"][wc.steering]
+    direction = exp["direction"]
+    roles = ("source", "reference") if direction["from"] == "models" else ("model",)
+    scenarios = direction.get("scenarios") or [wc.scenario]
+    return {
+        direction[r]: [R(f"cache/{direction[r]}/{s}.h5") for s in scenarios]
+        for r in roles
+    }
+
+
+def steering_inputs(wc):
+    target = config["steering"][wc.steering]["target"]
+    direction = [p for paths in steering_direction_caches(wc).values() for p in paths]
+    return {
+        "target_cache": R(f"cache/{target}/{wc.scenario}.h5"),
+        "direction_caches": sorted(set(direction)),
+        "fingerprint": R(f"models/{target}/fingerprint.json"),
+        "weights": R(f"models/{target}/model.safetensors"),
+    }
+
+
+def steering_spec(name):
+    """What determines a steering job's numbers: the experiment without its list of steered
+    scenarios (adding one must not rerun the others)."""
+    return {k: v for k, v in config["steering"][name].items() if k != "scenarios"}
+
+
+def steering_outputs(name):
+    return [R(f"steering/per/{name}/{s}.csv") for s in steering_scenarios(config, name)]

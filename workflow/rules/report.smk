@@ -113,6 +113,10 @@ rule rq_summary:
             R("counterfactual/per/{counterfactual}/component_patches.csv"),
             counterfactual=COUNTERFACTUALS,
         ),
+        steering_layers=expand(
+            R("steering/steering_layers_{steering}.csv"), steering=STEERING
+        ),
+        probes=R("probes/probe_accuracy.csv"),
     output:
         md=R("rq_summary.md"),
         html=report(
@@ -131,6 +135,7 @@ rule rq_summary:
         roles=RQ_ROLES,
         experiments=RQ_EXPERIMENTS,
         counterfactuals=COUNTERFACTUALS,
+        steering=STEERING,
         labels={m: model_label(m) for m in MODELS},
         n_rows=10,
         code=code_version("rq_summary"),

@@ -1,5 +1,5 @@
 """The research-question summary: <results_dir>/rq_summary.md and its HTML rendering (the
-report item), from the DLA, behaviour, patching and weight-delta tables."""
+report item), from the DLA, behaviour, patching, weight-delta, steering and probe tables."""
 
 from interp_lib.io import job_logging
 from interp_lib.rq_summary import Inputs, build_summary, write_summary
@@ -10,6 +10,7 @@ with job_logging(snakemake.log[0]):
                     patch_results=dict(zip(p.experiments, inp.patch_results)),
                     circuits=dict(zip(p.experiments, inp.circuits)),
                     counterfactual_residual=dict(zip(p.counterfactuals, inp.counterfactual_residual)),
-                    counterfactual_components=dict(zip(p.counterfactuals, inp.counterfactual_components)))
+                    counterfactual_components=dict(zip(p.counterfactuals, inp.counterfactual_components)),
+                    steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes)
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)

@@ -1,0 +1,77 @@
+"""Shared pieces of the research-question summary: which tables it reads (Inputs), how it
+reads them, and how a cell is written."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .summary_document import Document, fmt
+
+
+@dataclass
+class Inputs:
+    """Paths of the tables the summary reads (None or a missing file = not available)."""
+
+    dla: str | None = None
+    decisions: str | None = None
+    weights: str | None = None
+    patch_results: dict = field(default_factory=dict)  # experiment -> path
+    circuits: dict = field(default_factory=dict)  # experiment -> path
+    counterfactual_residual: dict = field(default_factory=dict)  # counterfactual -> residual_patches.csv
+    counterfactual_components: dict = field(default_factory=dict)  # counterfactual -> component_patches.csv
+    steering_layers: dict = field(default_factory=dict)  # steering experiment -> steering_layers_{name}.csv
+    probes: str | None = None  # probe_accuracy.csv
+    # scenarios in the swapped labelling (from the behaviour table): left out of the RQ
+    # means, which would otherwise mix labellings; the label bias section reports them
+    swapped_scenarios: set = field(default_factory=set)
+
+
+def standard_rows(inputs: Inputs, df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """`df` without the rows of swapped-label scenarios."""
+    if df is None or "scenario" not in df.columns or not inputs.swapped_scenarios:
+        return df
+    return df[~df["scenario"].isin(inputs.swapped_scenarios)].reset_index(drop=True)
+
+
+def read_table(path) -> pd.DataFrame | None:
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    return df
+
+
+def component_sort_key(name: str):
+    """Model order: embed, then per layer its heads, then its MLP."""
+    if name == "embed":
+        return (-1, 0, 0)
+    if name.endswith("_MLP"):
+        return (int(name[1:-4]), 1, 0)
+    layer, head = name[1:].split("H")
+    return (int(layer), 0, int(head))
+
+
+def missing_file(doc: Document, what: str, path) -> None:
+    if path:
+        doc.note(f"{what}: {path} does not exist (build it with the workflow).")
+    else:
+        doc.note(f"{what}: no file given.")
+
+
+def token_text(text) -> str:
+    """A token as shown in a table: surrounding spaces dropped, a newline as \\n."""
+    return str(text).replace("\n", "\\n").strip() or "(space)"
+
+
+def with_interval(row, column: str = "mean_delta") -> str:
+    """"+1.23 [+0.95, +1.51]" (the interval omitted when it is NaN)."""
+    text = fmt(row[column], signed=True)
+    if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]):
+        text += f" [{fmt(row['ci_low'], signed=True)}, {fmt(row['ci_high'], signed=True)}]"
+    return text

@@ -1,0 +1,13 @@
+"""One steering experiment on one scenario: P(Defect) and delta for every layer x alpha."""
+
+import os
+
+from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic
+from interp_lib.jobs.steering import steer_scenario
+
+with job_logging(snakemake.log[0]):
+    set_torch_threads(snakemake.threads)
+    p, i = snakemake.params, snakemake.input
+    table = steer_scenario(snakemake.wildcards.steering, p.spec, snakemake.wildcards.scenario, i.target_cache,
+                           p.direction_caches, os.path.dirname(i.weights), p.precision, p.device, p.seed, p.max_rows)
+    write_csv_atomic(table, snakemake.output[0])
