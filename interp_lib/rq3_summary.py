@@ -177,12 +177,12 @@ def steering_section(doc, inputs, measures: dict, n_rows: int) -> None:
         doc.p(f"{name}: {first['target']} steered at {first['site']} ({first['positions']} positions), alpha = "
               f"{first['alpha']:g}, over the {first['prompts']} prompts: mean delta change with its 95% bootstrap "
               "interval, mean change of P(Defect), share of decisions flipped, and a random direction of the same "
-              f"norm (control); {verdict}. toward expected = effect x the sign the direction was built to push. "
-              f"From `{path}`.")
+              "norm (control); |v| / |x| = the direction's norm over the mean activation norm there; toward "
+              f"expected = effect x the sign the direction was built to push; {verdict}. From `{path}`.")
         shown = table.assign(**{"delta change": [with_interval(r, "effect") for _, r in table.iterrows()]})
-        doc.table(shown[["layer", "delta change", "p_defect_change", "flip_share", "toward_expected",
-                         "control_effect", "status", "rank"]].rename(columns={
-                             "p_defect_change": "P(D) change", "flip_share": "flipped",
+        doc.table(shown[["layer", "relative_norm", "delta change", "p_defect_change", "flip_share",
+                         "toward_expected", "control_effect", "status", "rank"]].rename(columns={
+                             "relative_norm": "|v| / |x|", "p_defect_change": "P(D) change", "flip_share": "flipped",
                              "toward_expected": "toward expected", "control_effect": "control"}).head(n_rows),
                   signed=["P(D) change", "toward expected", "control"])
         ranked = table.set_index("layer")

@@ -72,6 +72,13 @@ def test_workflow_scripts_reach_what_they_run():
 
     assert {"jobs/caching.py", "tokens.py", "hooked.py", "cache.py"} <= reached("cache_activations")
     assert "prompts.py" not in reached("cache_activations")  # the prompt records arrive as a file
+    # each job's code only: an edit of the patching or steering code reruns no cache
+    assert not {p for p in reached("cache_activations") if p.startswith(("patching/", "steering/"))}
+    assert not {p for p in reached("cache_activations") if p.startswith("jobs/")} - {"jobs/__init__.py",
+                                                                                     "jobs/caching.py"}
+    assert {"jobs/steering.py", "steering/steer.py"} <= reached("steering_scenario")
+    assert not {"jobs/caching.py", "jobs/patching.py", "patching/residual.py"} & reached("steering_scenario")
+    assert not {p for p in reached("probe_model") if p.startswith(("jobs/", "patching/", "steering/"))}
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
     # analyses and plots are separate: an edit of a plot module reruns only its plots
     for name in ("dla_scenario", "dla_tables", "logit_lens_scenario", "patch_scenario", "rq_summary",

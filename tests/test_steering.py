@@ -147,7 +147,8 @@ def _results(effects: dict, control: dict, floor: float = 1e-3, n: int = 4, labe
                     change = value * alpha / 2 + (0.1 * (v - (n - 1) / 2) if alpha else 0.0)
                     rows.append(dict(steering="s", target="T", scenario="S", labelling=labelling, variant=v + 1,
                                      site="resid_pre", positions="all", direction=direction, layer=layer,
-                                     alpha=alpha, expected_sign=-1, baseline_delta=3.0, delta=3.0 + change,
+                                     alpha=alpha, expected_sign=-1, direction_norm=2.0 + layer,
+                                     activation_norm=4.0, baseline_delta=3.0, delta=3.0 + change,
                                      delta_change=change, baseline_p_defect=0.95, p_defect=1 / (1 + np.exp(-3 - change)),
                                      p_defect_change=1 / (1 + np.exp(-3 - change)) - 0.95,
                                      flipped=3.0 + change < 0, noise_floor=floor, in_sample=True))
@@ -170,6 +171,7 @@ def test_layer_ranking_labels_noise_and_control_and_ranks_the_rest():
     assert best_layer(table) == 1
     assert by.loc[1, "ci_low"] < -6.0 < by.loc[1, "ci_high"]
     assert by.loc[1, "control_effect"] == pytest.approx(-0.5)
+    assert by.loc[3, "relative_norm"] == pytest.approx(5.0 / 4.0)
     # the swapped labelling is kept out of a ranking that has standard prompts
     both = pd.concat([results, _results({1: 9.0}, {1: 0.0}, labelling="swapped")])
     assert layer_ranking(both).set_index("layer").loc[1, "effect"] == pytest.approx(-6.0)

@@ -109,3 +109,25 @@ def test_steering_and_probes_reach_the_report_and_the_rq_summary(workflow_dir):
     best = pd.read_csv(results / "steering/steering_layers_PT3De_minus_PT2_on_PT2.csv")
     assert f"best layer L{int(best.loc[best['rank'] == 1, 'layer'].iloc[0])}" in rq
     assert "steering PT3De_minus_PT2_on_PT2 rank" in rq  # the layer table beside DLA and weights
+
+
+def test_bad_steering_input_is_named(workflow_dir):
+    """A layer the model lacks, and a decision direction of a model that answers one way,
+    stop the job with one line naming them (and write nothing)."""
+    from interp_lib.jobs.steering import steer_scenario
+    from interp_lib.steering import DirectionError
+
+    results = workflow_dir / "results"
+    caches = {m: [str(results / f"cache/{m}/{s}.h5") for s in STANDARD] for m in ("PT2_COREDe", "PT3_COREDe")}
+    spec = {"target": "PT2_COREDe", "site": "resid_pre", "layers": [1, 9], "alphas": [1.0], "positions": "decision",
+            "controls": 0, "direction": {"from": "models", "source": "PT3_COREDe", "reference": "PT2_COREDe"}}
+    args = ("CC_continue", str(results / "cache/PT2_COREDe/CC_continue.h5"), caches,
+            str(results / "models/PT2_COREDe"))
+    with pytest.raises(ValueError, match=r"^steering\.bad\.layers: layer 9 does not exist \(PT2_COREDe has 4 "
+                                         r"layers, 0-3\)$"):
+        steer_scenario("bad", spec, *args)
+    spec = {**spec, "layers": "all", "direction": {"from": "decisions", "model": "PT2_COREDe"}}
+    with pytest.raises(DirectionError, match="^PT2_COREDe answers Defect on all 15 prompts of CC_continue, "
+                                             "CC_temptation, CD_punished, DC_exploited, DD_trapped; a decision "
+                                             "direction needs prompts answered each way"):
+        steer_scenario("bad", spec, *args)

@@ -58,7 +58,8 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     layers = list(range(L)) if spec["layers"] == "all" else [int(layer) for layer in spec["layers"]]
     bad = [layer for layer in layers if not 0 <= layer < L]
     if bad:
-        raise ValueError(f"steering.{name}.layers: layer {bad[0]} does not exist ({target_name} has {L} layers, 0-{L - 1})")
+        raise ValueError(f"steering.{name}.layers: layer {bad[0]} does not exist "
+                         f"({target_name} has {L} layers, 0-{L - 1})")
     if direction.vectors.shape[0] != L:
         raise ValueError(f"steering.{name}: the direction has {direction.vectors.shape[0]} layers, {target_name} {L}")
     alphas = sorted({0.0, *(float(a) for a in spec["alphas"])})

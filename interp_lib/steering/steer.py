@@ -24,10 +24,20 @@ from .directions import SITES
 POSITIONS = ("all", "decision")
 
 
-def default_max_rows(device, n_per_layer: int) -> int:
-    """Rows per pass: one layer's rows on a CPU (a pass from each row's own layer costs the
-    fewest FLOPs); on a GPU every row up to 512 (one pass per prompt where memory allows)."""
-    return max(n_per_layer, 512) if torch.device(device).type == "cuda" else n_per_layer
+def default_max_rows(model, target: PromptActivations, n_per_layer: int, positions: str) -> int:
+    """Rows per pass. On a CPU one layer's rows (a pass from each row's own layer costs the
+    fewest FLOPs). On a GPU as many rows as half its free memory holds (so that layers x
+    alphas share one pass per prompt where memory allows), at least one layer's."""
+    device = target.resid_pre.device
+    if device.type != "cuda":
+        return n_per_layer
+    free, _ = torch.cuda.mem_get_info(device)
+    T = 1 if positions == "decision" else target.resid_pre.shape[1]
+    cfg, d_mlp = model.cfg, model.model.config.intermediate_size
+    # per row and position, float32 upper bound: a dozen d_model-wide tensors (residual,
+    # norms, q/k/v/o), three MLP-wide ones (gate, up, product), a row of attention scores
+    per_row = 4 * T * (12 * cfg.d_model + 3 * d_mlp + cfg.n_heads * target.resid_pre.shape[1])
+    return max(n_per_layer, int(0.5 * free // per_row))
 
 
 @torch.no_grad()
@@ -44,7 +54,7 @@ def steered_deltas(model, target: PromptActivations, rows: Sequence[int], vector
         raise ValueError(f"steering positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
     K = vectors.shape[0]
     plan = [(k, i, j) for i in range(len(layers)) for k in range(K) for j in range(len(alphas))]
-    max_rows = max_rows or default_max_rows(target.resid_pre.device, K * len(alphas))
+    max_rows = max_rows or default_max_rows(model, target, K * len(alphas), positions)
     out = np.full((K, len(layers), len(alphas)), np.nan)
     vectors = vectors.to(device=target.resid_pre.device, dtype=target.resid_pre.dtype)
     for lo in range(0, len(plan), max_rows):

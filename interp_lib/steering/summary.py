@@ -5,7 +5,8 @@ variants with 95% bootstrap intervals.
 
 layer ranking: per layer, at the largest positive alpha, the mean delta change over every
 standard-labelling prompt steered (swapped-label scenarios are kept apart, as everywhere),
-next to the random control of the same norm and the noise floor. `toward_expected` =
+next to the random control of the same norm and the noise floor; relative_norm = |v_l| /
+the mean |activation| there (how hard alpha = 1 pushes at that layer). `toward_expected` =
 effect x expected_sign (> 0: the change the direction was built to make). Layers whose
 effect is within NOISE_MULTIPLE noise floors, or no larger than the control's, are labelled
 and left unranked; the rest are ranked by toward_expected (rank 1 = the best layer).
@@ -22,7 +23,8 @@ from ..stats import grouped_mean_ci
 MAIN = "mean difference"
 SUMMARY_KEYS = ["steering", "target", "scenario", "labelling", "in_sample", "site", "positions", "direction",
                 "layer", "alpha"]
-LAYER_COLUMNS = ["steering", "target", "site", "positions", "prompts", "layer", "alpha", "n", "effect", "ci_low",
+LAYER_COLUMNS = ["steering", "target", "site", "positions", "prompts", "layer", "alpha", "relative_norm", "n",
+                 "effect", "ci_low",
                  "ci_high", "p_defect_change", "p_ci_low", "p_ci_high", "flip_share", "expected_sign",
                  "toward_expected", "control_effect", "noise_floor", "status", "rank"]
 
@@ -60,8 +62,9 @@ def layer_ranking(results: pd.DataFrame, alpha: float | None = None) -> pd.DataF
     effect = grouped_mean_ci(main, keys, "delta_change").rename(columns={"mean": "effect"})
     p = grouped_mean_ci(main, keys, "p_defect_change").rename(
         columns={"mean": "p_defect_change", "ci_low": "p_ci_low", "ci_high": "p_ci_high"}).drop(columns="n")
-    extra = main.groupby(keys, sort=False).agg(flip_share=("flipped", "mean"),
-                                               expected_sign=("expected_sign", "first")).reset_index()
+    main = main.assign(relative_norm=main["direction_norm"] / main["activation_norm"])
+    extra = main.groupby(keys, sort=False).agg(flip_share=("flipped", "mean"), expected_sign=("expected_sign", "first"),
+                                               relative_norm=("relative_norm", "mean")).reset_index()
     floor = rows.groupby(keys, sort=False)["noise_floor"].max().rename("noise_floor").reset_index()
     controls = at[at["direction"] != MAIN]
     if len(controls):

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from interp_lib.jobs import build_cache_file
+from interp_lib.jobs.caching import build_cache_file
 from interp_lib.io import job_logging, set_torch_threads
 
 with job_logging(snakemake.log[0]):

@@ -4,7 +4,7 @@ scenario's run, per component and per residual-stream layer x position."""
 import os
 
 from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic
-from interp_lib.jobs import counterfactual_patch
+from interp_lib.jobs.counterfactual import counterfactual_patch
 
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)

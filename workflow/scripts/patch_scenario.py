@@ -5,7 +5,7 @@ import os
 import pandas as pd
 
 from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic
-from interp_lib.jobs import patch_scenario
+from interp_lib.jobs.patching import patch_scenario
 from interp_lib.patching import CIRCUIT_COLUMNS
 
 with job_logging(snakemake.log[0]):
