@@ -96,3 +96,24 @@ def test_one_all_position_job_patches_every_position(smollm2_run):
     )
     assert (res["positions"] == "all").all() and res["component"].nunique() == N_COMPONENTS
     assert res["delta_change"].abs().max() > 3 * res["noise_floor"].max()
+
+
+def test_steering_and_probes_on_smollm2(smollm2_run):
+    """config.smollm2.yaml's steering (decision position): alpha = 0 reproduces the cached
+    delta; at the best layer the PT3_COREDe - PT2_COREDe direction flips PT2_COREDe to
+    Cooperate on every prompt. The decision probe has one class for every model but
+    PT4_COREDe, whose last layer reads it."""
+    results = smollm2_run / "results_smollm2"
+    name = "PT3De_minus_PT2_on_PT2"
+    table = pd.concat([pd.read_csv(results / f"steering/per/{name}/{s}.csv") for s in SCENARIOS])
+    zero = table[table["alpha"] == 0.0]
+    assert (zero["delta"] - zero["baseline_delta"]).abs().max() < 1e-3  # float32; measured ~2e-5
+    layers = pd.read_csv(results / f"steering/steering_layers_{name}.csv")
+    best = layers[layers["rank"] == 1].iloc[0]
+    at = table[(table["layer"] == best["layer"]) & (table["alpha"] == best["alpha"])
+               & (table["direction"] == "mean difference")]
+    assert len(at) == 15 and at["flipped"].all() and (at["p_defect"] < 0.5).all()
+    probes = pd.read_csv(results / "probes/probe_accuracy.csv")
+    last = probes[(probes["layer"] == 29) & (probes["target"] == "decision")].set_index("model")
+    assert last.loc["PT4_COREDe", "accuracy"] >= 0.9
+    assert (last.drop(index="PT4_COREDe")["cv"] == "one class").all()

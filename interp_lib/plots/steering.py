@@ -16,6 +16,11 @@ from ..steering.summary import MAIN
 from . import diverging_heatmap, save_figure, zero_line
 
 CONTROL_COLOR = "#7f7f7f"
+MAX_TICKS = 16  # layer labels (and heatmap annotations) beyond this many layers are thinned
+
+
+def _tick_step(n: int) -> int:
+    return max(1, -(-n // MAX_TICKS))
 
 
 def layer_alpha_matrix(summary: pd.DataFrame) -> tuple[np.ndarray, list, list]:
@@ -39,9 +44,10 @@ def plot_steering(summary: pd.DataFrame, layers: pd.DataFrame, path, title: str 
     name = str(summary["steering"].iloc[0])
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1.1, 1, 1.2]})
     matrix, layer_ids, alphas = layer_alpha_matrix(summary)
-    image, _ = diverging_heatmap(axes[0], matrix, fmt=lambda v: f"{v:+.1f}")
+    image, _ = diverging_heatmap(axes[0], matrix, fmt=lambda v: f"{v:+.1f}", annotate=len(layer_ids) <= MAX_TICKS)
     axes[0].set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    axes[0].set_yticks(range(len(layer_ids)), [f"L{int(layer)}" for layer in layer_ids])
+    shown = range(0, len(layer_ids), _tick_step(len(layer_ids)))
+    axes[0].set_yticks(list(shown), [f"L{int(layer_ids[i])}" for i in shown])
     axes[0].set_xlabel("alpha")
     axes[0].set_ylabel("steered layer")
     axes[0].set_title("mean delta change (standard labelling)", fontsize=10)
@@ -78,7 +84,8 @@ def _ranking_panel(ax, layers: pd.DataFrame) -> None:
     for _, row in best.iterrows():
         ax.annotate("best", (row["layer"], row["effect"]), textcoords="offset points",
                     xytext=(0, 6 if row["effect"] >= 0 else -12), ha="center", fontsize=8)
-    ax.set_xticks(x, [f"L{layer}" for layer in x])
+    shown = x[::_tick_step(len(x))]
+    ax.set_xticks(shown, [f"L{layer}" for layer in shown])
     ax.set_xlabel("steered layer")
     ax.set_ylabel("delta change (95% CI)")
     alpha = float(order["alpha"].iloc[0])
