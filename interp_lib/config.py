@@ -283,6 +283,11 @@ def _check_steering(config: dict) -> None:
             if direction[role] not in models:
                 raise ConfigError(f"{where}.direction.{role}: unknown model {direction[role]!r} "
                                   f"(known models: {', '.join(models)})")
+        if name.startswith("layers_"):  # steering_layers_{X}.csv is experiment X's ranking
+            raise ConfigError(f"{where}: a steering experiment's name may not start with 'layers_'")
+        if direction["from"] == "decisions" and not direction.get("scenarios"):
+            raise ConfigError(f"{where}.direction.scenarios: required for a direction from decisions (one scenario's "
+                              "prompts are often all answered one way)")
         if direction["from"] == "models" and direction["source"] == direction["reference"]:
             raise ConfigError(f"{where}.direction: source and reference are the same model {direction['source']!r}")
         exp.setdefault("target", direction["reference" if direction["from"] == "models" else "model"])

@@ -173,7 +173,8 @@ def steering_section(doc, inputs, measures: dict, n_rows: int) -> None:
         first = table.iloc[0]
         best = table[table["rank"] == 1]
         verdict = (f"best layer L{int(best.iloc[0]['layer'])}" if len(best)
-                   else "no layer ranked (every effect below noise or within the control)")
+                   else "no layer ranked (every effect below noise, within the control or against the "
+                        "expected sign)")
         doc.p(f"{name}: {first['target']} steered at {first['site']} ({first['positions']} positions), alpha = "
               f"{first['alpha']:g}, over the {first['prompts']} prompts: mean delta change with its 95% bootstrap "
               "interval, mean change of P(Defect), share of decisions flipped, and a random direction of the same "
@@ -191,8 +192,8 @@ def steering_section(doc, inputs, measures: dict, n_rows: int) -> None:
         return
     doc.p("Layers ranked (1 = largest) by each measure: DLA change (the layer's heads and MLP, summed mean "
           "|difference| above), merged-weight change (the whole layer, mean over the moral models) and each "
-          "steering experiment's effect towards its expected sign (unranked where below noise or within the "
-          "control).")
+          "steering experiment's effect towards its expected sign (unranked where below noise, within the "
+          "control or against the expected sign).")
     frame = pd.DataFrame(measures)
     out = pd.DataFrame({"layer": frame.index.astype(int)})
     for col in frame.columns:

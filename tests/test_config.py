@@ -208,9 +208,11 @@ def test_steering_experiments_are_checked_and_filled():
     assert "steering.s1.direction: source and reference are the same model 'PT2_COREDe'" in check(
         add({"from": "models", "source": "PT2_COREDe", "reference": "PT2_COREDe"}))
     assert "steering.s1.direction.source: not used by a direction from decisions (give model)" in check(
-        add({"from": "decisions", "model": "PT4_COREDe", "source": "PT2_COREDe"}))
+        add({"from": "decisions", "model": "PT4_COREDe", "source": "PT2_COREDe", "scenarios": ["CC_continue"]}))
     assert "steering.s1.direction.scenarios: unknown scenario 'XX'" in check(
         add({"from": "decisions", "model": "PT4_COREDe", "scenarios": ["XX"]}))
+    assert "steering.s1.direction.scenarios: required for a direction from decisions" in check(
+        add({"from": "decisions", "model": "PT4_COREDe"}))
     assert "steering.s1.target: unknown model 'PT9'" in check(add(target="PT9"))
     assert "steering.s1.scenarios: unknown scenario 'XX'" in check(add(scenarios=["XX"]))
     assert "steering.s1.site: 'attn' is not one of ['resid_pre', 'mlp_out']" in check(add(site="attn"))

@@ -138,7 +138,7 @@ def test_random_controls_have_the_direction_norm_per_layer():
 def _results(effects: dict, control: dict, floor: float = 1e-3, n: int = 4, labelling: str = "standard"):
     """A steering results table by hand: per layer, n prompts whose delta changes by
     effects[layer] (+- 0.1) at alpha 2 (half that at alpha 1), the control by control[layer]."""
-    from interp_lib.steering.summary import MAIN
+    from interp_lib.steering.directions import MAIN
     rows = []
     for layer, effect in effects.items():
         for direction, value in ((MAIN, effect), ("random 1", control[layer])):
@@ -166,8 +166,9 @@ def test_layer_ranking_labels_noise_and_control_and_ranks_the_rest():
     assert by.loc[0, "status"] == "below noise"  # |0.002| <= 3 x 1e-3
     assert by.loc[2, "status"] == "within control"  # |-1.0| <= |1.5|
     # ranked by effect x expected sign (-1): layer 1 lowers delta most; layer 3 raises it
-    assert list(table.loc[table["status"] == "ranked", "layer"]) == [1, 4, 3]
-    assert list(table["rank"].dropna()) == [1, 2, 3]
+    assert list(table.loc[table["status"] == "ranked", "layer"]) == [1, 4]
+    assert by.loc[3, "status"] == "against expected" and pd.isna(by.loc[3, "rank"])
+    assert list(table["rank"].dropna()) == [1, 2]
     assert best_layer(table) == 1
     assert by.loc[1, "ci_low"] < -6.0 < by.loc[1, "ci_high"]
     assert by.loc[1, "control_effect"] == pytest.approx(-0.5)
@@ -175,3 +176,7 @@ def test_layer_ranking_labels_noise_and_control_and_ranks_the_rest():
     # the swapped labelling is kept out of a ranking that has standard prompts
     both = pd.concat([results, _results({1: 9.0}, {1: 0.0}, labelling="swapped")])
     assert layer_ranking(both).set_index("layer").loc[1, "effect"] == pytest.approx(-6.0)
+    # at a negative alpha the expected change flips sign: the same layers rank first
+    negative = results.assign(alpha=-results["alpha"], delta_change=-results["delta_change"])
+    at_minus = layer_ranking(negative, alpha=-2.0)
+    assert list(at_minus.loc[at_minus["status"] == "ranked", "layer"]) == [1, 4]

@@ -127,7 +127,7 @@ def test_bad_steering_input_is_named(workflow_dir):
                                          r"layers, 0-3\)$"):
         steer_scenario("bad", spec, *args)
     spec = {**spec, "layers": "all", "direction": {"from": "decisions", "model": "PT2_COREDe"}}
-    with pytest.raises(DirectionError, match="^PT2_COREDe answers Defect on all 15 prompts of CC_continue, "
-                                             "CC_temptation, CD_punished, DC_exploited, DD_trapped; a decision "
-                                             "direction needs prompts answered each way"):
+    with pytest.raises(DirectionError, match="^steering.bad.direction: PT2_COREDe answers Defect on all 15 "
+                                             "prompts of CC_continue, CC_temptation, CD_punished, DC_exploited, "
+                                             "DD_trapped; a decision direction needs prompts answered each way"):
         steer_scenario("bad", spec, *args)

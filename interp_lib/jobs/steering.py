@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 
 from ..noise import below_noise
-from ..steering.directions import Direction, decision_difference, model_difference, random_controls, \
-    read_site_activations
-from ..steering.summary import MAIN
+from ..steering.directions import MAIN, Direction, DirectionError, decision_difference, model_difference, \
+    random_controls, read_site_activations
 
 COLUMNS = ["steering", "target", "scenario", "labelling", "variant", "site", "positions", "direction", "layer",
            "alpha", "direction_norm", "activation_norm", "expected_sign", "baseline_delta", "delta", "delta_change",
@@ -49,7 +48,10 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     from ..steering.steer import steered_deltas
 
     site, positions, target_name = spec["site"], spec["positions"], spec["target"]
-    direction = build_direction(spec["direction"], site, direction_caches)
+    try:
+        direction = build_direction(spec["direction"], site, direction_caches)
+    except DirectionError as exc:
+        raise DirectionError(f"steering.{name}.direction: {exc}") from None
     device = resolve_device(device)
     mode = get_precision(precision)
     hooked = HookedModel(load_base_model(model_dir, mode.weights_name, device, target_name), name=target_name,
@@ -60,8 +62,10 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     if bad:
         raise ValueError(f"steering.{name}.layers: layer {bad[0]} does not exist "
                          f"({target_name} has {L} layers, 0-{L - 1})")
-    if direction.vectors.shape[0] != L:
-        raise ValueError(f"steering.{name}: the direction has {direction.vectors.shape[0]} layers, {target_name} {L}")
+    if direction.vectors.shape != (L, hooked.cfg.d_model):
+        raise ValueError(f"steering.{name}.target: {target_name} has {L} layers of width {hooked.cfg.d_model}, the "
+                         f"direction {direction.vectors.shape[0]} of width {direction.vectors.shape[1]}; steer a "
+                         "model of the direction's architecture")
     alphas = sorted({0.0, *(float(a) for a in spec["alphas"])})
     n_controls = int(spec.get("controls", 0))
     vectors = np.concatenate([direction.vectors[None], random_controls(direction, n_controls, seed)])

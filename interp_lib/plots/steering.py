@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..noise import noise_band
-from ..steering.summary import MAIN
+from ..steering.directions import MAIN
 from . import diverging_heatmap, save_figure, zero_line
 
 CONTROL_COLOR = "#7f7f7f"
@@ -97,7 +97,7 @@ def _ranking_panel(ax, layers: pd.DataFrame) -> None:
 def _curves_panel(ax, summary: pd.DataFrame, layers: pd.DataFrame) -> None:
     ranked = layers[layers["rank"] == 1]
     if ranked.empty:
-        ax.text(0.5, 0.5, "no layer ranked:\nevery effect is below noise\nor within the control",
+        ax.text(0.5, 0.5, "no layer ranked:\nevery effect is below noise,\nwithin the control\nor against the expected sign",
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return

@@ -23,6 +23,7 @@ import numpy as np
 
 SITES = {"resid_pre": "hook_resid_pre", "mlp_out": "hook_mlp_out"}
 KINDS = ("models", "decisions")
+MAIN = "mean difference"  # the `direction` label of rows steered by the direction (not a control)
 
 
 class DirectionError(ValueError):

@@ -32,11 +32,14 @@ def default_max_rows(model, target: PromptActivations, n_per_layer: int, positio
     if device.type != "cuda":
         return n_per_layer
     free, _ = torch.cuda.mem_get_info(device)
-    T = 1 if positions == "decision" else target.resid_pre.shape[1]
+    T_all = target.resid_pre.shape[1]
+    T = 1 if positions == "decision" else T_all
     cfg, d_mlp = model.cfg, model.model.config.intermediate_size
     # per row and position, float32 upper bound: a dozen d_model-wide tensors (residual,
     # norms, q/k/v/o), three MLP-wide ones (gate, up, product), a row of attention scores
-    per_row = 4 * T * (12 * cfg.d_model + 3 * d_mlp + cfg.n_heads * target.resid_pre.shape[1])
+    per_row = 4 * T * (12 * cfg.d_model + 3 * d_mlp + cfg.n_heads * T_all)
+    if positions == "decision":  # each row's copy of the cached keys and values it attends to
+        per_row += 4 * 2 * cfg.n_kv_heads * cfg.d_head * T_all
     return max(n_per_layer, int(0.5 * free // per_row))
 
 

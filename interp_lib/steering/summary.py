@@ -7,9 +7,10 @@ layer ranking: per layer, at the largest positive alpha, the mean delta change o
 standard-labelling prompt steered (swapped-label scenarios are kept apart, as everywhere),
 next to the random control of the same norm and the noise floor; relative_norm = |v_l| /
 the mean |activation| there (how hard alpha = 1 pushes at that layer). `toward_expected` =
-effect x expected_sign (> 0: the change the direction was built to make). Layers whose
-effect is within NOISE_MULTIPLE noise floors, or no larger than the control's, are labelled
-and left unranked; the rest are ranked by toward_expected (rank 1 = the best layer).
+effect x expected_sign x sign(alpha) (> 0: the change the direction was built to make).
+Layers whose effect is within NOISE_MULTIPLE noise floors ("below noise"), no larger than
+the control's ("within control") or against the expected sign ("against expected") are
+labelled and left unranked; the rest are ranked by toward_expected (rank 1 = the best layer).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import pandas as pd
 
 from ..noise import below_noise
 from ..stats import grouped_mean_ci
-
-MAIN = "mean difference"
+from .directions import MAIN
 SUMMARY_KEYS = ["steering", "target", "scenario", "labelling", "in_sample", "site", "positions", "direction",
                 "layer", "alpha"]
 LAYER_COLUMNS = ["steering", "target", "site", "positions", "prompts", "layer", "alpha", "relative_norm", "n",
@@ -76,8 +76,9 @@ def layer_ranking(results: pd.DataFrame, alpha: float | None = None) -> pd.DataF
         control = extra[keys].assign(control_effect=np.nan)
     out = effect.merge(p, on=keys).merge(extra, on=keys).merge(floor, on=keys).merge(control, on=keys, how="left")
     out["prompts"], out["alpha"] = prompts, alpha
-    out["toward_expected"] = out["effect"] * out["expected_sign"]
-    out["status"] = [_status(e, f, c) for e, f, c in zip(out["effect"], out["noise_floor"], out["control_effect"])]
+    out["toward_expected"] = out["effect"] * out["expected_sign"] * np.sign(alpha)
+    out["status"] = [_status(e, t, f, c) for e, t, f, c in
+                     zip(out["effect"], out["toward_expected"], out["noise_floor"], out["control_effect"])]
     ok = out["status"] == "ranked"
     out["rank"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
     out.loc[ok, "rank"] = out.loc[ok, "toward_expected"].rank(ascending=False, method="min").astype(int)
@@ -85,11 +86,13 @@ def layer_ranking(results: pd.DataFrame, alpha: float | None = None) -> pd.DataF
     return out[LAYER_COLUMNS].reset_index(drop=True)
 
 
-def _status(effect: float, floor: float, control: float) -> str:
+def _status(effect: float, toward: float, floor: float, control: float) -> str:
     if below_noise(effect, floor):
         return "below noise"
     if np.isfinite(control) and abs(effect) <= abs(control):
         return "within control"
+    if toward <= 0:
+        return "against expected"
     return "ranked"
 
 

@@ -35,6 +35,7 @@ rule probe_model:
         model=lambda wc: wc.model,
         scenarios=SCENARIOS,
         scenario_meta=PROBE_SCENARIO_META,
+        seed=config["seed"],
         code=code_version("probe_model"),
     script:
         "../scripts/probe_model.py"

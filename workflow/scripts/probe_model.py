@@ -11,4 +11,4 @@ with job_logging(snakemake.log[0]):
     p = snakemake.params
     fingerprint = read_fingerprint(Path(snakemake.input.fingerprint).parent)["fingerprint"]
     data = probe_features(dict(zip(p.scenarios, snakemake.input.caches)), fingerprint=fingerprint)
-    write_csv_atomic(probe_accuracy(data, p.scenario_meta, p.model), snakemake.output[0])
+    write_csv_atomic(probe_accuracy(data, p.scenario_meta, p.model, seed=p.seed), snakemake.output[0])
