@@ -32,10 +32,11 @@ predicts that scenario's label systematically wrong (in simulations ~0.3 at a ch
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .decision_activations import DecisionActivations, read_decision_activations
 
 logger = logging.getLogger("interp_lib")
 
@@ -55,40 +56,14 @@ C_REG = 1.0
 MAX_ITER = 10_000
 
 
-@dataclass
-class ProbeData:
-    """One model's probe features and per-prompt labels (n prompts, L layers, d d_model)."""
-
-    X: np.ndarray  # [n, L, d] float32, resid_post at the decision position
-    scenario: np.ndarray  # [n] str
-    variant: np.ndarray  # [n] int
-    labelling: np.ndarray  # [n] str, "standard" or "swapped"
-    delta: np.ndarray  # [n] float, post-softcap logit(D) - logit(C): > 0 = chooses Defect
+# One model's probe features: acts [n, L, d] = resid_post at the decision position.
+ProbeData = DecisionActivations
 
 
 def probe_features(cache_paths: dict[str, str], fingerprint: str | None = None) -> ProbeData:
-    """Reads resid_post[:, decision_position, :] and delta of every variant; `cache_paths`
-    maps scenario -> one model's cache file (checked against `fingerprint` if given)."""
-    from .cache import CacheFile
-
-    X, scenario, variant, labelling, delta = [], [], [], [], []
-    for name, path in cache_paths.items():
-        with CacheFile(path, fingerprint=fingerprint) as cache:
-            for v in cache.variants:
-                group = cache.group(v)
-                pos = int(group.attrs["decision_position"])
-                X.append(np.asarray(group[SITE][:, pos, :], dtype=np.float32))  # reads [L, d] only
-                scenario.append(name)
-                variant.append(v)
-                labelling.append(cache.labelling(v))
-                delta.append(float(group.attrs["delta"]))
-    if not X:
-        raise ValueError("probe_features: no cache files given")
-    shapes = {x.shape for x in X}
-    if len(shapes) > 1:
-        raise ValueError(f"probe_features: caches of one model disagree on [layers, d_model]: {sorted(shapes)}")
-    return ProbeData(np.stack(X), np.array(scenario, dtype=object), np.array(variant),
-                     np.array(labelling, dtype=object), np.array(delta, dtype=float))
+    """resid_post[:, decision_position, :] and delta of every variant; `cache_paths` maps
+    scenario -> one model's cache file (checked against `fingerprint` if given)."""
+    return read_decision_activations(cache_paths, SITE, fingerprint)
 
 
 def _meta(scenario_meta: dict, name: str) -> dict:
@@ -195,10 +170,10 @@ def probe_accuracy(data: ProbeData, scenario_meta: dict, model_name: str, seed: 
     Wilson interval over prompts, and the chance level (majority-class share). Without a
     probe (one class, or a single minority prompt) accuracy and interval are NaN."""
     groups = prompt_groups(data, scenario_meta)
-    L = data.X.shape[1]
+    L = data.acts.shape[1]
     rows = []
     for target, (index, y) in probe_targets(data, scenario_meta).items():
-        n, X = len(index), data.X[index]
+        n, X = len(index), data.acts[index]
         scheme, splits = cv_splits(y, groups[index], seed, data.variant[index])
         n_pos = int(y.sum())
         chance = max(n_pos, n - n_pos) / n

@@ -168,7 +168,7 @@ def test_features_are_the_cached_resid_post_at_the_decision_position(tmp_path):
     write_tiny_cache(paths["A"], hooked, "A", "standard", [20, 23, 17], seed=0)
     write_tiny_cache(paths["A_swapped"], hooked, "A_swapped", "swapped", [21, 18], seed=1)
     data = probe_features({k: str(p) for k, p in paths.items()}, fingerprint="fp")
-    assert data.X.shape == (5, 4, 64) and data.X.dtype == np.float32
+    assert data.acts.shape == (5, 4, 64) and data.acts.dtype == np.float32
     assert data.scenario.tolist() == ["A"] * 3 + ["A_swapped"] * 2
     assert data.variant.tolist() == [1, 2, 3, 1, 2]
     assert data.labelling.tolist() == ["standard"] * 3 + ["swapped"] * 2
@@ -179,7 +179,7 @@ def test_features_are_the_cached_resid_post_at_the_decision_position(tmp_path):
                 g = f[str(v)]
                 pos = int(g.attrs["decision_position"])
                 assert pos == g["input_ids"].shape[0] - 1
-                assert np.array_equal(data.X[i], g["resid_post"][()][:, pos, :])
+                assert np.array_equal(data.acts[i], g["resid_post"][()][:, pos, :])
                 assert data.delta[i] == g.attrs["delta"]
                 i += 1
     targets = probe_targets(data, meta_of(["A", "A_swapped"], opponent_last="D"))

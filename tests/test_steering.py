@@ -9,7 +9,8 @@ import torch
 
 from interp_lib.hooked import HookedModel
 from interp_lib.patching import PromptActivations
-from interp_lib.steering import (DirectionError, SiteActivations, decision_difference, model_difference,
+from interp_lib.decision_activations import DecisionActivations
+from interp_lib.steering import (DirectionError, decision_difference, model_difference,
                                  random_controls, steered_deltas)
 from test_hooked import tiny_gemma2
 
@@ -96,8 +97,9 @@ def test_bad_site_and_positions_are_named(case):
 def _site(seed, n, shift=0.0, delta=None):
     rng = np.random.default_rng(seed)
     acts = rng.standard_normal((n, 3, 5)) + shift
-    return SiteActivations(acts, np.asarray(delta if delta is not None else rng.standard_normal(n)),
-                           ["S"] * n, list(range(1, n + 1)))
+    delta = np.asarray(delta if delta is not None else rng.standard_normal(n))
+    return DecisionActivations(acts, np.array(["S"] * n, dtype=object), np.arange(1, n + 1),
+                               np.array(["standard"] * n, dtype=object), delta)
 
 
 def test_model_difference_is_the_difference_of_means():

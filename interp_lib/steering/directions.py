@@ -16,10 +16,12 @@ one group of prompts onto the other's:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from ..decision_activations import DecisionActivations
 
 SITES = {"resid_pre": "hook_resid_pre", "mlp_out": "hook_mlp_out"}
 KINDS = ("models", "decisions")
@@ -30,37 +32,13 @@ class DirectionError(ValueError):
     """A direction that cannot be built from the given prompts (one line, naming them)."""
 
 
-@dataclass
-class SiteActivations:
-    """One model's activations at a site on a set of prompts: acts [n, L, d] float64 at each
-    prompt's decision position, delta [n] (post-softcap, positive = Defect), and where
-    each prompt came from."""
-
-    acts: np.ndarray
-    delta: np.ndarray
-    scenario: list = field(default_factory=list)
-    variant: list = field(default_factory=list)
-
-
-def read_site_activations(cache_paths: Sequence[str], site: str) -> SiteActivations:
+def read_site_activations(cache_paths: Sequence[str], site: str) -> DecisionActivations:
     """Every variant of every cache file (one model): `site` at the decision position."""
-    from ..cache import CacheFile
+    from ..decision_activations import read_decision_activations
 
     if site not in SITES:
         raise ValueError(f"steering site must be one of {', '.join(SITES)}, got {site!r}")
-    acts, deltas, scenarios, variants = [], [], [], []
-    for path in cache_paths:
-        with CacheFile(path) as cache:
-            for v in cache.variants:
-                group = cache.group(v)
-                pos = int(group.attrs["decision_position"])
-                acts.append(np.asarray(group[site][:, pos, :], dtype=np.float64))
-                deltas.append(float(group.attrs["delta"]))
-                scenarios.append(str(cache.attrs["scenario"]))
-                variants.append(v)
-    if not acts:
-        raise DirectionError(f"no prompts in {', '.join(map(str, cache_paths)) or 'no cache files'}")
-    return SiteActivations(np.stack(acts), np.asarray(deltas), scenarios, variants)
+    return read_decision_activations(list(cache_paths), site)
 
 
 @dataclass
@@ -82,22 +60,23 @@ class Direction:
 
 
 def _mean_norm(*groups: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.concatenate(groups), axis=-1).mean(0)
+    return np.linalg.norm(np.concatenate(groups).astype(np.float64), axis=-1).mean(0)
 
 
-def model_difference(source: SiteActivations, reference: SiteActivations, source_name: str = "source",
+def model_difference(source: DecisionActivations, reference: DecisionActivations, source_name: str = "source",
                      reference_name: str = "reference") -> Direction:
     """mean(source) - mean(reference) per layer."""
     if source.acts.shape[1:] != reference.acts.shape[1:]:
         raise DirectionError(f"{source_name} and {reference_name} have activations of different shapes "
                              f"{source.acts.shape[1:]} and {reference.acts.shape[1:]}; they must share an architecture")
     gap = float(source.delta.mean() - reference.delta.mean())
-    return Direction(source.acts.mean(0) - reference.acts.mean(0), 1 if gap >= 0 else -1,
+    return Direction(source.acts.mean(0, dtype=np.float64) - reference.acts.mean(0, dtype=np.float64),
+                     1 if gap >= 0 else -1,
                      _mean_norm(source.acts, reference.acts), len(source.delta), len(reference.delta),
                      f"mean({source_name}) - mean({reference_name})")
 
 
-def decision_difference(model: SiteActivations, model_name: str = "model") -> Direction:
+def decision_difference(model: DecisionActivations, model_name: str = "model") -> Direction:
     """mean over the prompts answered Defect minus mean over those answered Cooperate."""
     defect = model.delta > 0
     if defect.all() or not defect.any():
@@ -106,7 +85,8 @@ def decision_difference(model: SiteActivations, model_name: str = "model") -> Di
                              f"{', '.join(dict.fromkeys(model.scenario))}; a decision direction needs prompts "
                              "answered each way (add scenarios to direction.scenarios)")
     acts = model.acts
-    return Direction(acts[defect].mean(0) - acts[~defect].mean(0), 1, _mean_norm(acts), int(defect.sum()),
+    return Direction(acts[defect].mean(0, dtype=np.float64) - acts[~defect].mean(0, dtype=np.float64), 1,
+                     _mean_norm(acts), int(defect.sum()),
                      int((~defect).sum()), f"mean({model_name} | Defect) - mean({model_name} | Cooperate)")
 
 
