@@ -6,10 +6,12 @@ forward pass with one hook per component), measured in one run on one machine.
 Models: the embedded family's PT2_COREDe -> PT3_COREDe (merged weights from
 `{results}/models/`, built by the workflow), and a random-weight Gemma-2 with
 Gemma-2-2b's widths and 8 layers (source = target with perturbed linear layers). Prints
-one table: time per prompt (all components) for each method, their ratio, the
-FLOP-bound ratio (all positions: 2n/(n+1) for n layers, every layer from the patched one
-recomputed in full; and 2n/(n-1), the same with the last block computed at the decision
-position only, as ours does), the max |delta difference|, and peak memory.
+the machine and one table (benchmarks/common.py): time per prompt (all components) for
+each method, their ratio, ours' share of the matmul peak measured in the same run (FLOPs
+counted from the widths: each patch a forward pass from its layer to the end), the max
+|delta difference|, the FLOP-bound ratio (all positions: 2n/(n+1) for n layers, every
+layer from the patched one recomputed in full; and 2n/(n-1), the same with the last block
+computed at the decision position only, as ours does), and peak memory.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Widths, machine_line, patching_flops, peak_matmul_flops, print_table, sync  # noqa: E402
 
 from interp_lib.hooked import HookedModel  # noqa: E402
 from interp_lib.patching import PatchRunner, PromptActivations, all_components  # noqa: E402
@@ -40,11 +45,6 @@ def gpu_peak_mb(device) -> float | None:
     return None
 
 
-def sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 def best_of(fn, repeats: int, device, budget_s: float = 10.0):
     """(result, the shortest of up to `repeats` timed calls in seconds); stops repeating
     once `budget_s` is spent (slow cases are stable enough with fewer)."""
@@ -58,8 +58,12 @@ def best_of(fn, repeats: int, device, budget_s: float = 10.0):
     return result, min(times)
 
 
-def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive_subset=None, repeats=3):
+def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive_subset=None, repeats=3,
+                peak_flops=None):
+    """Table rows (all positions, decision position) for one model; `peak_flops`: the
+    device's measured matmul peak in the model's dtype (FLOP/s), for "share of peak"."""
     rows = []
+    widths, T = Widths.of(target), ids.shape[-1]
     comps = all_components(target.n_layers, target.n_heads)
     naive_comps = comps if naive_subset is None else naive_subset(comps)
     device = target.device
@@ -91,9 +95,12 @@ def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive
         bound = 2 * n / (n + 1) if positions == "all" else float("nan")
         pruned_bound = 2 * n / (n - 1) if positions == "all" and n > 1 else float("nan")
         ratio = t_naive / t_fast
+        flops = patching_flops(widths, T, positions)
         rows.append({
-            "model": label, "positions": positions, "components": len(comps),
+            "case": f"{label}, {positions}", "model": label, "positions": positions, "components": len(comps),
             "naive_checked": len(naive_comps), "t_naive_s": t_naive, "t_ours_s": t_fast, "ratio": ratio,
+            "ours_tflop_s": flops / t_fast / 1e12,
+            "share_of_peak": flops / t_fast / peak_flops if peak_flops else float("nan"),
             "flop_bound": bound, "of_bound": ratio / bound if positions == "all" else float("nan"),
             "bound_pruned_last": pruned_bound,
             "max_abs_diff": diff, "peak_mem_mb": max(mem_fast, mem_naive),
@@ -135,21 +142,26 @@ def wide_case(device, n_layers=8, seq_len=160, dtype=torch.float32):
     return HookedModel(target_hf), HookedModel(source_hf), {"C": 235274, "D": 235284}, ids
 
 
-def run_case(label, target, source, tokens, ids, naive_subset=None, repeats=3):
+def run_case(label, target, source, tokens, ids, naive_subset=None, repeats=3, peak_flops=None):
     src = PromptActivations.from_run(source, ids, tokens)
     tgt = PromptActivations.from_run(target, ids, tokens)
-    W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)])
-    return bench_model(label, target, src, tgt, W_O, tokens, ids, naive_subset, repeats)
+    W_O = torch.stack([source.W_O(layer) for layer in range(source.n_layers)])
+    return bench_model(label, target, src, tgt, W_O, tokens, ids, naive_subset, repeats, peak_flops)
 
 
-def print_table(rows, flush=False):
-    cols = ["model", "positions", "components", "naive_checked", "t_naive_s", "t_ours_s", "ratio", "flop_bound",
-            "of_bound", "bound_pruned_last", "max_abs_diff", "peak_mem_mb"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        cells = [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-        print("| " + " | ".join(cells) + " |", flush=flush)
+# (table header, row key): the shared columns first (benchmarks/common.py), then this benchmark's
+COLUMNS = [("case", "case"), ("ours s", "t_ours_s"), ("naive s", "t_naive_s"), ("ratio", "ratio"),
+           ("share of peak", "share_of_peak"), ("max abs diff", "max_abs_diff"), ("components", "components"),
+           ("naive checked", "naive_checked"), ("ours TFLOP/s", "ours_tflop_s"), ("FLOP bound 2n/(n+1)", "flop_bound"),
+           ("of bound", "of_bound"), ("bound, pruned last block 2n/(n-1)", "bound_pruned_last"),
+           ("peak memory MB", "peak_mem_mb")]
+
+
+def print_rows(rows) -> str:
+    """The one table of a run (times per prompt, all components)."""
+    table = [{header: r[key] for header, key in COLUMNS} for r in rows]
+    return print_table([header for header, _ in COLUMNS], table,
+                       {"share of peak": ".2%", "of bound": ".0%", "max abs diff": ".2g"})
 
 
 def main(argv=None):
@@ -165,15 +177,23 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
+    print(machine_line(args.device))
+    peak = peak_matmul_flops(args.device, torch.float32)  # every case here runs in float32
+    print(f"measured float32 matmul peak: {peak / 1e12:.3g} TFLOP/s", flush=True)
     rows = []
     if not args.skip_embedded:
-        rows += run_case("embedded PT2->PT3De", *embedded_case(args.results, args.device), repeats=args.repeats)
-        print_table(rows, flush=True)
+        rows += run_case("embedded PT2->PT3De", *embedded_case(args.results, args.device), repeats=args.repeats,
+                         peak_flops=peak)
+        for r in rows:
+            print(f"  {r['case']}: ours {r['t_ours_s']:.3g} s, naive {r['t_naive_s']:.3g} s", flush=True)
     if not args.skip_wide:
         subset = (lambda comps: [c for c in comps if c.head in (0, None)]) if args.quick else None
-        rows += run_case("2b-width, 8 layers", *wide_case(args.device), naive_subset=subset, repeats=args.repeats)
-    print_table(rows)
+        rows += run_case("2b-width, 8 layers", *wide_case(args.device), naive_subset=subset, repeats=args.repeats,
+                         peak_flops=peak)
+    print_rows(rows)
+    print("seconds per prompt, all components; ratio: naive s / ours s; share of peak: ours' counted matmul FLOPs "
+          "per second over the measured float32 peak; naive checked: components the naive loop ran (its time "
+          "scaled to all)")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Steering speed on a random-weight Gemma-2-2b-shaped model: one prompt, every layer x alpha
+"""Steering speed on a random-weight Gemma-2-shaped model (2b unless --size): one prompt, every layer x alpha
 x (direction + control), three ways, timed in one run:
 
   naive      one full forward pass from the tokens per row, with one hook adding the vector
@@ -12,7 +12,9 @@ x (direction + control), three ways, timed in one run:
     python benchmarks/steering_benchmark.py --positions decision
     python benchmarks/steering_benchmark.py --device cpu --layers 4 --vocab 4096 --seq-len 64   # smoke test
 
-Prints seconds per prompt, the ratios, and the largest |difference| from the naive deltas.
+Prints the machine and one table (benchmarks/common.py): seconds per prompt, the ratio to
+the naive loop, the share of the matmul peak measured in the same run (FLOPs counted from
+the widths), and the largest |difference| from the naive deltas.
 Needs torch, transformers, numpy, h5py and pandas (imported by interp_lib), nothing else.
 """
 
@@ -27,8 +29,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_workload import build_models, sync  # noqa: E402
+from common import Widths, forward_flops, machine_line, peak_matmul_flops, print_table, sync  # noqa: E402
+from gpu_workload import SIZES, build_model, gemma2_config  # noqa: E402
 from interp_lib.patching import PromptActivations  # noqa: E402
 from interp_lib.steering import steered_deltas  # noqa: E402
 
@@ -61,9 +65,20 @@ def timed(device, fn):
     return time.perf_counter() - t0, result
 
 
-def main(argv=None):
+def steering_flops(w: Widths, T: int, layers, rows_per_layer: int, positions: str, one_pass: bool) -> float:
+    """Matmul FLOPs of steering one prompt: per layer, `rows_per_layer` rows from that layer
+    on (the last block pruned unless it is steered in the same pass), or (`one_pass`) every
+    row from the lowest layer, the last block unpruned."""
+    if one_pass:
+        return rows_per_layer * len(layers) * forward_flops(w, T, min(layers), positions, prune_last_block=False)
+    return sum(rows_per_layer * forward_flops(w, T, layer, positions, prune_last_block=layer != w.n_layers - 1)
+               for layer in layers)
+
+
+def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=26)
+    ap.add_argument("--size", choices=sorted(SIZES), default="2b", help="Gemma-2 shapes (default 2b)")
+    ap.add_argument("--layers", type=int, default=None, help="layers (default: the size's)")
     ap.add_argument("--vocab", type=int, default=256000)
     ap.add_argument("--seq-len", type=int, default=210)
     ap.add_argument("--positions", choices=["all", "decision"], default="all")
@@ -72,39 +87,52 @@ def main(argv=None):
     ap.add_argument("--precision", default="float32")
     args = ap.parse_args(argv)
     dev = args.device
-    model = build_models(args.layers, dev, args.precision, args.vocab,
-                         sliding_window=min(4096, args.seq_len // 2))[1]
+    config = gemma2_config(args.size, args.layers, args.vocab, sliding_window=min(4096, args.seq_len // 2))
+    n_layers = config.num_hidden_layers
+    model = build_model(1, config, dev, args.precision)
+    widths = Widths.of(model)
+    print(machine_line(dev))
+    peak = peak_matmul_flops(dev, model.dtype)
     torch.manual_seed(0)
     ids = torch.randint(0, args.vocab, (1, args.seq_len), device=dev)
     rows = [5, 7]
     with torch.no_grad():
         prompt = PromptActivations.from_run(model, ids, {"C": rows[0], "D": rows[1]})
         scale = prompt.resid_pre.float().norm(dim=-1).mean(-1)  # [L]
-        vectors = torch.randn(2, args.layers, model.cfg.d_model, device=dev)
+        vectors = torch.randn(2, n_layers, model.cfg.d_model, device=dev)
         vectors = (vectors / vectors.norm(dim=-1, keepdim=True) * 0.5 * scale[None, :, None]).to(prompt.resid_pre.dtype)
-    layers = list(range(args.layers))
-    n_rows = 2 * len(layers) * len(ALPHAS)
+    layers = list(range(n_layers))
+    per_layer_rows = 2 * len(ALPHAS)
+    n_rows = per_layer_rows * len(layers)
     steered_deltas(model, prompt, rows, vectors, layers[-1:], ALPHAS, "resid_pre", args.positions)  # warm-up
     t_layer, per_layer = timed(dev, lambda: steered_deltas(model, prompt, rows, vectors, layers, ALPHAS, "resid_pre",
-                                                           args.positions, max_rows=2 * len(ALPHAS)))
-    peak = None
+                                                           args.positions, max_rows=per_layer_rows))
+    peak_gib = None
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t_one, one_pass = timed(dev, lambda: steered_deltas(model, prompt, rows, vectors, layers, ALPHAS, "resid_pre",
                                                         args.positions, max_rows=n_rows))
     if dev.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
-    sample = np.linspace(0, args.layers - 1, min(args.naive_sample, args.layers)).round().astype(int).tolist()
+        peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30
+    sample = np.linspace(0, n_layers - 1, min(args.naive_sample, n_layers)).round().astype(int).tolist()
     t_naive, ref = timed(dev, lambda: naive(model, ids, rows, vectors, sample, ALPHAS, args.positions))
     t_naive *= len(layers) / len(sample)
-    err = max(np.abs(per_layer[:, sample] - ref).max(), np.abs(one_pass[:, sample] - ref).max())
-    print(f"device {dev}, precision {args.precision}, {args.layers} layers, {args.seq_len} tokens, positions "
-          f"{args.positions}: {n_rows} rows ({len(ALPHAS)} alphas x {args.layers} layers x direction + control)")
-    print(f"naive (scaled from {len(sample)} layers): {t_naive:.2f} s/prompt")
-    print(f"per layer:  {t_layer:.2f} s/prompt  ({t_naive / t_layer:.1f}x naive)")
-    print(f"one pass:   {t_one:.2f} s/prompt  ({t_naive / t_one:.1f}x naive, {t_layer / t_one:.2f}x per layer)"
-          + (f", peak {peak:.1f} GiB" if peak is not None else ""))
-    print(f"max |difference| from naive: {err:.2e}")
+    print(f"Gemma-2-{args.size} shapes, precision {args.precision}, {n_layers} layers, {args.seq_len} tokens, "
+          f"positions {args.positions}: {n_rows} rows ({len(ALPHAS)} alphas x {n_layers} layers x direction + "
+          f"control); naive timed on {len(sample)} layers and scaled; measured matmul peak {peak / 1e12:.3g} TFLOP/s")
+    table = []
+    for case, seconds, deltas, one in (("per layer", t_layer, per_layer, False), ("one pass", t_one, one_pass, True)):
+        flops = steering_flops(widths, args.seq_len, layers, per_layer_rows, args.positions, one)
+        diff = float(np.abs(deltas[:, sample] - ref).max())
+        table.append({"case": case, "ours s": seconds, "naive s": t_naive, "ratio": t_naive / seconds,
+                      "share of peak": flops / seconds / peak, "max abs diff": diff,
+                      "rows per pass": per_layer_rows if not one else n_rows, "TFLOP/s": flops / seconds / 1e12,
+                      "peak GiB": peak_gib if one else None})
+    print_table(["case", "ours s", "naive s", "ratio", "share of peak", "max abs diff", "rows per pass", "TFLOP/s",
+                 "peak GiB"], table, {"share of peak": ".2%", "max abs diff": ".2e", "ratio": ".2f"})
+    print("seconds per prompt; ratio: naive s / ours s; share of peak: counted matmul FLOPs per second over the "
+          "measured peak in the model's dtype; peak GiB: GPU memory of the one-pass run")
+    return table
 
 
 if __name__ == "__main__":

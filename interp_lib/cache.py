@@ -1,13 +1,18 @@
 """HDF5 activation cache: one file per (model, scenario), one group per prompt variant.
 
-Layout (all floats stored as float32; L layers, T positions, d d_model, H heads,
-dh head dim, V vocabulary):
+Layout (L layers, T positions, d d_model, H heads, dh head dim, V vocabulary). The
+activations (embed, resid_*, attn_out, mlp_out, z, head_out_decision, attn_decision) are
+stored in the file's storage_dtype (float32, or float16 for half the size); everything else
+is float32. Readers return float32 either way. Compressed files (attr compression) chunk the
+arrays that have a position axis by a few positions with all their layers (CHUNK_BYTES), as
+the analyses read them ([:, pos]) or whole; uncompressed ones are contiguous (see CacheStorage).
 
     /                      attrs: format_version, model, scenario, fingerprint (sha256 of the
                            merged weights), tokenizer_hash, dtype (the model's), family, n_layers,
                            precision (the mode it ran in, see precision.py), n_heads,
                            n_kv_heads, d_head, d_model, d_vocab, eps, norm_offset,
-                           attn_softcap, final_softcap (NaN = none), token_C, token_D, prefix
+                           attn_softcap, final_softcap (NaN = none), token_C, token_D, prefix,
+                           storage_dtype (float32 | float16), compression (none | lzf | gzip)
     /unembed/W_U_actions   [2, d]   unembedding rows of the C and D tokens (in that order)
     /unembed/ln_final_gain [d]      effective final-norm gain ((1 + w) for Gemma)
     /{variant}/            attrs: prompt, decision_position, delta (post-softcap logit D - C),
@@ -35,7 +40,10 @@ temporary name and renamed, so a file that exists is complete.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -43,7 +51,11 @@ import numpy as np
 
 from .io import atomic_path
 
-FORMAT_VERSION = 3  # 2: attr precision, float32 readout; 3: attn_decision (older caches lack it)
+# 2: attr precision, float32 readout; 3: attn_decision (older caches lack it); 4: activations may be
+# stored as float16 and compressed (attrs storage_dtype, compression), which a version-3 reader
+# would hand on as float16. A version-3 file is a version-4 file stored as float32, uncompressed.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (3, 4)
 STACKED = {
     "resid_pre": "hook_resid_pre",
     "resid_post": "hook_resid_post",
@@ -57,12 +69,85 @@ STACKED = {
 }
 
 
+# Stored in the storage dtype. The norm scales (divisors), decision logits and unembedding are
+# small and stay float32.
+ACTIVATIONS = frozenset({"embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "z", "head_out_decision",
+                         "attn_decision"})
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+# h5py filter options. The byte shuffle puts the floats' sign/exponent bytes together, which is
+# most of what compresses; gzip level 1 came within 1% of level 4's size in 15% less time
+# (2b widths, 2026-11-29, 2-core CPU; sizes and times of each: benchmarks/cache_storage_benchmark.py).
+COMPRESSIONS = {
+    "none": {},
+    "lzf": {"compression": "lzf", "shuffle": True},
+    "gzip": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+}
+# The axis of T of the arrays that have one. Compressed, their chunks span every layer of a few
+# positions: the analyses read [:, pos] (one chunk) or the whole array. Uncompressed they are
+# contiguous: as fast to slice, and chunking made writing 20-40% slower (same measurement).
+POSITION_AXIS = {**{key: 1 for key in STACKED}, "embed": 0, "ln_final_scale": 0}
+CHUNK_BYTES = 1 << 16  # at least this much per chunk (unless the array is smaller); 256 KiB-4 MiB: no faster
+
+
 class CacheError(RuntimeError):
     """A cache that cannot be trusted; the message says how to rebuild it."""
 
 
 class NonFiniteActivation(CacheError):
     pass
+
+
+@dataclass(frozen=True)
+class CacheStorage:
+    """How a cache file stores its arrays: `dtype` (a STORAGE_DTYPES key) of the activations,
+    `compression` (a COMPRESSIONS key). Named as the config keys analysis.cache_dtype and
+    analysis.cache_compression."""
+
+    dtype: str = "float32"
+    compression: str = "none"
+
+    def __post_init__(self):
+        for key, value, allowed in (("cache_dtype", self.dtype, STORAGE_DTYPES),
+                                    ("cache_compression", self.compression, COMPRESSIONS)):
+            if value not in allowed:
+                raise ValueError(f"analysis.{key}: {value!r} is not one of {', '.join(allowed)}")
+
+    def attrs(self) -> dict:
+        return {"storage_dtype": self.dtype, "compression": self.compression}
+
+    def dataset(self, key: str, value) -> tuple[np.ndarray, dict]:
+        """(the array as stored, h5py create_dataset options) of variant array `key`."""
+        value = np.asarray(value)
+        if value.dtype.kind != "f":  # input_ids (and anything h5py should refuse as it is)
+            return value, {}
+        if key in ACTIVATIONS:
+            value = _as_dtype(value, STORAGE_DTYPES[self.dtype])
+        options = dict(COMPRESSIONS[self.compression])
+        if not options or not value.size:  # contiguous (HDF5 cannot chunk an empty array)
+            return value, {}
+        axis = POSITION_AXIS.get(key)
+        if axis is not None and value.ndim > axis:
+            per_position = value.itemsize * value.size // value.shape[axis]
+            chunk = list(value.shape)
+            chunk[axis] = min(value.shape[axis], max(1, -(-CHUNK_BYTES // per_position)))
+            options["chunks"] = tuple(chunk)
+        else:
+            options["chunks"] = value.shape  # small: one chunk
+        return value, options
+
+
+def _as_dtype(value: np.ndarray, dtype) -> np.ndarray:
+    """`value` in float `dtype` (rounded to nearest even); with torch's vectorised conversion
+    when torch is loaded anyway (4x numpy's float16 <-> float32 on a 2-core CPU, same values)."""
+    if value.dtype == dtype:
+        return value
+    torch = sys.modules.get("torch")
+    if torch is None or not value.size:
+        return value.astype(dtype)
+    to = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}.get(np.dtype(dtype))
+    if to is None or value.dtype not in (np.float16, np.float32):
+        return value.astype(dtype)
+    return torch.from_numpy(np.ascontiguousarray(value)).to(to).numpy()
 
 
 def merged_dir_of(cache_path, model: str) -> Path:
@@ -89,9 +174,7 @@ def _collect_variant(hooked, input_ids, action_tokens, label):
 
     logits, cache = hooked.run_with_cache(input_ids, last_only=True, patterns=True)  # [1, V] float32 readout
     cfg, pos = hooked.cfg, input_ids.shape[-1] - 1
-    for name, value in cache.items():  # in the order the hooks ran: names the first bad layer
-        _check_finite(value, hooked.name, label, name)
-    _check_finite(logits[0], hooked.name, label, "logits")
+    _check_all_finite({**cache, "logits": logits[0]}, hooked.name, label)
     arrays: dict[str, np.ndarray] = {}
     for key, hook in STACKED.items():
         names = [f"blocks.{l}.{hook}" for l in range(cfg.n_layers)]
@@ -129,6 +212,23 @@ def _check_finite(t, model: str, label: str, name: str) -> None:
         raise NonFiniteActivation(f"model {model}, prompt {label}: NaN or Inf in {name}")
 
 
+def _check_all_finite(tensors: dict, model: str, label: str) -> None:
+    """Raises NonFiniteActivation naming the first of `tensors` (in the order the hooks ran: the
+    first bad layer) that holds a NaN or Inf. A sum is NaN or Inf when any term is, so one
+    reduction per tensor and one host sync settle the usual case (isfinite().all() per tensor
+    was 8x slower on a CPU, and a sync each on a GPU); only then, or when a sum of finite values
+    overflowed, is each tensor checked element by element."""
+    import torch
+
+    if not tensors:
+        return
+    sums = torch.stack([t.sum(dtype=torch.float32) for t in tensors.values()])
+    if bool(sums.isfinite().all()):
+        return
+    for name, value in tensors.items():
+        _check_finite(value, model, label, name)
+
+
 def file_attrs(hooked, model_name: str, scenario: str, fingerprint: str, tokenizer_hash: str,
                action_tokens: dict) -> dict:
     cfg = hooked.cfg
@@ -158,19 +258,56 @@ def file_attrs(hooked, model_name: str, scenario: str, fingerprint: str, tokeniz
     }
 
 
-def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int, dict]) -> None:
+def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int, dict],
+                storage: CacheStorage | None = None) -> None:
     """Writes a cache file atomically. `variants` maps variant number -> collect_variant()
     output plus a "prompt" attr; `unembed` holds W_U_actions and ln_final_gain arrays."""
-    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(attrs)
-        grp = f.create_group("unembed")
-        for key, value in unembed.items():
-            grp.create_dataset(key, data=np.asarray(value, dtype=np.float32))
+    with CacheWriter(path, attrs, unembed, storage) as writer:
         for number, data in sorted(variants.items()):
-            g = f.create_group(str(number))
-            g.attrs.update(data["attrs"])
-            for key, value in data["arrays"].items():
-                g.create_dataset(key, data=value)
+            writer.add(number, data)
+
+
+class CacheWriter:
+    """Writes a cache file one variant at a time, so that only one prompt's arrays need to be
+    held in memory (a 26-layer Gemma-2-2b prompt of 210 tokens: ~250 MB in float32). Atomic:
+    the file appears under its name when the `with` block ends without an error, else not at all.
+
+        with CacheWriter(path, file_attrs(...), unembed, CacheStorage("float16")) as w:
+            w.add(1, collect_variant(...))  # plus its "prompt" attr
+    """
+
+    def __init__(self, path: str | Path, attrs: dict, unembed: dict, storage: CacheStorage | None = None):
+        self.path, self.storage = Path(path), storage or CacheStorage()
+        self._attrs, self._unembed, self._stack, self._file = attrs, unembed, None, None
+
+    def __enter__(self) -> CacheWriter:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path, suffix=".h5"))
+            self._file = stack.enter_context(h5py.File(tmp, "w"))
+            self._file.attrs.update(self._attrs)
+            self._file.attrs.update(self.storage.attrs())
+            grp = self._file.create_group("unembed")
+            for key, value in self._unembed.items():
+                grp.create_dataset(key, data=np.asarray(value, dtype=np.float32))
+            self._stack = stack.pop_all()
+        return self
+
+    def add(self, number: int, data: dict) -> None:
+        """Writes variant `number`: `data` as collect_variant returns it (its attrs completed)."""
+        g = self._file.create_group(str(number))
+        g.attrs.update(data["attrs"])
+        for key, value in data["arrays"].items():
+            value = np.asarray(value)
+            stored, options = self.storage.dataset(key, value)
+            if stored.dtype != value.dtype and not np.isfinite(stored).all():  # finite before: out of range
+                raise CacheError(
+                    f"{self.path}: variant {number}, {key} reaches {float(np.abs(value).max()):.4g}, beyond "
+                    f"{self.storage.dtype}'s range; set analysis.cache_dtype: float32")
+            g.create_dataset(key, data=stored, **options)
+
+    def __exit__(self, *exc):
+        stack, self._stack, self._file = self._stack, None, None
+        return stack.__exit__(*exc)
 
 
 class CacheFile:
@@ -190,7 +327,7 @@ class CacheFile:
         except (OSError, KeyError) as exc:
             raise CacheError(f"cannot read {self.path} (damaged or truncated: {exc}); {_rebuild_hint(self.path)}") from None
         version = self.attrs.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             self.close()
             raise CacheError(
                 f"{self.path} has cache format version {version}, this interp_lib reads version "
@@ -266,18 +403,30 @@ def _check_read(value, path, where: str) -> None:
         raise NonFiniteActivation(f"{path}: NaN or Inf in {where}; {_rebuild_hint(path)}")
 
 
+def _widened(value):
+    """float16 (a float16 cache's storage) as float32, exactly; anything else as it is."""
+    if isinstance(value, np.ndarray) and value.dtype == np.float16:
+        return _as_dtype(value, np.float32)
+    if isinstance(value, np.float16):
+        return np.float32(value)
+    return value
+
+
 class CheckedDataset:
-    """An h5py dataset whose reads (`ds[()]`, `ds[:, pos]`) are checked for NaN / Inf."""
+    """An h5py dataset whose reads (`ds[()]`, `ds[:, pos]`) are checked for NaN / Inf and come
+    back in float32 when stored in float16 (`stored_dtype`)."""
 
     def __init__(self, ds: h5py.Dataset, path, where: str):
         self._ds, self._path, self._where = ds, path, where
-        self.shape, self.dtype = ds.shape, ds.dtype
+        self.shape, self.stored_dtype = ds.shape, ds.dtype
+        self.dtype = np.dtype(np.float32) if ds.dtype == np.float16 else ds.dtype
 
     def __getitem__(self, index):
         try:
             value = self._ds[index]
         except OSError as exc:
             raise CacheError(f"cannot read {self._where} of {self._path} ({exc}); {_rebuild_hint(self._path)}") from None
+        value = _widened(value)
         _check_read(value, self._path, self._where)
         return value
 

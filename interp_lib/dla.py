@@ -36,6 +36,26 @@ def reconstruction_tolerance(delta_pre_softcap: float) -> float:
     return 1e-4 * max(1.0, abs(float(delta_pre_softcap)))
 
 
+# Storing a number x in a cache's storage dtype changes it by at most ROUNDING[0] * |x| + ROUNDING[1]
+# (unit roundoff; half the smallest subnormal).
+STORAGE_ROUNDING = {"float32": (0.0, 0.0), "float16": (2.0 ** -11, 2.0 ** -25)}
+
+
+def storage_error_bound(arrays, attrs, readout: ActionReadout, storage_dtype: str) -> float:
+    """Largest change of the sum of the components that storing them in `storage_dtype` can
+    cause (the stored delta_pre_softcap is exact): sum over components c and coordinates i of
+    |change of c_i| * |u_i|, u as in `attribute`. 0 for float32."""
+    relative, absolute = STORAGE_ROUNDING[storage_dtype]
+    if not relative:
+        return 0.0
+    pos = int(attrs["decision_position"])
+    u = np.abs(readout.direction / float(np.asarray(arrays["ln_final_scale"][pos])))
+    components = np.concatenate([np.asarray(arrays["embed"][pos], dtype=np.float64)[None],
+                                 np.asarray(arrays["head_out_decision"][()], dtype=np.float64).reshape(-1, u.size),
+                                 np.asarray(arrays["mlp_out"][:, pos], dtype=np.float64)])  # [1 + L*H + L, d]
+    return float(((relative * np.abs(components) + absolute) @ u).sum())
+
+
 @dataclass
 class DLAResult:
     """Attribution of one prompt's pre-softcap delta (positive = pro-Defect).
@@ -118,6 +138,7 @@ def results_from_cache(cache: CacheFile) -> list[DLAResult]:
     """One DLAResult per variant of a cache file."""
     readout = ActionReadout.from_cache(cache)
     model, scenario = str(cache.attrs["model"]), str(cache.attrs["scenario"])
+    storage = str(cache.attrs.get("storage_dtype", "float32"))
     out = []
     for v in cache.variants:
         try:
@@ -126,10 +147,13 @@ def results_from_cache(cache: CacheFile) -> list[DLAResult]:
                                   prompt=str(group.attrs.get("prompt", "")))
         except (OSError, KeyError) as exc:
             raise CacheError(f"cannot read variant {v} of {cache.path} ({exc}); delete it and rerun the workflow") from None
-        if abs(res.reconstruction_error) > reconstruction_tolerance(res.final_delta_pre_softcap):
-            log.warning("%s/%s variant %d: DLA reconstruction error %.3g exceeds %.3g (cache dtype %s)", model,
-                        scenario, v, res.reconstruction_error, reconstruction_tolerance(res.final_delta_pre_softcap),
-                        cache.attrs.get("dtype"))
+        tolerance = reconstruction_tolerance(res.final_delta_pre_softcap)
+        if abs(res.reconstruction_error) > tolerance and storage != "float32":
+            tolerance += storage_error_bound(group, group.attrs, readout.for_labelling(cache.labelling(v)), storage)
+        if abs(res.reconstruction_error) > tolerance:
+            log.warning("%s/%s variant %d: DLA reconstruction error %.3g exceeds %.3g (model dtype %s, cache "
+                        "storage %s)", model, scenario, v, res.reconstruction_error, tolerance,
+                        cache.attrs.get("dtype"), storage)
         out.append(res)
     return out
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..cache import CacheError, collect_variant, file_attrs, write_cache
+from ..cache import CacheError, CacheStorage, CacheWriter, collect_variant, file_attrs
 
 
 def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
-                     out: str | Path, precision: str = "float32", device: str = "cpu") -> None:
+                     out: str | Path, precision: str = "float32", device: str = "cpu",
+                     cache_dtype: str = "float32", cache_compression: str = "none") -> None:
     """Runs a merged model on one scenario's prompt records, in a precision mode (see
-    precision.py; the merged weights are stored in its weights' dtype), and writes its cache file."""
+    precision.py; the merged weights are stored in its weights' dtype), and writes its cache
+    file, stored as `cache_dtype` / `cache_compression` (cache.CacheStorage), a prompt at a time."""
     import torch
     from tqdm import tqdm
 
@@ -20,6 +22,7 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     from ..precision import get_precision
     from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, tokenizer_hash
 
+    storage = CacheStorage(cache_dtype, cache_compression)  # bad values fail before the model loads
     mode = get_precision(precision)
     dtype = mode.weights_name
     model = load_base_model(str(model_dir), dtype, device, model_name)
@@ -43,8 +46,15 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
                 f"more than the model's context of {limit}"
             )
         inputs[rec["variant"]] = ids.to(hooked.device)
-    variants = {}
-    with mode.matmuls():
+    C, D = action_tokens["C"], action_tokens["D"]
+    with torch.no_grad():
+        unembed = {
+            "W_U_actions": hooked.W_U[[C, D]].float().cpu().numpy(),
+            "ln_final_gain": hooked.final_norm_gain().cpu().numpy(),
+        }
+    attrs = file_attrs(hooked, model_name, scenario, fingerprint, tokenizer_hash(tokenizer), action_tokens)
+    # Each prompt is written as soon as it is run: memory holds one prompt's arrays, not all of them.
+    with CacheWriter(out, attrs, unembed, storage) as writer, mode.matmuls():
         for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
             labelling = rec.get("labelling", "standard")
             tokens = labelled_action_tokens(action_tokens, labelling)
@@ -53,12 +63,4 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
                                  token_C=int(tokens["C"]), token_D=int(tokens["D"]))
             p_defect = 1.0 / (1.0 + math.exp(-data["attrs"]["delta"]))
             data["attrs"]["p_action2"] = p_defect if labelling == "standard" else 1.0 - p_defect
-            variants[rec["variant"]] = data
-    C, D = action_tokens["C"], action_tokens["D"]
-    with torch.no_grad():
-        unembed = {
-            "W_U_actions": hooked.W_U[[C, D]].float().cpu().numpy(),
-            "ln_final_gain": hooked.final_norm_gain().cpu().numpy(),
-        }
-    attrs = file_attrs(hooked, model_name, scenario, fingerprint, tokenizer_hash(tokenizer), action_tokens)
-    write_cache(out, attrs, unembed, variants)
+            writer.add(rec["variant"], data)

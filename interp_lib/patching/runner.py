@@ -14,13 +14,49 @@ from .components import Component, PatchResult, all_components
 
 POSITION_MODES = ("all", "decision")
 HEAD_SITES = ("result", "z")
+CPU_BATCH_SIZE = 64  # patch sets per pass on a CPU: one layer's sets of any model fit
+MAX_GPU_BATCH_SIZE = 1024
+GPU_MEMORY_SHARE = 0.5  # of the free memory, for one pass's activations
+
+
+def patch_row_bytes(cfg, d_mlp: int, T: int, positions: str = "all", head_site: str = "result") -> int:
+    """Upper bound on the transient bytes one patch set (one batch row) needs in a patched
+    pass over T positions, float32 throughout, for a model of ArchSpec `cfg` with MLP width
+    `d_mlp`. Per position: a dozen d_model-wide tensors (residual, norms, q/k/v/o), three
+    MLP-wide ones (gate, up, product), two rows of attention scores (scores, softmax) and,
+    with head_site "result", the per-head outputs [H, d] twice (hook_result and its patched
+    copy), which dominate at Gemma-2's widths."""
+    Tq = 1 if positions == "decision" else T
+    per_position = 12 * cfg.d_model + 3 * d_mlp + 2 * cfg.n_heads * T
+    if head_site == "result":
+        per_position += 2 * cfg.n_heads * cfg.d_model
+    per_row = 4 * Tq * per_position
+    if positions == "decision":  # each row's copy of the clean keys and values it attends to
+        per_row += 4 * 2 * cfg.n_kv_heads * cfg.d_head * T
+    return per_row
+
+
+def gpu_batch_size(cfg, d_mlp: int, T: int, free_bytes: int, positions: str = "all",
+                   head_site: str = "result") -> int:
+    """Patch sets per pass that GPU_MEMORY_SHARE of `free_bytes` holds, rounded down to a
+    power of two in [1, MAX_GPU_BATCH_SIZE]: a 27b-wide model gets fewer rows than a
+    2b-wide one, so neither runs out of memory nor is starved."""
+    rows = int(GPU_MEMORY_SHARE * free_bytes) // patch_row_bytes(cfg, d_mlp, T, positions, head_site)
+    rows = max(1, min(MAX_GPU_BATCH_SIZE, rows))
+    # A power of two: small changes in free memory between runs leave the batches, and so
+    # the kernels' rounding, as they were.
+    return 1 << (rows.bit_length() - 1)
 
 
 class PatchRunner:
-    """Exact patched deltas of a target model, many patch sets per batched forward pass."""
+    """Exact patched deltas of a target model, many patch sets per batched forward pass.
+
+    `batch_size`: patch sets per pass; None = CPU_BATCH_SIZE on a CPU and, on a GPU, what
+    its free memory holds when a sweep starts (gpu_batch_size). Batching changes which sets
+    share a pass, never what a set computes."""
 
     def __init__(self, target, source_W_O: torch.Tensor | None, action_tokens: dict,
-                 positions: str = "all", head_site: str = "result", batch_size: int = 64,
+                 positions: str = "all", head_site: str = "result", batch_size: int | None = None,
                  reuse_keys_values: bool = True, pass_overhead_flops: float | None = None):
         if positions not in POSITION_MODES:
             raise ValueError(f"positions must be one of {POSITION_MODES}, got {positions!r}")
@@ -32,6 +68,7 @@ class PatchRunner:
         self.source_W_O = source_W_O
         self.rows = [action_tokens["C"], action_tokens["D"]]
         self.batch_size = batch_size
+        self._gpu_rows: dict[int, int] = {}  # T -> automatic batch size (shared by copies)
         self.pass_overhead_flops = pass_overhead_flops
         # Recompute only what the decision logit reads. With positions="decision", earlier
         # positions never change: only the last one is recomputed, attending to the target's
@@ -59,8 +96,10 @@ class PatchRunner:
         out = np.empty(len(sets))
         L = self.target.n_layers
         starts = [min((c.layer for c in s), default=L) for s in sets]
-        size = self.batch_size - 1 if controls is not None and self.batch_size > 1 else self.batch_size
-        for group in self._plan(starts, target.resid_pre.shape[1]):
+        T = target.resid_pre.shape[1]
+        batch_size = self.rows_per_pass(T)
+        size = batch_size - 1 if controls is not None and batch_size > 1 else batch_size
+        for group in self._plan(starts, T, batch_size):
             for chunk_start in range(0, len(group), size):
                 chunk = group[chunk_start:chunk_start + size]
                 batch = [sets[i] for i in chunk]
@@ -73,7 +112,22 @@ class PatchRunner:
                     controls.append(abs(float(got[-1]) - target.delta))
         return out
 
-    def _plan(self, starts: list[int], T: int) -> list[list[int]]:
+    def rows_per_pass(self, T: int) -> int:
+        """Patch sets per forward pass for prompts of T positions (see the class doc)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        device = self.target.device
+        if device.type != "cuda":
+            return CPU_BATCH_SIZE
+        if T not in self._gpu_rows:  # once per length: a sweep and its noise floor batch alike
+            free, _ = torch.cuda.mem_get_info(device)
+            # what torch's allocator holds but does not use is free to this pass too
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            d_mlp = self.target.model.config.intermediate_size
+            self._gpu_rows[T] = gpu_batch_size(self.target.cfg, d_mlp, T, free, self.positions, self.head_site)
+        return self._gpu_rows[T]
+
+    def _plan(self, starts: list[int], T: int, batch_size: int) -> list[list[int]]:
         """Groups of patch-set indices, each run as one batch from its lowest start layer.
 
         A batch started at layer s recomputes layers s..L-1 for every member, so sets that
@@ -92,7 +146,7 @@ class PatchRunner:
         for j in range(1, len(layers) + 1):
             for i in range(j):
                 n = sum(len(members[s]) for s in layers[i:j])
-                passes = math.ceil(n / self.batch_size) * (L - layers[i])
+                passes = math.ceil(n / batch_size) * (L - layers[i])
                 cost = best[i] + passes * overhead + n * work_from[layers[i]]
                 if cost < best[j]:
                     best[j], cut[j] = cost, i

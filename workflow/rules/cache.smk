@@ -22,6 +22,8 @@ rule cache_activations:
         model_dir=lambda wc, input: os.path.dirname(input.weights),
         precision=config["analysis"]["precision"],
         device=config["analysis"]["device"],
+        cache_dtype=config["analysis"]["cache_dtype"],
+        cache_compression=config["analysis"]["cache_compression"],
         code=code_version("cache_activations"),
     script:
         "../scripts/cache_activations.py"

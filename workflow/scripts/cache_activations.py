@@ -1,5 +1,9 @@
 """Caches one model's activations on one scenario's prompts to HDF5."""
 
+from interp_lib.warm_start import run_warm
+
+run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
+
 import json
 from pathlib import Path
 
@@ -10,4 +14,5 @@ with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     records = json.loads(Path(snakemake.input.prompts).read_text())
     build_cache_file(snakemake.params.model_dir, snakemake.wildcards.model, snakemake.wildcards.scenario,
-                     records, snakemake.output[0], snakemake.params.precision, snakemake.params.device)
+                     records, snakemake.output[0], snakemake.params.precision, snakemake.params.device,
+                     cache_dtype=snakemake.params.cache_dtype, cache_compression=snakemake.params.cache_compression)
