@@ -27,10 +27,7 @@ Needs torch, transformers, numpy and h5py (imported by interp_lib), nothing else
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -49,22 +46,9 @@ from interp_lib.dla import dla_from_arrays, results_from_cache  # noqa: E402
 from interp_lib.hooked import HookedModel  # noqa: E402
 from interp_lib.logit_lens import ActionReadout, trajectories_from_cache, trajectory_from_arrays  # noqa: E402
 
+from common import machine_line, print_table  # noqa: E402
+
 TOKENS = {"C": 5, "D": 7, "prefix": [3]}
-
-
-def machine_line(device: str) -> str:
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or "unknown CPU"
-        try:
-            models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")]
-            name = models[0] if models else name
-        except OSError:
-            pass
-    return (f"{name}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"device {device}, {datetime.date.today().isoformat()}")
 
 
 def build_model(layers: int, vocab: int, seq_len: int, device: str) -> HookedModel:
@@ -141,13 +125,13 @@ def storage_table(model, ids_list, repeats: int, device: str) -> list[dict]:
     return rows
 
 
-def print_storage_table(rows, n_prompts: int) -> None:
-    print(f"| storage dtype | compression | file MB | write s | read s | max abs DLA reconstruction error "
-          f"| max abs DLA component diff vs float32 | max abs logit-lens diff vs float32 |  ({n_prompts} prompts)")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['dtype']} | {r['compression']} | {r['MB']:.1f} | {r['write_s']:.3f} | {r['read_s']:.3f} "
-              f"| {r['recon']:.1e} | {r['dla_diff']:.1e} | {r['lens_diff']:.1e} |")
+def print_storage_table(rows) -> str:
+    columns = {"storage dtype": "dtype", "compression": "compression", "file MB": "MB", "write s": "write_s",
+               "read s": "read_s", "max abs DLA reconstruction error": "recon",
+               "max abs DLA component diff vs float32": "dla_diff", "max abs logit-lens diff vs float32": "lens_diff"}
+    return print_table(list(columns), [{name: r[key] for name, key in columns.items()} for r in rows],
+                       {"file MB": ".1f", "write s": ".3f", "read s": ".3f", "max abs DLA reconstruction error": ".1e",
+                        "max abs DLA component diff vs float32": ".1e", "max abs logit-lens diff vs float32": ".1e"})
 
 
 def profile(model, ids_list, repeats: int, device: str, storage: CacheStorage) -> list[tuple[str, float]]:
@@ -217,7 +201,7 @@ def main(argv=None):
             print(f"| {name} | {seconds * 1e3:.1f} | {seconds / total:.0%} |")
         return rows
     rows = storage_table(model, ids_list, args.repeats, args.device)
-    print_storage_table(rows, args.prompts)
+    print_storage_table(rows)
     return rows
 
 

@@ -264,3 +264,21 @@ def test_batch_size_changes_no_patch_result(pair, positions):
         assert abs(results[None][i] - expected) < 1e-5
     assert abs(results[None][0] - tgt.delta) > 1e-4  # patches do change something
     assert comps[0] == Component(0, 0)
+
+
+def test_cache_storage_benchmark_prints_one_table_and_float32_storage_changes_nothing(capsys):
+    import cache_storage_benchmark
+
+    rows = cache_storage_benchmark.main(["--layers", "1", "--vocab", "512", "--seq-len", "16", "--prompts", "1",
+                                         "--repeats", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("machine: ")
+    assert sum(line.startswith("|---") for line in out.splitlines()) == 1
+    by_storage = {(r["dtype"], r["compression"]): r for r in rows}
+    assert len(by_storage) == 6
+    for (dtype, _), r in by_storage.items():
+        if dtype == "float32":
+            assert r["dla_diff"] == 0 and r["lens_diff"] == 0
+        else:  # float16 rounds each activation to 2^-11 of itself: a change, but a small one
+            assert 0 < r["dla_diff"] < 1e-2
+    assert by_storage["float16", "none"]["MB"] < 0.6 * by_storage["float32", "none"]["MB"]
