@@ -171,6 +171,7 @@ def profile(model, ids_list, repeats: int, device: str, storage: CacheStorage) -
             ("stage 1 + write (all but the reference)", t_collect + t_lens + t_dla + t_write)]
 
 
+@torch.no_grad()  # a scoped switch: callers (tests) keep their grad mode
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=4)
@@ -184,7 +185,6 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", choices=list(STORAGE_DTYPES), help="storage for --profile")
     ap.add_argument("--compression", default="none", choices=list(COMPRESSIONS), help="storage for --profile")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build_model(args.layers, args.vocab, args.seq_len, args.device)

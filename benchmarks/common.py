@@ -25,7 +25,7 @@ import torch
 
 def sync(device) -> None:
     if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def cpu_model() -> str:

@@ -155,8 +155,8 @@ def _take_peak_gib(device: str) -> float:
     """GiB allocated at most since the last call (the counter restarts)."""
     if not device.startswith("cuda"):
         return float("nan")
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    torch.cuda.reset_peak_memory_stats()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
     return peak
 
 
@@ -166,7 +166,7 @@ def moved(acts: PromptActivations, device) -> PromptActivations:
                                z=acts.z.to(device), mlp_out=acts.mlp_out.to(device), _kv={})
 
 
-def workload_flops(w: Widths, T: int, n_prompts: int) -> tuple[float, float]:
+def workload_flops(w: Widths, T: int, n_prompts: int, experiments=EXPERIMENTS) -> tuple[float, float]:
     """(stage 1, stage 2) matmul FLOPs of the workload on `n_prompts` prompts of T tokens.
     Stage 1: a cached forward pass (full-vocabulary logits at the decision position) per
     model and prompt, and one more per patching source and prompt. Stage 2, per experiment
@@ -174,11 +174,11 @@ def workload_flops(w: Widths, T: int, n_prompts: int) -> tuple[float, float]:
     layer and recompute from layer 0, and the target's activations; the one unpatched
     control row per batch is left out."""
     cached_pass = forward_flops(w, T, 0, "all", prune_last_block=False, vocab_rows=w.d_vocab)
-    n_sources = len({s for s, _ in EXPERIMENTS})
+    n_sources = len({s for s, _ in experiments})
     stage1 = (N_MODELS + n_sources) * n_prompts * cached_pass
     per_prompt = (patching_flops(w, T, "all") + patching_flops(w, T, "all", sets_per_layer=1)
                   + forward_flops(w, T, 0, "all") + cached_pass)
-    return stage1, len(EXPERIMENTS) * n_prompts * per_prompt
+    return stage1, len(experiments) * n_prompts * per_prompt
 
 
 def run_mode(mode, args, config, prompts, tokens) -> dict:
@@ -208,7 +208,8 @@ def run_mode(mode, args, config, prompts, tokens) -> dict:
         out[stage] += time.perf_counter() - t0
         out["work_peak_gib"] = np.fmax(out["work_peak_gib"], _take_peak_gib(device))
 
-    sources = sorted({s for s, _ in EXPERIMENTS})
+    experiments = EXPERIMENTS[:args.experiments]
+    sources = sorted({s for s, _ in experiments})
     source_W_O, source_acts = {}, {}
     emulate = args.emulate_tf32 and mode.tf32 and not on_gpu
     with mode.matmuls():
@@ -231,11 +232,11 @@ def run_mode(mode, args, config, prompts, tokens) -> dict:
                 timed("stage1", t0)
                 del model, readout
 
-            for target_index in dict.fromkeys(t for _, t in EXPERIMENTS):
+            for target_index in dict.fromkeys(t for _, t in experiments):
                 target = build(target_index)
                 t0 = time.perf_counter()
                 target_W_O = own_W_O(target)
-                for e, (src_i, tgt_i) in enumerate(EXPERIMENTS):
+                for e, (src_i, tgt_i) in enumerate(experiments):
                     if tgt_i != target_index:
                         continue
                     runner = PatchRunner(target, source_W_O[src_i].to(device), tokens, "all", "result",
@@ -247,11 +248,31 @@ def run_mode(mode, args, config, prompts, tokens) -> dict:
                         out["changes"][e, p] = np.array([r.delta_change for r in sweep(runner, src, tgt, controls)])
                         out["floors"].append(noise_floor(runner, tgt, target_W_O, controls))
                     out["batch_size"] = runner.rows_per_pass(prompts[0].shape[-1])
+                    if args.profile and "profile" not in out:
+                        timed("stage2", t0)  # the profiled sweep is not part of the workload's time
+                        out["profile"] = profile_sweep(runner, moved(source_acts[src_i][0], device),
+                                                       PromptActivations.from_run(target, prompts[0], tokens), device)
+                        t0 = time.perf_counter()
                     del runner, src, tgt
                 timed("stage2", t0)
                 del target, target_W_O
     _release(device)
     return out
+
+
+def profile_sweep(runner, src: PromptActivations, tgt: PromptActivations, device: str, rows: int = 15) -> str:
+    """The ops that take the most device time (self time; CPU time on a CPU) in one prompt's
+    sweep, as torch.profiler's table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    sweep(runner, src, tgt, [])  # warm-up: allocator, kernels chosen
+    sync(device)
+    with profile(activities=activities) as prof:
+        sweep(runner, src, tgt, [])
+        sync(device)
+    key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 def agreement(changes: dict, reference: dict) -> tuple[float, float, int, float]:
@@ -283,10 +304,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="patches per forward pass (default: PatchRunner's: 64 on a CPU, from free memory on a GPU)")
+    ap.add_argument("--experiments", type=int, default=len(EXPERIMENTS), choices=range(1, len(EXPERIMENTS) + 1),
+                    help="run the first N of the 4 experiments; stage 2 is extrapolated to all 4")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="do not add float32 as the reference (its columns print '-'); for 9b/27b, where float32 "
+                         "all-position patching alone outlasts a short GPU slot")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the table, profile one prompt's stage-2 sweep per mode (torch.profiler): the ops "
+                         "that take the most device time, to see where stage 2 falls short of the peak")
     ap.add_argument("--emulate-tf32", action="store_true",
                     help="on a CPU, run tf32 with matmul inputs rounded to TF32 (numerics only)")
     args = ap.parse_args(argv)
-    modes = [get_precision(m) for m in dict.fromkeys(["float32", *args.modes.split(",")])]
+    reference_mode = [] if args.no_reference else ["float32"]
+    modes = [get_precision(m) for m in dict.fromkeys([*reference_mode, *args.modes.split(",")])]
     n_run = 2 if args.quick else args.prompts
     device = args.device
     config = gemma2_config(args.size, args.layers, args.vocab, sliding_window=min(4096, args.seq_len // 2))
@@ -307,33 +337,43 @@ def main(argv=None) -> dict:
         r = results[mode.name] = run_mode(mode, args, config, prompts, tokens)
         print(f"  {mode.name}: builds {r['build']:.1f} s, stage 1 {r['stage1']:.1f} s, stage 2 {r['stage2']:.1f} s, "
               f"peak {r['build_peak_gib']:.1f} GiB building, {r['work_peak_gib']:.1f} GiB working", flush=True)
-    scale = args.prompts / n_run  # both stages are linear in the prompts
-    flops1, flops2 = workload_flops(widths, args.seq_len, n_run)
-    reference = results["float32"]["changes"]
-    largest = max(np.abs(c).max() for c in reference.values())
-    float32_total = (results["float32"]["stage1"] + results["float32"]["stage2"]) * scale
+    scale = args.prompts / n_run  # both stages are linear in the prompts, stage 2 in the experiments
+    scale2 = scale * len(EXPERIMENTS) / args.experiments
+    experiments = EXPERIMENTS[:args.experiments]
+    flops1, flops2 = workload_flops(widths, args.seq_len, n_run, experiments)
+    reference = results["float32"]["changes"] if "float32" in results else None
+    largest = max(np.abs(c).max() for c in reference.values()) if reference else float("nan")
+    float32_total = ((results["float32"]["stage1"] * scale + results["float32"]["stage2"] * scale2)
+                     if reference else float("nan"))
     rows, eligible = [], []
     for mode in modes:
         r = results[mode.name]
-        s1, s2 = r["stage1"] * scale, r["stage2"] * scale
-        rho_min, rho_mean, overlap, diff = agreement(r["changes"], reference)
+        s1, s2 = r["stage1"] * scale, r["stage2"] * scale2
+        if reference:
+            rho_min, rho_mean, overlap, diff = agreement(r["changes"], reference)
+        else:
+            rho_min = rho_mean = diff = float("nan")
+            overlap = "-"
         emulated = mode.tf32 and args.emulate_tf32 and not device.startswith("cuda")
         achieved = (flops1 + flops2) / (r["stage1"] + r["stage2"])
         rows.append({
             "case": mode.name, "ours s": s1 + s2, "ratio": float32_total / (s1 + s2),
             "share of peak": float("nan") if emulated else achieved / r["peak_flops"],
             "floor max": max(r["floors"]), "floor mean": float(np.mean(r["floors"])),
-            "Spearman min": rho_min, "Spearman mean": rho_mean, f"top-{TOP_K} min": f"{overlap}/{TOP_K}",
+            "Spearman min": rho_min, "Spearman mean": rho_mean,
+            f"top-{TOP_K} min": f"{overlap}/{TOP_K}" if reference else "-",
             "max abs diff": diff, "DLA err max": r["dla_error"], "stage 1 s": s1, "stage 2 s": s2,
             "build s": r["build"], "peak GiB": float(np.fmax(r["build_peak_gib"], r["work_peak_gib"])),
             "work peak GiB": r["work_peak_gib"], "batch": r["batch_size"],
             "stage 2 TFLOP/s": flops2 / r["stage2"] / 1e12, "peak TFLOP/s": r["peak_flops"] / 1e12,
         })
-        if rho_min >= MIN_SPEARMAN and overlap == TOP_K:
+        if reference and rho_min >= MIN_SPEARMAN and overlap == TOP_K:
             eligible.append((s1 + s2, mode.name))
     label = "extrapolated to" if n_run != args.prompts else "measured on"
-    print(f"\nfull workload, Gemma-2-{args.size} shapes ({label} {args.prompts} prompts; stage 2 includes the "
-          f"noise-floor runs; {(flops1 + flops2) * scale:.3g} FLOP):")
+    partial = args.experiments < len(EXPERIMENTS)
+    print(f"\nfull workload, Gemma-2-{args.size} shapes ({label} {args.prompts} prompts"
+          + (f", stage 2 from {args.experiments} of {len(EXPERIMENTS)} experiments" if partial else "")
+          + f"; stage 2 includes the noise-floor runs; {flops1 * scale + flops2 * scale2:.3g} FLOP):")
     table = print_table(WORKLOAD_COLUMNS, rows, {"ours s": ".1f", "stage 1 s": ".1f", "stage 2 s": ".1f",
                                                  "build s": ".1f", "peak GiB": ".1f", "work peak GiB": ".1f",
                                                  "floor max": ".2g", "floor mean": ".2g", "Spearman min": ".4f",
@@ -343,7 +383,12 @@ def main(argv=None) -> dict:
           "ratio: float32's ours s / this mode's; share of peak: counted matmul FLOPs per second over the "
           "measured matmul peak in the mode's dtype; max abs diff: |delta_change - float32's|; "
           "peak GiB: GPU memory, builds included; work peak GiB: during the stages; batch: patches per pass")
-    print(f"largest |delta_change| in float32: {largest:.3g}")
+    if reference:
+        print(f"largest |delta_change| in float32: {largest:.3g}")
+    for mode in modes:
+        if "profile" in results[mode.name]:
+            print(f"\nstage 2, one prompt's sweep in {mode.name}, by self device time:")
+            print(results[mode.name]["profile"])
     if eligible:
         print(f"fastest mode with Spearman >= {MIN_SPEARMAN} and top-{TOP_K} {TOP_K}/{TOP_K} vs float32: "
               f"{min(eligible)[1]}")

@@ -164,6 +164,7 @@ def print_rows(rows) -> str:
                        {"share of peak": ".2%", "of bound": ".0%", "max abs diff": ".2g"})
 
 
+@torch.no_grad()  # a scoped switch: callers (tests) keep their grad mode
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results", type=Path)
@@ -175,7 +176,6 @@ def main(argv=None):
     ap.add_argument("--skip-embedded", action="store_true")
     ap.add_argument("--skip-wide", action="store_true")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     print(machine_line(args.device))
     peak = peak_matmul_flops(args.device, torch.float32)  # every case here runs in float32

@@ -109,11 +109,11 @@ def main(argv=None) -> list[dict]:
                                                            args.positions, max_rows=per_layer_rows))
     peak_gib = None
     if dev.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(dev)
     t_one, one_pass = timed(dev, lambda: steered_deltas(model, prompt, rows, vectors, layers, ALPHAS, "resid_pre",
                                                         args.positions, max_rows=n_rows))
     if dev.startswith("cuda"):
-        peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30
+        peak_gib = torch.cuda.max_memory_allocated(dev) / 2 ** 30
     sample = np.linspace(0, n_layers - 1, min(args.naive_sample, n_layers)).round().astype(int).tolist()
     t_naive, ref = timed(dev, lambda: naive(model, ids, rows, vectors, sample, ALPHAS, args.positions))
     t_naive *= len(layers) / len(sample)

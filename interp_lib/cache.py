@@ -330,8 +330,8 @@ class CacheFile:
         if version not in READABLE_VERSIONS:
             self.close()
             raise CacheError(
-                f"{self.path} has cache format version {version}, this interp_lib reads version "
-                f"{FORMAT_VERSION}; {_rebuild_hint(self.path)}"
+                f"{self.path} has cache format version {version}, this interp_lib reads versions "
+                f"{', '.join(map(str, sorted(READABLE_VERSIONS)))}; {_rebuild_hint(self.path)}"
             )
         if fingerprint is not None and self.attrs.get("fingerprint") != fingerprint:
             self.close()

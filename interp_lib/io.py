@@ -54,6 +54,10 @@ def job_logging(log_file: str | os.PathLike | None):
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
+        from .warm_start import forked_from
+
+        if forked_from():
+            logging.getLogger("interp_lib").info("warm start: forked from server pid %d", forked_from())
         try:
             yield
         except BaseException as exc:

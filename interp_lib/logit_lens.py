@@ -108,7 +108,8 @@ def trajectory_from_arrays(arrays, attrs, readout: ActionReadout) -> np.ndarray:
 def trajectories_from_cache(cache: CacheFile) -> list[dict]:
     """One record per variant: {model, scenario, variant, trajectory (list, [L]), delta}.
 
-    `delta` is the model's own post-softcap delta (equals trajectory[-1])."""
+    `delta` is the model's own post-softcap delta (equals trajectory[-1]; to float16 rounding of
+    resid_post when the cache stores float16, analysis.cache_dtype)."""
     readout = ActionReadout.from_cache(cache)
     records = []
     for v in cache.variants:

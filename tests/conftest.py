@@ -128,3 +128,15 @@ BEHAVIOUR_TARGETS = {
     "PT3_COREDe": (set(), OPPONENT_COOPERATED),
     "PT4_COREDe": ({"CD_punished", "DD_trapped"}, OPPONENT_COOPERATED),
 }
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_left_as_found():
+    """A test (or a benchmark's main) that switches autograd off globally breaks every later
+    test that trains; fail the test that did it instead."""
+    import torch
+
+    yield
+    enabled = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
+    assert enabled, "this test left torch's grad mode switched off"

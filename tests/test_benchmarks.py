@@ -2,6 +2,7 @@
 one-model-at-a-time structure, their one table per run, and PatchRunner's memory-aware
 batch size (batching must not change a patch's result)."""
 
+import math
 import re
 import sys
 import weakref
@@ -160,6 +161,26 @@ def test_gpu_workload_runs_one_model_at_a_time_and_prints_one_table(monkeypatch,
     # one layer of 8 heads and an MLP, per experiment and prompt
     assert len(out["results"]["float32"]["changes"]) == 4 * 2
     assert all(len(c) == 9 for c in out["results"]["float32"]["changes"].values())
+
+
+def test_gpu_workload_without_reference_on_one_experiment_extrapolates_stage_2(monkeypatch, capsys):
+    """--experiments 1 --no-reference (the 9b/27b GPU checks): only the first experiment's
+    source and target are built for stage 2, nothing is compared, and stage 2's time is
+    scaled to the four experiments."""
+    built = []
+    real_build = gpu_workload.build_model
+    monkeypatch.setattr(gpu_workload, "build_model", lambda i, *a, **k: built.append(i) or real_build(i, *a, **k))
+    out = gpu_workload.main(["--device", "cpu", "--size", "2b", "--layers", "1", "--vocab", "256", "--seq-len", "16",
+                             "--quick", "--modes", "bfloat16", "--no-reference", "--experiments", "1", "--profile"])
+    printed = capsys.readouterr().out
+    assert "stage 2 from 1 of 4 experiments" in printed
+    # --profile: one sweep's ops by self time, its matrix products among them; not in the timings
+    assert "one prompt's sweep in bfloat16, by self device time" in printed and "aten::" in printed
+    assert built == [0, 1, 2, 3, 4, 2]  # stage 2: PT2 -> PT3De's target only
+    assert list(out["results"]) == ["bfloat16"] and len(out["results"]["bfloat16"]["changes"]) == 2
+    (row,) = out["rows"]
+    assert row["top-10 min"] == "-" and math.isnan(row["Spearman min"]) and math.isnan(row["ratio"])
+    assert row["stage 2 s"] == pytest.approx(out["results"]["bfloat16"]["stage2"] * 15 / 2 * 4)
 
 
 def test_models_rebuilt_one_at_a_time_are_the_same_weights():

@@ -172,7 +172,7 @@ def test_version_3_files_are_read_as_float32_and_others_refused(model, variants,
         f.attrs["format_version"] = 2
     with pytest.raises(CacheError) as info:
         CacheFile(path)
-    assert str(info.value) == (f"{path} has cache format version 2, this interp_lib reads version 4; delete {path} "
+    assert str(info.value) == (f"{path} has cache format version 2, this interp_lib reads versions 3, 4; delete {path} "
                                f"and rerun the workflow (snakemake --cores 1 {path})")
 
 

@@ -275,7 +275,7 @@ DAMAGE = {
     "unembed NaN": (_edit(lambda f: f["unembed/W_U_actions"].__setitem__((0, 0), np.nan)), _read_dla,
                     "{p}: NaN or Inf in unembed/W_U_actions; "),
     "other format version": (_edit(lambda f: f.attrs.__setitem__("format_version", 0)), _read_dla,
-                             "{p} has cache format version 0, this interp_lib reads version %d; " % FORMAT_VERSION),
+                             "{p} has cache format version 0, this interp_lib reads versions 3, %d; " % FORMAT_VERSION),
 }
 
 
@@ -392,7 +392,6 @@ ALLOWED = {  # (file, function): why a direct write is safe
     ("interp_lib/io.py", "job_logging"): "a job's log, written live; Snakemake keeps failed jobs' logs",
     ("interp_lib/demo/tokenizer.py", "save_tokenizer"): "writes into atomic_output_dir's temporary dir only",
     ("interp_lib/demo/rl.py", "_canonicalise_adapter_config"): "edits a file in atomic_output_dir's temporary dir",
-    ("interp_lib/warm_start.py", "connect"): "a warm server's lock file and log, not a result",
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from interp_lib.warm_start import server_key
+from interp_lib.warm_start import BATCH_SCHEDULERS, server_key
 
 REPO = Path(__file__).resolve().parents[1]
 # "wave" stands for torch: a module no script imports before run_warm, so finding it in
@@ -43,7 +43,8 @@ def probe(tmp_path):
     script.write_text(PROBE)
     env = {**os.environ, "INTERP_WARM_DIR": str(tmp_path / "servers"), "INTERP_WARM_PRELOAD": "wave",
            "INTERP_WARM_IDLE_S": "20", "PYTHONPATH": str(REPO)}
-    env.pop("INTERP_WARM_START", None)
+    for name in ("INTERP_WARM_START", *BATCH_SCHEDULERS):  # the suite may itself run inside a batch job
+        env.pop(name, None)
     work = tmp_path / "work"
     work.mkdir()
 
@@ -108,12 +109,14 @@ def test_inside_a_slurm_job_warm_start_is_off(probe):
 
 def test_errors_keep_their_status_and_message(probe):
     run, _, _ = probe
-    status, _, err = _finish(run(PROBE_ACTION="raise"))
+    status, out, err = _finish(run(PROBE_ACTION="raise"))
+    assert out.split()[1] == "True"  # in a forked child, not after a fallback to this process
     assert status == 1
     lines = err.strip().splitlines()
     assert lines[-1] == "ValueError: a one-line message"
     assert "warm_start" not in err and "runpy" not in err  # the traceback starts at the script
-    status, _, err = _finish(run(PROBE_ACTION="message"))
+    status, out, err = _finish(run(PROBE_ACTION="message"))
+    assert out.split()[1] == "True"
     assert status == 1 and err.strip().splitlines()[-1] == "stopped with a message"
 
 
@@ -143,13 +146,52 @@ def _alive(pid: int) -> bool:
     return status != "Z"
 
 
-def test_an_idle_server_exits_and_removes_its_files(probe):
+def test_an_idle_server_exits_and_removes_its_socket(probe):
     run, _, servers = probe
     assert _finish(run(INTERP_WARM_IDLE_S="1"))[0] == 0
+    server = _server_pid(next(servers.glob("*.log")))
     deadline = time.monotonic() + 20
-    while list(servers.iterdir()):
+    while list(servers.glob("*.sock")) or _alive(server):
         assert time.monotonic() < deadline, list(servers.iterdir())
         time.sleep(0.1)
+    assert "exiting" in next(servers.glob("*.log")).read_text()
+
+
+def test_concurrent_first_calls_start_one_server(probe):
+    run, _, servers = probe
+    procs = [run(PROBE_STATUS="2") for _ in range(6)]  # one environment, so one server's key
+    results = [_finish(p) for p in procs]
+    assert [status for status, _, _ in results] == [2] * 6
+    assert all(out.split()[1] == "True" for _, out, _ in results)
+    assert len(list(servers.glob("*.log"))) == 1
+    assert len({int(out.split()[3]) for _, out, _ in results}) == 1  # every job's parent: the one server
+
+
+def test_when_the_server_dies_its_job_dies_and_the_caller_reports_failure(probe, tmp_path):
+    run, _, servers = probe
+    pid_file = tmp_path / "job.pid"
+    proc = run(PROBE_ACTION="sleep", PROBE_PID_FILE=str(pid_file))
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    job = int(pid_file.read_text())
+    os.kill(_server_pid(next(servers.glob("*.log"))), signal.SIGKILL)  # as the OOM killer would
+    status, _, err = _finish(proc)
+    assert status == 1 and "the server stopped before the job finished" in err
+    deadline = time.monotonic() + 10
+    while _alive(job):
+        assert time.monotonic() < deadline, "the job outlived its server"
+        time.sleep(0.05)
+
+
+def test_a_directory_others_may_enter_is_not_used(probe, tmp_path):
+    run, _, servers = probe
+    servers.mkdir(mode=0o755)
+    servers.chmod(0o755)
+    status, out, err = _finish(run())
+    assert status == 0 and out.split()[1] == "False"
+    assert "is not a private directory of this user" in err
 
 
 def test_the_server_key_follows_code_environment_but_not_volatile_variables(tmp_path):
@@ -157,8 +199,26 @@ def test_the_server_key_follows_code_environment_but_not_volatile_variables(tmp_
     package.mkdir()
     (package / "a.py").write_text("x = 1\n")
     env = {"HOME": "/root", "PYTEST_CURRENT_TEST": "one"}
-    key = server_key(env, package)
-    assert server_key({**env, "PYTEST_CURRENT_TEST": "two", "_": "/bin/ls"}, package) == key
-    assert server_key({**env, "OMP_NUM_THREADS": "2"}, package) != key
+    key = server_key(env, "/work", package)
+    assert server_key({**env, "PYTEST_CURRENT_TEST": "two", "_": "/bin/ls"}, "/work", package) == key
+    assert server_key({**env, "OMP_NUM_THREADS": "2"}, "/work", package) != key
+    assert server_key(env, "/elsewhere", package) != key  # imports may read the working directory
     (package / "a.py").write_text("x = 22\n")  # an edit
-    assert server_key(env, package) != key
+    assert server_key(env, "/work", package) != key
+
+
+def test_a_server_that_refuses_to_serve_is_not_retried(probe):
+    """A preload that starts a thread (here: a module that starts one on import) makes forking
+    unsafe: the server refuses, leaves the reason, and every later call of that environment
+    runs in its own process at once."""
+    run, work, servers = probe
+    (work / "starts_a_thread.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n")
+    extra = {"INTERP_WARM_PRELOAD": "starts_a_thread", "PYTHONPATH": f"{REPO}{os.pathsep}{work}"}
+    for _ in range(2):
+        status, out, err = _finish(run(**extra))
+        assert status == 0 and out.split()[1] == "False"  # ran here, not in a forked child
+        assert "threads after preloading; forking is unsafe" in err
+    (refusal,) = servers.glob("*.refused")
+    assert "forking is unsafe" in refusal.read_text()
+    assert len(list(servers.glob("*.log"))) == 1  # one server was started, not one per call

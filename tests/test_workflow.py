@@ -97,6 +97,8 @@ def test_a_cache_built_by_a_warm_started_job_equals_one_built_in_a_fresh_process
 
     import h5py
 
+    log = (workflow_dir / "results/logs/cache/PT2_COREDe/CD_punished.log").read_text()
+    assert "warm start: forked from server pid" in log  # so the comparison below is warm against cold
     cold = tmp_path / "cold.h5"
     code = ("import json, sys; from interp_lib.io import set_torch_threads; "
             "from interp_lib.jobs.caching import build_cache_file; set_torch_threads(1); "

@@ -120,9 +120,10 @@ class PatchRunner:
         if device.type != "cuda":
             return CPU_BATCH_SIZE
         if T not in self._gpu_rows:  # once per length: a sweep and its noise floor batch alike
-            free, _ = torch.cuda.mem_get_info(device)
-            # what torch's allocator holds but does not use is free to this pass too
-            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            # The device's memory less what this process holds, not the driver's "free": that
+            # moves with other processes, and the batch size, through the kernels it selects,
+            # moves the last bits of every delta. The workflow runs one GPU job per device.
+            free = torch.cuda.get_device_properties(device).total_memory - torch.cuda.memory_allocated(device)
             d_mlp = self.target.model.config.intermediate_size
             self._gpu_rows[T] = gpu_batch_size(self.target.cfg, d_mlp, T, free, self.positions, self.head_site)
         return self._gpu_rows[T]
