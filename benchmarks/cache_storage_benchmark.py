@@ -30,7 +30,6 @@ import argparse
 import itertools
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_workload import gemma2_2b_config, sync  # noqa: E402
+from gpu_workload import gemma2_2b_config  # noqa: E402
 from interp_lib import cache as cache_module  # noqa: E402
 from interp_lib.cache import (COMPRESSIONS, STORAGE_DTYPES, CacheFile, CacheStorage, CacheWriter,  # noqa: E402
                               collect_variant, file_attrs, write_cache)
@@ -46,6 +45,7 @@ from interp_lib.dla import dla_from_arrays, results_from_cache  # noqa: E402
 from interp_lib.hooked import HookedModel  # noqa: E402
 from interp_lib.logit_lens import ActionReadout, trajectories_from_cache, trajectory_from_arrays  # noqa: E402
 
+from common import best_of as common_best_of  # noqa: E402
 from common import machine_line, print_table  # noqa: E402
 
 TOKENS = {"C": 5, "D": 7, "prefix": [3]}
@@ -81,16 +81,7 @@ def header(model) -> tuple[dict, dict]:
 
 
 def best_of(fn, repeats: int, device: str):
-    """(result, the shortest of `repeats` timed calls in seconds), after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        result = fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return result, min(times)
+    return common_best_of(fn, repeats, device, warm_up=True)
 
 
 def read_everything(path) -> None:

@@ -28,6 +28,22 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_of(fn, repeats: int, device, budget_s: float = float("inf"), warm_up: bool = False):
+    """(result, the shortest of up to `repeats` timed calls of `fn` in seconds). `warm_up`:
+    one untimed call first; repeating stops once `budget_s` is spent (slow cases are stable
+    enough with fewer)."""
+    if warm_up:
+        fn()
+    times = []
+    while len(times) < repeats and (not times or sum(times) < budget_s):
+        sync(device)
+        t0 = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return result, min(times)
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
     try:

@@ -20,7 +20,6 @@ import argparse
 import copy
 import resource
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Widths, machine_line, patching_flops, peak_matmul_flops, print_table, sync  # noqa: E402
+from common import Widths, best_of, machine_line, patching_flops, peak_matmul_flops, print_table  # noqa: E402
 
 from interp_lib.hooked import HookedModel  # noqa: E402
 from interp_lib.patching import PatchRunner, PromptActivations, all_components  # noqa: E402
@@ -43,19 +42,6 @@ def gpu_peak_mb(device) -> float | None:
     if str(device).startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2**20
     return None
-
-
-def best_of(fn, repeats: int, device, budget_s: float = 10.0):
-    """(result, the shortest of up to `repeats` timed calls in seconds); stops repeating
-    once `budget_s` is spent (slow cases are stable enough with fewer)."""
-    times = []
-    while len(times) < repeats and (not times or sum(times) < budget_s):
-        sync(device)
-        t0 = time.perf_counter()
-        result = fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return result, min(times)
 
 
 def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive_subset=None, repeats=3,
@@ -78,7 +64,7 @@ def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive
             target_acts._kv.clear()  # the clean keys and values are part of the work
             return runner.deltas(source_acts, target_acts, [(c,) for c in comps])
 
-        fast, t_fast = best_of(ours, repeats, device)
+        fast, t_fast = best_of(ours, repeats, device, budget_s=10.0)
         mem_fast = gpu_peak_mb(device) or peak_rss_mb()
         naive_patched_delta(target, ids, source_acts, W_O, comps[0], positions, "result", tokens)  # warm-up
 
@@ -86,7 +72,7 @@ def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive
             return {c: naive_patched_delta(target, ids, source_acts, W_O, c, positions, "result", tokens)
                     for c in naive_comps}
 
-        naive, t_naive = best_of(reference, repeats, device)
+        naive, t_naive = best_of(reference, repeats, device, budget_s=10.0)
         t_naive = t_naive / len(naive_comps) * len(comps)
         mem_naive = gpu_peak_mb(device) or peak_rss_mb()
         index = {c: i for i, c in enumerate(comps)}

@@ -120,15 +120,19 @@ def test_errors_keep_their_status_and_message(probe):
     assert status == 1 and err.strip().splitlines()[-1] == "stopped with a message"
 
 
-def test_a_job_whose_caller_dies_is_stopped(probe, tmp_path):
-    run, _, _ = probe
-    pid_file = tmp_path / "job.pid"
+def _start_sleeping_job(run, pid_file: Path):
+    """(the caller's process, the job's pid) once the job runs."""
     proc = run(PROBE_ACTION="sleep", PROBE_PID_FILE=str(pid_file))
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    job = int(pid_file.read_text())
+    return proc, int(pid_file.read_text())
+
+
+def test_a_job_whose_caller_dies_is_stopped(probe, tmp_path):
+    run, _, _ = probe
+    proc, job = _start_sleeping_job(run, tmp_path / "job.pid")
     assert job != proc.pid
     proc.kill()
     proc.wait()
@@ -169,13 +173,7 @@ def test_concurrent_first_calls_start_one_server(probe):
 
 def test_when_the_server_dies_its_job_dies_and_the_caller_reports_failure(probe, tmp_path):
     run, _, servers = probe
-    pid_file = tmp_path / "job.pid"
-    proc = run(PROBE_ACTION="sleep", PROBE_PID_FILE=str(pid_file))
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    job = int(pid_file.read_text())
+    proc, job = _start_sleeping_job(run, tmp_path / "job.pid")
     os.kill(_server_pid(next(servers.glob("*.log"))), signal.SIGKILL)  # as the OOM killer would
     status, _, err = _finish(proc)
     assert status == 1 and "the server stopped before the job finished" in err
