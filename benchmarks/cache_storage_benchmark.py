@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpu_workload import gemma2_2b_config  # noqa: E402
 from interp_lib import cache as cache_module  # noqa: E402
 from interp_lib.cache import (COMPRESSIONS, STORAGE_DTYPES, CacheFile, CacheStorage, CacheWriter,  # noqa: E402
-                              collect_variant, file_attrs, write_cache)
+                              collect_variant, file_attrs, unembed_arrays, write_cache)
 from interp_lib.dla import dla_from_arrays, results_from_cache  # noqa: E402
 from interp_lib.hooked import HookedModel  # noqa: E402
 from interp_lib.logit_lens import ActionReadout, trajectories_from_cache, trajectory_from_arrays  # noqa: E402
@@ -75,9 +75,7 @@ def collect(model, ids_list) -> dict[int, dict]:
 
 
 def header(model) -> tuple[dict, dict]:
-    unembed = {"W_U_actions": model.W_U[[TOKENS["C"], TOKENS["D"]]].float().cpu().numpy(),
-               "ln_final_gain": model.final_norm_gain().cpu().numpy()}
-    return file_attrs(model, model.name, "benchmark", "fp", "th", TOKENS), unembed
+    return file_attrs(model, model.name, "benchmark", "fp", "th", TOKENS), unembed_arrays(model, TOKENS)
 
 
 def best_of(fn, repeats: int, device: str):

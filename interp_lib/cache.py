@@ -258,6 +258,16 @@ def file_attrs(hooked, model_name: str, scenario: str, fingerprint: str, tokeniz
     }
 
 
+def unembed_arrays(hooked, action_tokens: dict) -> dict:
+    """The file's /unembed group: W_U_actions [2, d] (the C and D rows, float32) and
+    ln_final_gain [d]."""
+    import torch
+
+    with torch.no_grad():
+        return {"W_U_actions": hooked.W_U[[action_tokens["C"], action_tokens["D"]]].float().cpu().numpy(),
+                "ln_final_gain": hooked.final_norm_gain().float().cpu().numpy()}
+
+
 def write_cache(path: str | Path, attrs: dict, unembed: dict, variants: dict[int, dict],
                 storage: CacheStorage | None = None) -> None:
     """Writes a cache file atomically. `variants` maps variant number -> collect_variant()

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from interp_lib.cache import (ACTIVATIONS, CHUNK_BYTES, FORMAT_VERSION, CacheError, CacheFile, CacheStorage,
-                              collect_variant, file_attrs, write_cache)
+                              collect_variant, file_attrs, unembed_arrays, write_cache)
 from interp_lib.config import ConfigError, validate_config
 from interp_lib.dla import results_from_cache, storage_error_bound
 from interp_lib.hooked import HookedModel
 from interp_lib.logit_lens import ActionReadout
+from test_hooked import tiny_gemma2
 
 REPO = Path(__file__).resolve().parents[1]
 ACTIONS = {"C": 5, "D": 7, "prefix": [3]}
@@ -28,17 +28,8 @@ UNIT_ROUNDOFF_F16, HALF_SUBNORMAL_F16 = 2.0 ** -11, 2.0 ** -25
 
 @pytest.fixture(scope="module")
 def model():
-    """Random Gemma-2 with post-norms and both softcaps: 3 layers, d_model 128."""
-    cfg = Gemma2Config(vocab_size=97, hidden_size=128, intermediate_size=192, num_hidden_layers=3,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=8,
-                       query_pre_attn_scalar=32, max_position_embeddings=128, final_logit_softcapping=30.0,
-                       attn_implementation="eager")
-    torch.manual_seed(0)
-    m = Gemma2ForCausalLM(cfg)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.1)
-    return HookedModel(m.eval(), name="tiny")
+    """Random Gemma-2 with post-norms and both softcaps (test_hooked's tiny_gemma2)."""
+    return HookedModel(tiny_gemma2(), name="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +44,7 @@ def variants(model):
 
 
 def write(model, variants, path, dtype="float32", compression="none"):
-    unembed = {"W_U_actions": model.W_U[[ACTIONS["C"], ACTIONS["D"]]].detach().numpy(),
-               "ln_final_gain": model.final_norm_gain().detach().numpy()}
-    write_cache(path, file_attrs(model, "tiny", "toy", "fp", "th", ACTIONS), unembed, variants,
+    write_cache(path, file_attrs(model, "tiny", "toy", "fp", "th", ACTIONS), unembed_arrays(model, ACTIONS), variants,
                 CacheStorage(dtype, compression))
     return path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..cache import CacheError, CacheStorage, CacheWriter, collect_variant, file_attrs
+from ..cache import CacheError, CacheStorage, CacheWriter, collect_variant, file_attrs, unembed_arrays
 
 
 def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
@@ -14,7 +14,6 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     """Runs a merged model on one scenario's prompt records, in a precision mode (see
     precision.py; the merged weights are stored in its weights' dtype), and writes its cache
     file, stored as `cache_dtype` / `cache_compression` (cache.CacheStorage), a prompt at a time."""
-    import torch
     from tqdm import tqdm
 
     from ..hooked import HookedModel
@@ -46,12 +45,7 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
                 f"more than the model's context of {limit}"
             )
         inputs[rec["variant"]] = ids.to(hooked.device)
-    C, D = action_tokens["C"], action_tokens["D"]
-    with torch.no_grad():
-        unembed = {
-            "W_U_actions": hooked.W_U[[C, D]].float().cpu().numpy(),
-            "ln_final_gain": hooked.final_norm_gain().cpu().numpy(),
-        }
+    unembed = unembed_arrays(hooked, action_tokens)
     attrs = file_attrs(hooked, model_name, scenario, fingerprint, tokenizer_hash(tokenizer), action_tokens)
     # Each prompt is written as soon as it is run: memory holds one prompt's arrays, not all of them.
     with CacheWriter(out, attrs, unembed, storage) as writer, mode.matmuls():
