@@ -1,8 +1,10 @@
 """The hooked model: the one module that knows the architectures.
 
-`HookedModel` re-runs a Hugging Face decoder (Gemma-2, or the Llama family: Llama,
-Qwen2, Mistral) block by block from its own weights, exposing TransformerLens hook
-points. Shapes: B batch, T positions, d d_model, H query heads, dh head dim.
+`HookedModel` re-runs a Hugging Face decoder (Gemma-2 and Gemma-3 text, or the Llama
+family: Llama, Qwen2, Qwen3, Mistral) block by block from its own weights, exposing
+TransformerLens hook points. Gemma-3 and Qwen3 add RMSNorm on each head's queries and keys
+(before RoPE; run through the model's own q_norm/k_norm modules), and Gemma-3 gives sliding
+and global layers RoPE bases of their own. Shapes: B batch, T positions, d d_model, H query heads, dh head dim.
 
 Hook points (TransformerLens names) and their shapes:
     hook_embed                       [B, T, d]   scaled token embedding (= resid_pre of block 0)
@@ -16,11 +18,11 @@ Hook points (TransformerLens names) and their shapes:
     blocks.{l}.attn.hook_z           [B, T, H, dh] per-head input slice of o_proj
     blocks.{l}.attn.hook_result      [B, T, H, d] per-head output z_h @ W_O[h] (computed only
                                                   when hooked; o_proj's output is their sum)
-    blocks.{l}.ln1_post.hook_scale   [B, T, 1]   post-attention norm scale (Gemma-2 only)
+    blocks.{l}.ln1_post.hook_scale   [B, T, 1]   post-attention norm scale (Gemma only)
     blocks.{l}.hook_attn_out         [B, T, d]   attention block's addition to the residual
     blocks.{l}.hook_resid_mid        [B, T, d]
     blocks.{l}.ln2.hook_scale        [B, T, 1]
-    blocks.{l}.ln2_post.hook_scale   [B, T, 1]   post-feedforward norm scale (Gemma-2 only)
+    blocks.{l}.ln2_post.hook_scale   [B, T, 1]   post-feedforward norm scale (Gemma only)
     blocks.{l}.hook_mlp_out          [B, T, d]   MLP block's addition to the residual
     blocks.{l}.hook_resid_post       [B, T, d]
     ln_final.hook_scale              [B, T, 1]
@@ -48,7 +50,10 @@ from .precision import PRECISIONS, Precision, get_precision
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
-SUPPORTED_MODEL_TYPES = ("gemma2", "llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = ("gemma2", "gemma3_text", "llama", "qwen2", "qwen3", "mistral")
+# model_type -> ArchSpec.family
+FAMILIES = {"gemma2": "gemma2", "gemma3_text": "gemma3", "llama": "llama", "qwen2": "llama",
+            "qwen3": "qwen3", "mistral": "llama"}
 
 
 class UnsupportedArchitecture(ValueError):
@@ -59,7 +64,7 @@ class UnsupportedArchitecture(ValueError):
 class ArchSpec:
     """What differs between the supported decoders."""
 
-    family: str  # "gemma2" or "llama"
+    family: str  # "gemma2", "gemma3", "llama" (Llama, Qwen2, Mistral) or "qwen3"
     n_layers: int
     n_heads: int
     n_kv_heads: int
@@ -68,12 +73,14 @@ class ArchSpec:
     d_vocab: int
     eps: float
     norm_offset: float  # RMSNorm gain is (offset + w): 1 for Gemma, 0 for Llama
-    post_norms: bool  # Gemma-2's post-attention / post-feedforward norms
+    post_norms: bool  # Gemma's post-attention / post-feedforward norms
     embed_scale: float | None
     attn_scale: float
     attn_softcap: float | None
     final_softcap: float | None
     sliding_windows: tuple  # per layer: window length or None (global attention)
+    qk_norms: bool = False  # RMSNorm on each head's queries and keys (Gemma-3, Qwen3)
+    rope_layer_types: tuple | None = None  # per layer: the rotary embedding's layer type (Gemma-3)
 
     @classmethod
     def from_config(cls, config) -> "ArchSpec":
@@ -85,9 +92,10 @@ class ArchSpec:
         n_heads = config.num_attention_heads
         d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
         windows = layer_windows(config)
-        gemma = model_type == "gemma2"
+        family = FAMILIES[model_type]
+        gemma = family in ("gemma2", "gemma3")
         return cls(
-            family="gemma2" if gemma else "llama",
+            family=family,
             n_layers=config.num_hidden_layers,
             n_heads=n_heads,
             n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
@@ -99,9 +107,12 @@ class ArchSpec:
             post_norms=gemma,
             embed_scale=math.sqrt(config.hidden_size) if gemma else None,
             attn_scale=(config.query_pre_attn_scalar if gemma else d_head) ** -0.5,
-            attn_softcap=getattr(config, "attn_logit_softcapping", None) if gemma else None,
+            # HF's Gemma-3 attention never applies attn_logit_softcapping (nor does Gemma-3 itself)
+            attn_softcap=getattr(config, "attn_logit_softcapping", None) if family == "gemma2" else None,
             final_softcap=getattr(config, "final_logit_softcapping", None) if gemma else None,
             sliding_windows=windows,
+            qk_norms=family in ("gemma3", "qwen3"),
+            rope_layer_types=tuple(config.layer_types) if family == "gemma3" else None,
         )
 
 
@@ -247,12 +258,15 @@ class HookedModel:
                     value = out
         return value
 
-    def _rope(self, positions: torch.Tensor, like: torch.Tensor):
-        key = (tuple(positions.tolist()), like.dtype, like.device)
+    def _rope(self, positions: torch.Tensor, like: torch.Tensor, layer: int):
+        """(cos, sin) [1, 1, T, dh] of a layer at `positions` (Gemma-3: by the layer's type)."""
+        layer_type = None if self.cfg.rope_layer_types is None else self.cfg.rope_layer_types[layer]
+        key = (tuple(positions.tolist()), like.dtype, like.device, layer_type)
         if key not in self._rope_cache:
             if len(self._rope_cache) > 16:
                 self._rope_cache.clear()
-            cos, sin = self._rotary(like, positions[None].to(like.device))
+            extra = () if layer_type is None else (layer_type,)
+            cos, sin = self._rotary(like, positions[None].to(like.device), *extra)
             self._rope_cache[key] = (cos[:, None], sin[:, None])  # [1, 1, T, dh]
         return self._rope_cache[key]
 
@@ -277,8 +291,11 @@ class HookedModel:
         B, Tn, _ = x_normed.shape
         T0 = 0 if kv_prefix is None else kv_prefix[0].shape[2]
         positions = torch.arange(T0, T0 + Tn, device=x_normed.device)
-        q = attn.q_proj(x_normed).view(B, Tn, cfg.n_heads, cfg.d_head).transpose(1, 2)
-        cos, sin = self._rope(positions, x_normed)
+        q = attn.q_proj(x_normed).view(B, Tn, cfg.n_heads, cfg.d_head)
+        if cfg.qk_norms:
+            q = attn.q_norm(q)
+        q = q.transpose(1, 2)
+        cos, sin = self._rope(positions, x_normed, layer)
         # The score scale (and the softcap's 1/cap) act on q: [Tn, dh] work instead of [Tn, Tk].
         q_scale = cfg.attn_scale / (cfg.attn_softcap or 1.0)
         q = (q * cos + _rotate_half(q) * sin) * q_scale
@@ -371,9 +388,12 @@ class HookedModel:
         holding positions start..start+T-1."""
         cfg, attn = self.cfg, self._layers[layer].self_attn
         B, T, _ = x_normed.shape
-        k = attn.k_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
+        k = attn.k_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head)
+        if cfg.qk_norms:
+            k = attn.k_norm(k)
+        k = k.transpose(1, 2)
         v = attn.v_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
-        cos, sin = self._rope(torch.arange(start, start + T, device=x_normed.device), x_normed)
+        cos, sin = self._rope(torch.arange(start, start + T, device=x_normed.device), x_normed, layer)
         return k * cos + _rotate_half(k) * sin, v
 
     def clean_keys_values(self, layer: int, resid_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -390,7 +410,7 @@ class HookedModel:
 
     def attn_out(self, layer: int, o: torch.Tensor, hooks: dict | None = None) -> torch.Tensor:
         """The attention block's addition to the residual [.., d] from o_proj's output:
-        Gemma-2's post-attention norm (recomputed on `o`), nothing for the Llama family."""
+        Gemma's post-attention norm (recomputed on `o`), nothing for the Llama family."""
         if not self.cfg.post_norms:
             return o.to(self.resid_dtype)
         norm = self._layers[layer].post_attention_layernorm

@@ -46,9 +46,9 @@ def resolve_device(device: str = "auto") -> str:
 def check_dtype(model_type: str, dtype: str, name: str) -> None:
     if dtype not in DTYPES:
         raise ModelLoadError(f"model {name}: unknown dtype {dtype!r} (use one of {', '.join(DTYPES)})")
-    if model_type == "gemma2" and dtype == "float16":
+    if model_type in ("gemma2", "gemma3_text") and dtype == "float16":
         raise ModelLoadError(
-            f"model {name}: Gemma-2 overflows in float16 (activations exceed its range); "
+            f"model {name}: Gemma overflows in float16 (activations exceed its range); "
             "set analysis.precision to bfloat16, bfloat16-resid32 or float32"
         )
 

@@ -64,6 +64,11 @@ class RLSettings:
             raise ValueError(f"unknown reward {self.reward!r}; expected one of {sorted(REWARDS)}")
         if self.rank < 1 or self.steps < 1 or self.lr <= 0:
             raise ValueError("rank and steps must be >= 1 and lr > 0")
+        labellings = tuple(self.labellings)  # a config gives a list
+        unknown = sorted(set(labellings) - {"standard", "swapped"})
+        if not labellings or unknown or len(set(labellings)) != len(labellings):
+            raise ValueError(f"labellings must be distinct values of standard, swapped; got {list(labellings)}")
+        object.__setattr__(self, "labellings", labellings)
 
 
 def _common_prefix_length(seqs: list[list[int]]) -> int:

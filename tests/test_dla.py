@@ -219,3 +219,23 @@ def test_seed_custom_analysis_snippet(analysis_dir, monkeypatch):
     rows = full[(full["model"] == "PT3_COREDe") & (full["scenario"] == "CC_temptation") & (full["variant"] == variant)]
     assert np.allclose(dla.export_to_dataframe(result)["contribution"].to_numpy(), rows["contribution"].to_numpy(),
                        atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gemma3_softcaps", "qwen3", "llama"])
+def test_reconstruction_and_ablation_on_each_architecture(arch):
+    """DLA reconstructs the pre-softcap delta (<= 1e-4) and each head's attribution is its
+    direct-path ablation, on the q/k-norm families too (Gemma-3 through its frozen post-norms)."""
+    from interp_lib.hooked import HookedModel
+    from test_hooked import MODELS
+
+    hooked = HookedModel(MODELS[arch]())
+    ids = torch.randint(0, 97, (1, 14), generator=torch.Generator().manual_seed(5))
+    res = DirectLogitAttributor(hooked, ACTIONS).decompose_logits(ids)
+    assert abs(res.reconstruction_error) < 1e-4
+    logits = hooked.run_with_hooks(ids)
+    assert abs(res.final_delta - float(logits[0, -1, 7] - logits[0, -1, 5])) < 1e-5
+    _, clean = hooked.run_with_cache(ids)
+    for layer in range(hooked.n_layers):
+        assert np.ptp(res.head_contributions[layer]) > 1e-4
+        effects = direct_effects_by_ablation(hooked, ids, layer, ACTIONS, clean)
+        assert np.abs(effects - res.head_contributions[layer]).max() < 1e-5

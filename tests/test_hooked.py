@@ -3,8 +3,9 @@ identities every analysis relies on."""
 
 import pytest
 import torch
-from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 from interp_lib.hooked import HookedModel, UnsupportedArchitecture
 
@@ -24,6 +25,22 @@ def tiny_gemma2():
     return _randomize(Gemma2ForCausalLM(cfg))
 
 
+def tiny_gemma3(**extra):
+    """Gemma-3 text: q/k norms, 5 sliding layers (RoPE base 1e4) to 1 global (base 1e6), one
+    key/value head, no softcaps: the 270m's shape, small. Softcaps can be switched on."""
+    settings = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
+                    num_key_value_heads=1, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+                    max_position_embeddings=128, attn_implementation="eager")
+    cfg = Gemma3TextConfig(**{**settings, **extra})
+    return _randomize(Gemma3ForCausalLM(cfg))
+
+
+def tiny_qwen3():
+    """Qwen3: q/k norms on the Llama block; layers 1-2 slide (window 6)."""
+    return tiny(Qwen3Config, Qwen3ForCausalLM, head_dim=16, use_sliding_window=True, sliding_window=6,
+                max_window_layers=1)
+
+
 def tiny(config_cls, model_cls, **extra):
     cfg = config_cls(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
@@ -36,6 +53,9 @@ MODELS = {
     "llama": lambda: tiny(LlamaConfig, LlamaForCausalLM),
     "qwen2": lambda: tiny(Qwen2Config, Qwen2ForCausalLM),
     "mistral": lambda: tiny(MistralConfig, MistralForCausalLM, sliding_window=6),
+    "gemma3": tiny_gemma3,
+    "gemma3_softcaps": lambda: tiny_gemma3(attn_logit_softcapping=20.0, final_logit_softcapping=15.0),
+    "qwen3": tiny_qwen3,
 }
 
 
@@ -89,6 +109,31 @@ def test_gemma2_features_are_exercised():
     assert cfg.embed_scale == pytest.approx(8.0)
 
 
+def test_gemma3_and_qwen3_features_are_exercised():
+    g3 = HookedModel(tiny_gemma3())
+    assert g3.cfg.family == "gemma3" and g3.cfg.qk_norms and g3.cfg.post_norms
+    assert g3.cfg.sliding_windows == (8,) * 5 + (None,)
+    assert g3.cfg.attn_softcap is None and g3.cfg.final_softcap is None and g3.cfg.embed_scale == pytest.approx(8.0)
+    assert g3.cfg.attn_scale == pytest.approx(24 ** -0.5)
+    positions, like = torch.arange(5, 9), torch.zeros(1, 4, 64)
+    # local and global layers rotate by their own bases (1e4 and 1e6): different angles
+    assert not torch.allclose(g3._rope(positions, like, 0)[0], g3._rope(positions, like, 5)[0])
+    assert torch.equal(g3._rope(positions, like, 0)[0], g3._rope(positions, like, 4)[0])
+    # HF's Gemma-3 ignores an attention softcap in its config (its final softcap applies):
+    # test_logits_equal_hf_forward[gemma3_softcaps] holds the hooked model to that
+    capped = HookedModel(tiny_gemma3(attn_logit_softcapping=20.0, final_logit_softcapping=15.0)).cfg
+    assert capped.attn_softcap is None and capped.final_softcap == 15.0
+    q3 = HookedModel(tiny_qwen3())
+    assert q3.cfg.family == "qwen3" and q3.cfg.qk_norms and not q3.cfg.post_norms
+    assert q3.cfg.sliding_windows == (None, 6, 6)
+    # the q/k norms matter: without them the logits change
+    ids = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(5))
+    for hooked in (g3, q3):
+        with_norms = hooked.run_with_hooks(ids)
+        hooked.cfg = type(hooked.cfg)(**{**hooked.cfg.__dict__, "qk_norms": False})
+        assert (hooked.run_with_hooks(ids) - with_norms).abs().max() > 1e-3
+
+
 def test_sliding_window_limits_what_a_local_layer_sees():
     model = tiny_gemma2()
     hooked = HookedModel(model)
@@ -131,7 +176,7 @@ def test_unsupported_architecture_is_named():
         HookedModel(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))
 
 
-@pytest.mark.parametrize("family,T", [("gemma2", 100), ("mistral", 100), ("llama", 600)])
+@pytest.mark.parametrize("family,T", [("gemma2", 100), ("mistral", 100), ("llama", 600), ("gemma3", 100)])
 def test_block_wise_attention_equals_hf_on_long_inputs(family, T):
     """Sequences much longer than the sliding window (or > 512 positions) are attended in
     query blocks that skip masked-out keys: same logits as HF's full masked attention, with
@@ -142,6 +187,7 @@ def test_block_wise_attention_equals_hf_on_long_inputs(family, T):
                  num_key_value_heads=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
                  attn_implementation="eager", **extra))),
              "mistral": lambda: tiny(MistralConfig, MistralForCausalLM, sliding_window=6),
+             "gemma3": lambda: tiny_gemma3(**{**extra}),
              "llama": lambda: _randomize(LlamaForCausalLM(LlamaConfig(
                  vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, attn_implementation="eager", **extra)))}[family]()

@@ -519,3 +519,25 @@ def test_seed_custom_analysis_snippet_patching_part(workflow_dir, monkeypatch):
     assert discovery.flipped and 1 <= len(discovery.minimal_circuit) <= 10  # PT2 -> PT3_De flips CC prompts
     single, _ = patcher.patch_component(record["prompt"], "L3_MLP")
     assert abs(single - rows.loc[rows["component"] == "L3_MLP", "patched_delta"].iat[0]) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen3"])
+@pytest.mark.parametrize("positions,reuse_kv,head_site", [("all", False, "result"), ("decision", True, "z"),
+                                                           ("decision", False, "result")])
+def test_runner_equals_naive_on_the_qk_norm_families(arch, positions, reuse_kv, head_site):
+    """Gemma-3 and Qwen3 (q/k norms; Gemma-3's two RoPE bases and post-norms): every
+    component's exact patch equals the naive hooked run, reusing cached keys or not."""
+    from test_hooked import MODELS
+
+    target, source = lora_like_pair(MODELS[arch], seed=4)
+    ids = torch.randint(0, 97, (1, 22), generator=torch.Generator().manual_seed(8))
+    W_O = torch.stack([source.W_O(l) for l in range(source.n_layers)])
+    src, tgt = PromptActivations.from_run(source, ids, TOKENS), PromptActivations.from_run(target, ids, TOKENS)
+    runner = PatchRunner(target, W_O, TOKENS, positions, head_site, reuse_keys_values=reuse_kv)
+    results = sweep(runner, src, tgt)
+    assert len(results) == target.n_layers * (target.n_heads + 1)
+    assert max(abs(r.delta_change) for r in results) > 1e-3
+    for r in results:
+        expected = naive_patched_delta(target, ids, src, W_O, Component.parse(r.component), positions, head_site,
+                                       TOKENS)
+        assert abs(r.patched_delta - expected) < 1e-5, r.component
