@@ -10,7 +10,7 @@ tokens' unembedding rows, softcap) in float32, and norm scales are float32.
     tf32               float32   float32   TF32 on CUDA (10-bit mantissa inputs); = float32 on CPU
     bfloat16           bfloat16  bfloat16  bfloat16 (float32 accumulation)
     bfloat16-resid32   bfloat16  float32   bfloat16; block outputs added to a float32 stream
-    float16            float16   float16   float16 (Llama family only: Gemma-2 overflows)
+    float16            float16   float16   float16 (Llama family only: Gemma overflows)
 
 Measured trade-offs (speed, noise floor, ranking agreement with float32) are in the
 README's precision table, from `benchmarks/gpu_workload.py --modes`.

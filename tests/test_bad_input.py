@@ -91,7 +91,7 @@ def test_weights_not_available_offline_name_model_and_id(monkeypatch, tmp_path):
 
 
 def test_gemma2_in_float16_is_refused(workflow_dir):
-    with pytest.raises(ModelLoadError, match="Gemma-2 overflows in float16.*analysis.precision to bfloat16, bfloat16-resid32 or float32"):
+    with pytest.raises(ModelLoadError, match="Gemma overflows in float16.*analysis.precision to bfloat16, bfloat16-resid32 or float32"):
         load_base_model(str(workflow_dir / "results/demo/base"), "float16", "cpu", "base")
 
 
