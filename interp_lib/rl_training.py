@@ -240,19 +240,27 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
         opt, lambda i: final + (1 - final) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
     )
     rewards, before = [], None
+    # One backward pass per labelling (their prompts share no long prefix anyway): the gradient
+    # of the mean over all states is the sum of each part's, weighted by its share of the
+    # states, and only one part's activations are held at a time.
+    parts = [[s for s in states if s.labelling == labelling] for labelling in settings.labellings]
     with torch.enable_grad():  # also when called under torch.no_grad()
         for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
-            logits = _decision_logits(model, cache, states)
-            if before is None:  # LoRA's B starts at zero: the first pass is the base model's
-                before = behaviour_from_logits(logits, cache.actions, states, settings.reward)
-            p_c, p_d = _outcome_probabilities(logits, cache.actions, states)
-            loss = -expected_reward(p_c, p_d, states, settings.reward)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_logits, reward = [], 0.0
+            for part in parts:
+                logits = _decision_logits(model, cache, part)
+                p_c, p_d = _outcome_probabilities(logits, cache.actions, part)
+                loss = -expected_reward(p_c, p_d, part, settings.reward) * (len(part) / len(states))
+                loss.backward()
+                reward -= float(loss.detach())
+                step_logits.append(logits.detach())
+            if before is None:  # LoRA's B starts at zero: the first pass is the base model's
+                before = behaviour_from_logits(torch.cat(step_logits), cache.actions, states, settings.reward)
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             opt.step()
             sched.step()
-            rewards.append(round(-float(loss.detach()), 6))
+            rewards.append(round(reward, 6))
             logger.info("adapter %s step %d/%d: expected reward %.4f", settings.reward, step + 1, settings.steps, rewards[-1])
     model.eval()
     after = behaviour(model, cache, states, settings.reward)

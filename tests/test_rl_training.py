@@ -25,7 +25,6 @@ from interp_lib.rl_training import (
     shared_prefix_logits,
 )
 
-COMMITTED = REPO / "adapters" / "smollm2"
 
 
 
@@ -84,52 +83,76 @@ def test_shared_prefix_logits_and_gradients_equal_separate_runs(converted):
     assert float((g_shared - g_separate).norm() / g_separate.norm()) < 1e-4
 
 
-@pytest.fixture(scope="module")
-def committed_behaviour(converted) -> dict:
-    """adapter -> scenario -> mean over the 3 evaluation variants of P(D | {C, D}) =
-    sigmoid(delta), each adapter merged into the converted base by interp_lib.models."""
+FAMILIES = {"smollm2": "converted", "gemma3": "gemma3_converted"}  # adapters/<family>/ -> its base fixture
+LABEL_BIAS_BOUND = 1.0  # logits (issue 25): |delta(standard) - delta(swapped)| point estimate
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def committed_decisions(request):
+    """(family, decisions): every committed adapter of the family merged into its converted
+    base by interp_lib.models, on the counterbalanced evaluation prompts (5 scenarios and
+    their swapped siblings x 3 variants), decision position (interp_lib.behaviour_check)."""
+    import pandas as pd
+
+    from interp_lib.behaviour_check import model_decisions
     from interp_lib.models import load_model
-    from interp_lib.prompts import build_dataset
-    from interp_lib.tokens import decision_input_ids, get_action_token_ids
 
-    records = build_dataset()
-    out = {}
+    family = request.param
+    base = request.getfixturevalue(FAMILIES[family])
+    frames = []
     for name in TARGETS:
-        model, tokenizer = load_model(name, {"base": str(converted), "adapter": str(COMMITTED / name)})
-        actions = get_action_token_ids(tokenizer)
-        per = {}
-        with torch.no_grad():
-            for rec in records:
-                logits = model(input_ids=decision_input_ids(tokenizer, rec["prompt"], actions)).logits[0, -1]
-                per.setdefault(rec["scenario"], []).append(float(torch.sigmoid(logits[actions["D"]] - logits[actions["C"]])))
-        out[name] = {s: sum(v) / len(v) for s, v in per.items()}
-    return out
+        model, tokenizer = load_model(name, {"base": str(base), "adapter": str(REPO / "adapters" / family / name)})
+        frames.append(model_decisions(model, tokenizer, name))
+    return family, pd.concat(frames, ignore_index=True)
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_committed_adapters_meet_the_behaviour_targets(committed_behaviour, name):
+def test_committed_adapters_meet_the_behaviour_targets_in_both_labellings(committed_decisions, name):
+    """Issue 14's targets on P(Defect) (mean over the 3 variants), in the standard labelling
+    and in the swapped one (action1 = Defect), for both families' counterbalanced adapters."""
+    family, dec = committed_decisions
+    rows = dec[dec["model"] == name]
     defect, cooperate = TARGETS[name]
-    p = committed_behaviour[name]
-    assert set(p) == set(SCENARIOS)
-    assert {s for s in defect if p[s] < 0.9} == set(), p
-    assert {s for s in cooperate if p[s] > 0.1} == set(), p
+    for labelling, suffix in (("standard", ""), ("swapped", "_swapped")):
+        p = rows[rows["labelling"] == labelling].groupby("scenario")["p_defect"].mean()
+        p = {s.removesuffix(suffix): v for s, v in p.items()}
+        assert set(p) == set(SCENARIOS)
+        assert {s for s in defect if p[s] < 0.9} == set(), (family, labelling, p)
+        assert {s for s in cooperate if p[s] > 0.1} == set(), (family, labelling, p)
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_committed_adapters_record_how_they_were_trained(name):
-    """Each committed directory is what the rl_adapter rule wrote for config.smollm2.yaml's
-    rl_adapters entry of the same name (settings, reward, training record)."""
+def test_committed_adapters_decide_by_meaning_not_token(committed_decisions, name):
+    """The same decision in every swapped pair (15 of 15) and a label bias (delta standard -
+    delta swapped, behavior.label_bias) within 1 logit in every scenario."""
+    from interp_lib.behavior import label_bias
+
+    family, dec = committed_decisions
+    bias = label_bias(dec[dec["model"] == name])
+    assert len(bias) == len(SCENARIOS) and (bias["n_pairs"] == 3).all()
+    assert (bias["same_decision_share"] == 1.0).all(), (family, bias.to_dict("records"))
+    worst = bias.loc[bias["label_bias"].abs().idxmax()]
+    assert abs(worst["label_bias"]) <= LABEL_BIAS_BOUND, (family, worst.to_dict())
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_committed_adapters_record_how_they_were_trained(family, name):
+    """Each committed directory is what the rl_adapter rule wrote for config.<family>.yaml's
+    rl_adapters entry of the same name (settings, reward, labellings, training record)."""
     import yaml
 
-    cfg = yaml.safe_load((REPO / "config.smollm2.yaml").read_text())
-    spec = cfg["rl_adapters"][f"results_smollm2/adapters/{name}"]
-    record = json.loads((COMMITTED / name / "training.json").read_text())
+    cfg = yaml.safe_load((REPO / f"config.{family}.yaml").read_text())
+    spec = cfg["rl_adapters"][f"results_{family}/adapters/{name}"]
+    committed = REPO / "adapters" / family / name
+    record = json.loads((committed / "training.json").read_text())
     assert record["settings"]["reward"] == spec["reward"] == ADAPTER_REWARDS[name]
     assert [record["settings"][k] for k in ("rank", "alpha", "lr")] == [spec["rank"], spec["alpha"], spec["lr"]]
-    adapter_cfg = json.loads((COMMITTED / name / "adapter_config.json").read_text())
+    assert record["settings"]["labellings"] == spec["labellings"] == ["standard", "swapped"]
+    adapter_cfg = json.loads((committed / "adapter_config.json").read_text())
     assert (adapter_cfg["r"], adapter_cfg["lora_alpha"]) == (spec["rank"], spec["alpha"])
     assert record["after"]["expected_reward"] > record["before"]["expected_reward"]
-    assert (COMMITTED / name / "adapter_model.safetensors").stat().st_size < 2 * 1024 * 1024
+    assert (committed / "adapter_model.safetensors").stat().st_size < 2 * 1024 * 1024
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from interp_lib.config import (
     rl_adapter_dir,
     steering_scenarios,
 )
-from interp_lib.gguf_convert import GGUFError, source_path
+from interp_lib.gguf_convert import GGUFError, source_paths
 from interp_lib.precision import get_precision
 
 MODELS = list(config["models"])
@@ -121,12 +121,12 @@ check_rl_adapter_bases()
 
 
 def gguf_files():
-    """Output directory -> its GGUF file (convert_gguf's input); a missing package or file
-    stops the run here, with one line, as a missing adapter directory does."""
+    """Output directory -> its GGUF file or chunks (convert_gguf's input); a missing package
+    or file stops the run here, with one line, as a missing adapter directory does."""
     files = {}
     for out_dir, source in config["gguf"].items():
         try:
-            files[out_dir] = str(source_path(source))
+            files[out_dir] = [str(path) for path in source_paths(source)]
         except GGUFError as exc:
             sys.exit(f"Error: {CONFIG_SOURCE}: gguf.{out_dir}: {exc}")
     return files

@@ -11,4 +11,11 @@ from interp_lib.io import job_logging, set_torch_threads
 
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
-    convert_gguf(snakemake.input[0], Path(snakemake.output[0]).parent, snakemake.params.source.get("package"))
+    source = snakemake.params.source
+    convert_gguf(
+        list(snakemake.input),
+        Path(snakemake.output[0]).parent,
+        package=source.get("package"),
+        sha256=source.get("sha256"),
+        chat_template=source.get("chat_template"),
+    )

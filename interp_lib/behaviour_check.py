@@ -1,0 +1,54 @@
+"""A fine-tune's decisions on the counterbalanced evaluation prompts, straight from the model
+(no cache): the quick check that an adapter decides by the game and not by the token.
+
+The workflow's own tables (behavior/decisions.csv, label_bias.csv) read the activation
+caches; this module runs the model once per prompt instead, decision position only, with
+the prompts' shared prefixes run once (`rl_training.shared_prefix_logits`). Its rows have
+`behavior.decisions_table`'s columns, so `behavior.label_bias` applies unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from .behavior import COLUMNS, action_of
+from .prompts import DEFAULT_SCENARIOS, build_dataset, swapped_sibling
+from .tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens
+
+
+def counterbalanced_scenarios(scenarios: dict | None = None) -> dict:
+    """Each scenario followed by its swapped-label sibling (`<name>_swapped`, action1 = Defect)."""
+    out = {}
+    for name, spec in (DEFAULT_SCENARIOS if scenarios is None else scenarios).items():
+        out[name] = spec
+        sibling, sibling_spec = swapped_sibling(name, spec)
+        out[sibling] = sibling_spec
+    return out
+
+
+@torch.no_grad()
+def model_decisions(model, tokenizer, name: str, scenarios: dict | None = None, n_variants: int = 3,
+                    seed: int = 0) -> pd.DataFrame:
+    """One row per (scenario, variant) of the counterbalanced evaluation prompts:
+    delta = logit(Defect) - logit(Cooperate) at the decision position (the labelling's tokens),
+    p_defect = sigmoid(delta), p_action2 = P(the token action2)."""
+    from .rl_training import shared_prefix_logits
+
+    records = build_dataset(counterbalanced_scenarios(scenarios), n_variants, seed)
+    actions = get_action_token_ids(tokenizer)
+    seqs = [decision_input_ids(tokenizer, rec["prompt"], actions)[0].tolist() for rec in records]
+    logits = shared_prefix_logits(model, seqs, n_last=1)[:, -1]  # [n, vocab]
+    rows = []
+    for rec, row in zip(records, logits):
+        tokens = labelled_action_tokens(actions, rec["labelling"])
+        delta = float(row[tokens["D"]] - row[tokens["C"]])
+        p_defect = 1.0 / (1.0 + math.exp(-delta))
+        rows.append({"model": name, "scenario": rec["scenario"], "variant": rec["variant"],
+                     "labelling": rec["labelling"], "template": rec["template"], "delta": delta,
+                     "p_defect": p_defect,
+                     "p_action2": p_defect if rec["labelling"] == "standard" else 1.0 - p_defect,
+                     "action": action_of(delta)})
+    return pd.DataFrame(rows, columns=COLUMNS)
