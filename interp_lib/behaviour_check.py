@@ -52,3 +52,44 @@ def model_decisions(model, tokenizer, name: str, scenarios: dict | None = None, 
                      "p_action2": p_defect if rec["labelling"] == "standard" else 1.0 - p_defect,
                      "action": action_of(delta)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def check_config(config_path: str, models: list[str] | None = None) -> str:
+    """Markdown: P(Defect) per model x scenario (both labellings) and the label bias per model
+    x scenario with its bootstrap 95% interval, for the config's models (or `models`)."""
+    from .behavior import label_bias
+    from .config import load_config
+    from .models import load_model
+    from .summary_document import Document, to_markdown
+
+    config = load_config(config_path)
+    frames = []
+    for name in models or list(config["models"]):
+        model, tokenizer = load_model(name, config["models"][name])
+        frames.append(model_decisions(model, tokenizer, name, n_variants=config["variants_per_scenario"],
+                                      seed=config["seed"]))
+        del model
+    decisions = pd.concat(frames, ignore_index=True)
+    doc = Document()
+    doc.p("P(Defect), mean over the prompt variants:")
+    doc.table(decisions.groupby(["model", "scenario"], sort=False)["p_defect"].mean().unstack().round(4)
+              .reset_index())
+    bias = label_bias(decisions)
+    bias["cell"] = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, lo, hi in
+                    zip(bias["label_bias"], bias["ci_low"], bias["ci_high"])]
+    table = bias.pivot(index="model", columns="scenario", values="cell")
+    table = table.loc[bias["model"].unique(), list(bias["scenario"].unique())]
+    pairs = bias.assign(same=bias["same_decision_share"] * bias["n_pairs"]).groupby("model", sort=False)
+    table["same decision in swapped pairs"] = [f"{round(g['same'].sum())} of {g['n_pairs'].sum()}"
+                                               for _, g in pairs]
+    doc.p("Label bias, delta(standard) - delta(swapped) in logits [bootstrap 95% interval]:")
+    doc.table(table.reset_index())
+    return to_markdown(doc)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m interp_lib.behaviour_check CONFIG [MODEL ...]")
+    print(check_config(sys.argv[1], sys.argv[2:] or None))

@@ -58,6 +58,11 @@ class RLSettings:
     # ("standard", "swapped"): also train on every state with action1 = Defect, so that
     # the policy has to read the labels' meaning (no label bias by construction of the data).
     labellings: tuple[str, ...] = ("standard",)
+    # lambda >= 0 of a penalty lambda * mean over swapped pairs of (delta(standard) -
+    # delta(swapped))^2, delta = logit(Defect) - logit(Cooperate) after the prefix: the label
+    # bias on the training states. 0 is the paper's objective (expected reward alone); it
+    # needs both labellings.
+    label_consistency: float = 0.0
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -69,6 +74,8 @@ class RLSettings:
         if not labellings or unknown or len(set(labellings)) != len(labellings):
             raise ValueError(f"labellings must be distinct values of standard, swapped; got {list(labellings)}")
         object.__setattr__(self, "labellings", labellings)
+        if self.label_consistency < 0 or (self.label_consistency > 0 and len(labellings) < 2):
+            raise ValueError("label_consistency must be >= 0, and > 0 only with both labellings")
 
 
 def _common_prefix_length(seqs: list[list[int]]) -> int:
@@ -97,6 +104,8 @@ def shared_prefix_logits(model, seqs: list[list[int]], n_last: int = 2) -> torch
     """`[len(seqs), n_last, vocab]` float32 logits at each sequence's last `n_last` positions,
     equal to running every sequence on its own (up to float reassociation, ~1e-5), with each
     group's shared prefix run once. Gradients flow through the prefix's keys and values."""
+    if not seqs:
+        raise ValueError("shared_prefix_logits needs at least one sequence")
     from transformers import DynamicCache
 
     out: list[torch.Tensor | None] = [None] * len(seqs)
@@ -152,6 +161,27 @@ def outcome_probabilities(model, cache: PromptCache, states) -> tuple[torch.Tens
     """(p(Cooperate), p(Defect)) per state, `[n_states]` each, with gradients; the rest of the
     probability mass is an illegal answer."""
     return _outcome_probabilities(_decision_logits(model, cache, states), cache.actions, states)
+
+
+def meaning_deltas(logits: torch.Tensor, actions: dict, states) -> torch.Tensor:
+    """`[n_states]` logit(Defect) - logit(Cooperate) after the prefix (action1's and action2's
+    tokens exchanged in the swapped labelling); `logits` as _decision_logits."""
+    d = logits[:, 1, actions["D"]] - logits[:, 1, actions["C"]]  # action2 - action1
+    return torch.where(_swapped(states).to(d.device), -d, d)
+
+
+def _pair_key(state) -> tuple:
+    return (state.own_last, state.opponent_last, state.temptation, state.swap_opening, state.swap_answer)
+
+
+def label_gaps(logits: torch.Tensor, actions: dict, states) -> dict:
+    """Pair key -> delta(standard) - delta(swapped) of the states present in both labellings."""
+    deltas = meaning_deltas(logits, actions, states).tolist()
+    by_labelling: dict = {"standard": {}, "swapped": {}}
+    for state, d in zip(states, deltas):
+        by_labelling[getattr(state, "labelling", "standard")][_pair_key(state)] = d
+    std, swp = by_labelling["standard"], by_labelling["swapped"]
+    return {k: std[k] - swp[k] for k in std if k in swp}
 
 
 def expected_reward(p_c: torch.Tensor, p_d: torch.Tensor, states, reward: str) -> torch.Tensor:
@@ -211,6 +241,12 @@ def behaviour_from_logits(logits: torch.Tensor, actions: dict, states, reward: s
     }
     if defect_swapped:  # P(Defect) = P(action1) in the swapped labelling
         out["p_defect_swapped"] = {k: round(sum(v) / len(v), 4) for k, v in defect_swapped.items()}
+        gaps: dict[str, list[float]] = {}
+        situation = {_pair_key(s): s.situation for s in states}
+        for key, gap in label_gaps(logits, actions, states).items():
+            gaps.setdefault(situation[key], []).append(gap)
+        # the label bias on the training states: delta(standard) - delta(swapped), in logits
+        out["label_bias"] = {k: round(sum(v) / len(v), 3) for k, v in gaps.items()}
     return out
 
 
@@ -218,6 +254,35 @@ def behaviour_from_logits(logits: torch.Tensor, actions: dict, states, reward: s
 def behaviour(model, cache: PromptCache, states, reward: str) -> dict:
     """behaviour_from_logits of one forward pass of `model` over `states`."""
     return behaviour_from_logits(_decision_logits(model, cache, states), cache.actions, states, reward)
+
+
+def accumulate_gradient(model, cache: PromptCache, parts: list, settings: RLSettings):
+    """Adds to the parameters' .grad the gradient of the loss -J + lambda * mean over pairs
+    of gap^2 (gap = delta(standard) - delta(swapped), lambda = settings.label_consistency)
+    over the states of `parts` (lists of states), one backward pass per part; returns (J,
+    the penalty, the detached logits of every state in order [n, 2, vocab])."""
+    states = [s for part in parts for s in part]
+    lam, gaps = settings.label_consistency, {}
+    if lam > 0:
+        # The penalty's gradient, lambda / n_pairs * sum 2 gap (grad delta_std - grad delta_swp),
+        # needs every pair's gap first: one pass without gradients; then each part adds its
+        # gap-weighted deltas (the gaps held fixed) to its loss, which has exactly that gradient.
+        with torch.no_grad():
+            gaps = label_gaps(_decision_logits(model, cache, states), cache.actions, states)
+    step_logits, reward = [], 0.0
+    for part in parts:
+        logits = _decision_logits(model, cache, part)
+        p_c, p_d = _outcome_probabilities(logits, cache.actions, part)
+        part_reward = expected_reward(p_c, p_d, part, settings.reward) * (len(part) / len(states))
+        loss = -part_reward
+        if lam > 0:
+            weight = torch.tensor([(1.0 if s.labelling == "standard" else -1.0) * gaps[_pair_key(s)] for s in part])
+            loss = loss + lam * 2.0 / len(gaps) * (weight * meaning_deltas(logits, cache.actions, part)).sum()
+        loss.backward()
+        reward += float(part_reward.detach())
+        step_logits.append(logits.detach())
+    penalty = lam * sum(g * g for g in gaps.values()) / len(gaps) if gaps else 0.0
+    return reward, penalty, torch.cat(step_logits)
 
 
 def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSettings) -> dict:
@@ -244,24 +309,21 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
     # of the mean over all states is the sum of each part's, weighted by its share of the
     # states, and only one part's activations are held at a time.
     parts = [[s for s in states if s.labelling == labelling] for labelling in settings.labellings]
+    penalties = []
     with torch.enable_grad():  # also when called under torch.no_grad()
         for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
             opt.zero_grad(set_to_none=True)
-            step_logits, reward = [], 0.0
-            for part in parts:
-                logits = _decision_logits(model, cache, part)
-                p_c, p_d = _outcome_probabilities(logits, cache.actions, part)
-                loss = -expected_reward(p_c, p_d, part, settings.reward) * (len(part) / len(states))
-                loss.backward()
-                reward -= float(loss.detach())
-                step_logits.append(logits.detach())
+            reward, penalty, step_logits = accumulate_gradient(model, cache, parts, settings)
             if before is None:  # LoRA's B starts at zero: the first pass is the base model's
-                before = behaviour_from_logits(torch.cat(step_logits), cache.actions, states, settings.reward)
+                before = behaviour_from_logits(step_logits, cache.actions, states, settings.reward)
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             opt.step()
             sched.step()
             rewards.append(round(reward, 6))
-            logger.info("adapter %s step %d/%d: expected reward %.4f", settings.reward, step + 1, settings.steps, rewards[-1])
+            if settings.label_consistency > 0:
+                penalties.append(round(penalty, 6))
+            logger.info("adapter %s step %d/%d: expected reward %.4f%s", settings.reward, step + 1, settings.steps,
+                        rewards[-1], f", label penalty {penalties[-1]:.4f}" if penalties else "")
     model.eval()
     after = behaviour(model, cache, states, settings.reward)
     stats = {
@@ -270,6 +332,7 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
         "trainable_parameters": sum(p.numel() for p in trainable),
         "torch_threads": torch.get_num_threads(),
         "expected_reward_per_step": rewards,
+        **({"label_penalty_per_step": penalties} if penalties else {}),
         "before": before,
         "after": after,
         "time_s": round(time.time() - t0, 1),

@@ -8,6 +8,7 @@ own merge path, and (slow) a brief retraining that must move the right way, twic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -204,3 +205,55 @@ def test_shared_prefix_logits_respect_gemma2_sliding_windows(window):
             [model(input_ids=torch.tensor([s]), use_cache=False, logits_to_keep=2).logits[0] for s in seqs]
         )
     assert float((shared - separate).abs().max()) < 1e-5
+
+
+def test_label_consistency_gradient_is_the_penalty_gradient():
+    """accumulate_gradient's two-pass construction (gaps without gradients, then gap-weighted
+    deltas per labelling) has exactly the gradient of -J + lambda * mean gap^2 computed in
+    one graph, on a tiny random Gemma-2 with the demo tokenizer and a random LoRA; and the
+    penalty it reports is lambda * mean gap^2 of that same forward."""
+    from peft import get_peft_model
+    from transformers import Gemma2ForCausalLM
+
+    from interp_lib.demo.common import PromptCache
+    from interp_lib.demo.pretrain import make_config
+    from interp_lib.demo.tokenizer import build_tokenizer
+    from interp_lib.rl_training import (_decision_logits, _outcome_probabilities, accumulate_gradient,
+                                        label_gaps, lora_config, meaning_deltas)
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = make_config(tokenizer)
+    config.num_hidden_layers, config.layer_types = 2, config.layer_types[:2]
+    model = Gemma2ForCausalLM(config).eval()
+    settings = RLSettings(reward="game_deontological", rank=2, alpha=1.0, labellings=("standard", "swapped"),
+                          label_consistency=0.3)
+    model = get_peft_model(model, lora_config(settings))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # B = 0 would leave the update, and its label bias, at zero
+    cache = PromptCache(tokenizer)
+    standard = all_states()[::4]  # 5 states (a CC+T among them) and their swapped twins
+    parts = [standard, [dataclasses.replace(s, labelling="swapped") for s in standard]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    reward, penalty, _ = accumulate_gradient(model, cache, parts, settings)
+    two_pass = [p.grad.clone() for p in trainable]
+    model.zero_grad(set_to_none=True)
+    ordered = parts[0] + parts[1]
+    logits = _decision_logits(model, cache, ordered)
+    p_c, p_d = _outcome_probabilities(logits, cache.actions, ordered)
+    deltas = meaning_deltas(logits, cache.actions, ordered)
+    n = len(parts[0])
+    gap = deltas[:n] - deltas[n:]  # all_states orders each labelling alike
+    assert len(gaps := label_gaps(logits.detach(), cache.actions, ordered)) == n
+    assert torch.allclose(torch.tensor(sorted(gaps.values())), gap.detach().sort().values, atol=1e-5)
+    objective = -expected_reward(p_c, p_d, ordered, settings.reward) + 0.3 * (gap ** 2).mean()
+    objective.backward()
+    assert abs(penalty - 0.3 * float((gap ** 2).mean())) < 1e-5 and penalty > 1e-3
+    assert abs(reward - float(expected_reward(p_c, p_d, ordered, settings.reward))) < 1e-5
+    for a, p in zip(two_pass, trainable):
+        assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="label_consistency"):
+        RLSettings(reward="game", label_consistency=0.1)  # one labelling: nothing to pair

