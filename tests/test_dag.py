@@ -196,7 +196,7 @@ def test_an_rl_adapter_is_trained_on_its_converted_base_before_its_merge(tmp_pat
 
     spec = load_config(wd / "config.yaml")["rl_adapters"]["trained/PT4"]
     assert spec == {"base": "converted/base", "reward": "game_deontological", "rank": 2, "alpha": 32,
-                    "steps": 20, "lr": 0.0005, "seed": 7}
+                    "steps": 20, "lr": 0.0005, "seed": 7, "labellings": ["standard"], "label_consistency": 0}
 
 
 @pytest.mark.parametrize(
