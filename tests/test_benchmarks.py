@@ -82,6 +82,14 @@ def test_peak_matmul_flops_is_a_throughput():
     assert 1e6 < peak < 1e15
 
 
+def test_peak_matmul_flops_sizes_the_cpu_product_to_the_dtype(monkeypatch):
+    """On a CPU the product grows from 256 until one takes 0.1 s: with a clock on which every
+    product takes 0.2 s it stays at 256, and the throughput is 2 * 256^3 / 0.2."""
+    clock = iter(range(0, 10_000))
+    monkeypatch.setattr(common.time, "perf_counter", lambda: 0.2 * next(clock))
+    assert common.peak_matmul_flops("cpu", torch.bfloat16, budget_s=0.3) == pytest.approx(2 * 256 ** 3 / 0.2)
+
+
 def test_machine_line_names_cpu_torch_and_date():
     line = common.machine_line("cpu")
     assert common.cpu_model() in line and torch.__version__ in line
@@ -129,6 +137,7 @@ def test_size_parameter_counts():
     assert [round(counts[s] / 1e9, 1) for s in ("2b", "9b", "27b")] == [2.6, 9.2, 27.2]
 
 
+@pytest.mark.slow  # models at Gemma-2-2b widths, bfloat16 matmuls on a CPU: 15-20 s on 2 cores
 def test_gpu_workload_runs_one_model_at_a_time_and_prints_one_table(monkeypatch, capsys):
     built, alive, most_alive = [], weakref.WeakSet(), [0]
     real_build = gpu_workload.build_model
@@ -163,6 +172,7 @@ def test_gpu_workload_runs_one_model_at_a_time_and_prints_one_table(monkeypatch,
     assert all(len(c) == 9 for c in out["results"]["float32"]["changes"].values())
 
 
+@pytest.mark.slow  # models at Gemma-2-2b widths, bfloat16 matmuls on a CPU: 15-20 s on 2 cores
 def test_gpu_workload_without_reference_on_one_experiment_extrapolates_stage_2(monkeypatch, capsys):
     """--experiments 1 --no-reference (the 9b/27b GPU checks): only the first experiment's
     source and target are built for stage 2, nothing is compared, and stage 2's time is

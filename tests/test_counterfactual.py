@@ -60,12 +60,27 @@ def test_residual_grid_equals_a_full_forward_pass_with_one_hook(prompts):
     T = tgt.resid_pre.shape[1]
     assert grid.shape == (model.n_layers, T) and np.isfinite(grid).all()
     for layer in range(model.n_layers):
-        for pos in (0, 4, 11, 17, T - 1):
+        for pos in range(T):
             assert abs(grid[layer, pos] - naive_residual_delta(model, corrupted, src, layer, pos)) < 1e-5
-    # positions whose tokens agree carry nothing at layer 0; one batch per 6 positions has a control
-    same = [p for p in range(T) if p not in DIFFERING]
-    assert np.abs(grid[0, same] - tgt.delta).max() < 1e-5
-    assert len(controls) == model.n_layers * int(np.ceil(T / 6)) and max(controls) < 1e-5
+    # Cells whose streams agree (layer 0: every position but the differing ones; later layers:
+    # every position before the first, and those a sliding window keeps from it) are the
+    # identity patch, not run: exactly the target's delta.
+    same = (src.resid_pre == tgt.resid_pre).all(-1).numpy()  # [L, T]
+    assert set(np.flatnonzero(~same[0])) == set(DIFFERING) and same[1:, :DIFFERING[0]].all()
+    assert (grid[same] == tgt.delta).all() and same.sum() == 96 - 59  # 37 of the 4 x 24 cells not run
+    # one control row per batch of up to 6 run cells
+    assert len(controls) == sum(int(np.ceil((~row).sum() / 6)) for row in same) and max(controls) < 1e-5
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_residual_deltas_from_a_clean_prefix_equal_the_whole_prompt(prompts, layer):
+    """`start` reads the positions before it from the target's clean keys and values."""
+    model, _, _, src, tgt = prompts
+    sets = [[11], [12, 17], [11, 12, 23], []]
+    whole = residual_deltas(model, src, tgt, ROWS, layer, sets)
+    assert np.abs(residual_deltas(model, src, tgt, ROWS, layer, sets, start=11) - whole).max() < 1e-5
+    with pytest.raises(ValueError, match="before start=12"):
+        residual_deltas(model, src, tgt, ROWS, layer, sets, start=12)
 
 
 def test_residual_atp_is_the_first_order_term(prompts):

@@ -131,6 +131,7 @@ def test_dla_error_is_the_stream_rounding_and_the_head_split(float32_pair, mode)
         assert abs(res.reconstruction_error) > 1e-4
 
 
+@pytest.mark.slow  # every component's patch in bfloat16 on a CPU: 17 s a mode on 2 cores
 @pytest.mark.parametrize("mode", BF16_MODES)
 def test_bf16_self_patches_stay_within_the_noise_band(float32_pair, mode):
     """Every self-patch (a component patched with its own activation, which must change
@@ -211,6 +212,7 @@ def test_embedded_family_bf16_delta_is_not_on_the_logit_grid(workflow_dir):
     assert max(old_err) > 10 * max(new_err), old_err  # what the bfloat16 readout did
 
 
+@pytest.mark.slow  # seven models at Gemma-2-2b widths and bfloat16 matmuls on a CPU: 80 s on 2 cores
 def test_gpu_workload_mode_sweep_runs_on_cpu(capsys):
     """The benchmark's smoke test (CI has no GPU): two modes at Gemma-2-2b widths, 2 layers;
     float32 agrees with itself exactly and bfloat16 has a nonzero noise floor."""

