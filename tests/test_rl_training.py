@@ -8,6 +8,8 @@ own merge path, and (slow) a brief retraining that must move the right way, twic
 
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import json
 from pathlib import Path
@@ -49,6 +51,7 @@ def test_prefix_groups_split_after_the_common_prefix():
     assert groups == [(2, [0, 1, 4]), (3, [2, 3])]
 
 
+@pytest.mark.real  # SmolLM2's forward and backward passes: 15-25 s on 2 cores
 def test_shared_prefix_logits_and_gradients_equal_separate_runs(converted):
     """Six training prompts (both opening orders, with and without the temptation sentence)
     through SmolLM2 with a random rank-2 LoRA. Measured: logits 3.6e-5 apart (values up to
@@ -97,13 +100,14 @@ def committed_decisions(request):
     import pandas as pd
 
     from interp_lib.behaviour_check import model_decisions
-    from interp_lib.models import load_model
+    from interp_lib.models import load_model, merge_adapter
 
     family = request.param
     base = request.getfixturevalue(FAMILIES[family])
+    base_model, tokenizer = load_model("base", {"base": str(base)})  # read once, merged into copies
     frames = []
     for name in TARGETS:
-        model, tokenizer = load_model(name, {"base": str(base), "adapter": str(REPO / "adapters" / family / name)})
+        model = merge_adapter(copy.deepcopy(base_model), str(REPO / "adapters" / family / name), name)
         frames.append(model_decisions(model, tokenizer, name))
     return family, pd.concat(frames, ignore_index=True)
 
