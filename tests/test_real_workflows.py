@@ -8,8 +8,9 @@ a family is skipped where its packages are not installed.
 What CI can afford on 2 cores within its hour (README: CI time per stage): the configs run on
 two of their five scenarios, CC_continue and CD_punished (the counterfactuals' pair: one where
 tit-for-tat cooperates, one where it defects), each with its swapped sibling, and the
-counterfactuals' residual grids by AtP (`analysis.residual_patching: atp`; exact, one Gemma-3
-grid took 45 min a prompt). The full configs' `all` is 385 jobs a family; its runs behind the
+counterfactuals' residual grids by AtP (`analysis.residual_patching: atp`; exact, a Gemma-3
+grid takes 75-85 s a prompt, 6 prompts a family: README, Counterfactual patching). The full
+configs' `all` is 385 jobs a family; its runs behind the
 headlines are timed in the README. The exact residual grid is checked against fresh patches on
 the embedded family (tests/test_counterfactual.py), and the committed adapters' decisions on
 all five scenarios in the fast tier (tests/test_rl_training.py). Every rule runs on Gemma-3.
