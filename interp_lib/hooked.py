@@ -396,11 +396,12 @@ class HookedModel:
         cos, sin = self._rope(torch.arange(start, start + T, device=x_normed.device), x_normed, layer)
         return k * cos + _rotate_half(k) * sin, v
 
-    def clean_keys_values(self, layer: int, resid_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of a layer from its (cached) resid_pre [B, T, d]."""
+    def clean_keys_values(self, layer: int, resid_pre: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of a layer from its (cached) resid_pre [B, T, d] holding positions
+        start..start+T-1."""
         blk = self._layers[layer]
         x = self._norm(blk.input_layernorm, resid_pre, f"blocks.{layer}.ln1.hook_scale", None)
-        return self.keys_values(layer, x)
+        return self.keys_values(layer, x, start)
 
     def o_proj_from_heads(self, layer: int, head_sum: torch.Tensor) -> torch.Tensor:
         """o_proj's output [.., d] from its per-head outputs z_h @ W_O[h] summed over heads
@@ -478,14 +479,20 @@ class HookedModel:
         `kv_prefixes` maps layer -> keys and values of positions before `resid`'s
         (see attention_z): then `resid` holds only the later positions.
         `prune_last_block` (with `last_only`): the last block computes keys and values at
-        every position but everything else at the last position only, since nothing reads
-        its other positions; its hooks then see [B, 1, ...].
+        every position (after its kv prefix's, if any) but everything else at the last
+        position only, since nothing reads its other positions; its hooks then see [B, 1, ...].
         """
         last = self.cfg.n_layers - 1
         for layer in range(start_layer, self.cfg.n_layers):
             kv = None if kv_prefixes is None else kv_prefixes[layer]
-            if prune_last_block and last_only and layer == last and kv is None and resid.shape[1] > 1:
-                kv = self.clean_keys_values(layer, resid[:, :-1])
+            if prune_last_block and last_only and layer == last and resid.shape[1] > 1:
+                T0 = 0 if kv is None else kv[0].shape[2]
+                k, v = self.clean_keys_values(layer, resid[:, :-1], T0)
+                if kv is not None:
+                    B = resid.shape[0]
+                    k = torch.cat([kv[0].expand(B, -1, -1, -1), k], dim=2)
+                    v = torch.cat([kv[1].expand(B, -1, -1, -1), v], dim=2)
+                kv = (k, v)
                 resid = resid[:, -1:]
             resid = self.block(layer, resid, hooks, kv)
         if last_only:

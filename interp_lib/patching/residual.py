@@ -26,7 +26,8 @@ def residual_deltas(model, source: PromptActivations, target: PromptActivations,
     """[len(position_sets)] patched deltas, each set of positions patched jointly at `layer`;
     `rows` = [C token, D token]. One batched pass from `layer`. Positions before `start` (which
     no set may patch) are the target's own at every later layer too, so they are not rerun:
-    their keys and values are computed from the target's cached stream."""
+    their keys and values are a slice of the target's clean ones (`kv_prefixes`, computed
+    once per prompt and layer)."""
     T = target.resid_pre.shape[1]
     device = target.resid_pre.device
     if any(p < start for positions in position_sets for p in positions):
@@ -36,12 +37,12 @@ def residual_deltas(model, source: PromptActivations, target: PromptActivations,
         mask[b, list(positions)] = True
     resid = torch.where(mask, source.resid_pre[layer][None], target.resid_pre[layer][None])
     kv = None
-    if start > 0:
+    if start > 0:  # start <= T - 1: the clean prefixes hold positions 0..T-2
         resid = resid[:, start:]
-        kv = {later: model.clean_keys_values(later, target.resid_pre[later][None, :start])
-              for later in range(layer, model.n_layers)}
+        kv = {later: (k[:, :, :start], v[:, :, :start])
+              for later, (k, v) in target.kv_prefixes(model, layer).items() if later >= layer}
     logits = model.forward_from(resid, layer, {}, rows=list(rows), last_only=True, kv_prefixes=kv,
-                                prune_last_block=kv is None)
+                                prune_last_block=True)
     return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
 
 
