@@ -70,7 +70,10 @@ def run_warm(script_globals: dict) -> None:
         _send(conn, request)
         _wait_for_ack(conn)
     except OSError as exc:  # the job has not started anywhere
-        print(f"warm start unavailable ({exc}); running in this process", file=sys.stderr)
+        # A server that refuses while this job waits in its backlog resets the connection
+        # after writing its reason: the reason, not the reset, is what the user needs.
+        reason = _refusal(os.environ, request["cwd"]) or exc
+        print(f"warm start unavailable ({reason}); running in this process", file=sys.stderr)
         return
     raise SystemExit(_wait_for_status(conn))
 
@@ -159,6 +162,14 @@ def connect(env, cwd: str) -> socket.socket:
         raise OSError(f"the server did not start within {CONNECT_TIMEOUT_S:.0f} s; see {base}.log")
     finally:
         os.close(lock)
+
+
+def _refusal(env, cwd: str) -> str | None:
+    """Why this environment's server refused to serve, if it did."""
+    with contextlib.suppress(OSError):
+        refused = Path(f"{server_dir(env) / server_key(env, cwd)}.refused")
+        return f"the server refused to serve: {refused.read_text().strip()}"
+    return None
 
 
 def _connect(address: str) -> socket.socket:
