@@ -3,7 +3,7 @@
 
 The workflow's own tables (behavior/decisions.csv, label_bias.csv) read the activation
 caches; this module runs the model once per prompt instead, decision position only, with
-the prompts' shared prefixes run once (`rl_training.shared_prefix_logits`). Its rows have
+the prompts' shared prefixes run once (`prefix_tree.shared_prefix_logits`). Its rows have
 `behavior.decisions_table`'s columns, so `behavior.label_bias` applies unchanged.
 """
 
@@ -35,7 +35,7 @@ def model_decisions(model, tokenizer, name: str, scenarios: dict | None = None, 
     """One row per (scenario, variant) of the counterbalanced evaluation prompts:
     delta = logit(Defect) - logit(Cooperate) at the decision position (the labelling's tokens),
     p_defect = sigmoid(delta), p_action2 = P(the token action2)."""
-    from .rl_training import shared_prefix_logits
+    from .prefix_tree import shared_prefix_logits
 
     records = build_dataset(counterbalanced_scenarios(scenarios), n_variants, seed)
     actions = get_action_token_ids(tokenizer)

@@ -9,9 +9,9 @@ and its gradient are computed exactly, over every training state, at every step.
 expectation that a sampled REINFORCE or PPO estimate approximates: no sampling noise, and the
 run is deterministic for a seed (the seed draws the LoRA A matrices).
 
-Speed: the 20 training prompts share long prefixes (the chat header and the rules up to the
-last round). Each shared prefix is run once per step and its keys/values are reused by the
-prompts that extend it; gradients flow through them (`shared_prefix_logits`).
+Speed: the training prompts share long prefixes (the chat header and the rules up to the
+last round). Each shared stretch is run once per step and its keys/values are reused by the
+prompts that extend it; gradients flow through them (`prefix_tree.shared_prefix_logits`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .demo.common import (
 )
 from .demo.rewards import ILLEGAL_REWARD, REWARDS, get_reward
 from .demo.rl import LORA_TARGETS, _canonicalise_adapter_config
+from .prefix_tree import shared_prefix_logits
 
 logger = logging.getLogger("interp_lib.rl_training")
 
@@ -63,6 +64,9 @@ class RLSettings:
     # bias on the training states. 0 is the paper's objective (expected reward alone); it
     # needs both labellings.
     label_consistency: float = 0.0
+    # A PEFT adapter directory to continue from instead of a fresh LoRA (its r, lora_alpha and
+    # target modules must be these settings'): e.g. add label_consistency to a learned policy.
+    init_adapter: str | None = None
 
     def __post_init__(self):
         if self.reward not in REWARDS:
@@ -76,62 +80,6 @@ class RLSettings:
         object.__setattr__(self, "labellings", labellings)
         if self.label_consistency < 0 or (self.label_consistency > 0 and len(labellings) < 2):
             raise ValueError("label_consistency must be >= 0, and > 0 only with both labellings")
-
-
-def _common_prefix_length(seqs: list[list[int]]) -> int:
-    n = 0
-    while all(len(s) > n and s[n] == seqs[0][n] for s in seqs):
-        n += 1
-    return n
-
-
-def _prefix_groups(seqs: list[list[int]], n_last: int) -> list[tuple[int, list[int]]]:
-    """(shared prefix length, indices) groups: sequences split by their token just after the
-    prefix common to all, each group then shares its own, longer prefix. The prefix stops
-    `n_last` tokens short of the group's shortest sequence, so every read position lies after it."""
-    common = _common_prefix_length(seqs)
-    split: dict[int | None, list[int]] = {}
-    for i, s in enumerate(seqs):
-        split.setdefault(s[common] if len(s) > common else None, []).append(i)
-    groups = []
-    for idx in split.values():
-        shared = _common_prefix_length([seqs[i] for i in idx])
-        groups.append((min(shared, min(len(seqs[i]) for i in idx) - n_last), idx))
-    return groups
-
-
-def shared_prefix_logits(model, seqs: list[list[int]], n_last: int = 2) -> torch.Tensor:
-    """`[len(seqs), n_last, vocab]` float32 logits at each sequence's last `n_last` positions,
-    equal to running every sequence on its own (up to float reassociation, ~1e-5), with each
-    group's shared prefix run once. Gradients flow through the prefix's keys and values."""
-    if not seqs:
-        raise ValueError("shared_prefix_logits needs at least one sequence")
-    from transformers import DynamicCache
-
-    out: list[torch.Tensor | None] = [None] * len(seqs)
-    for prefix_len, idx in _prefix_groups(seqs, n_last):
-        kv = None
-        if prefix_len > 0:
-            prefix = torch.tensor([seqs[idx[0]][:prefix_len]])
-            kv = [(k, v) for k, v, *_ in model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values]
-        by_length: dict[int, list[int]] = {}
-        for i in idx:
-            by_length.setdefault(len(seqs[i]), []).append(i)
-        for length, rows in by_length.items():
-            n = len(rows)
-            ids = torch.tensor([seqs[i][prefix_len:] for i in rows])
-            kwargs = {}
-            if kv is not None:
-                kwargs["past_key_values"] = DynamicCache(
-                    ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv],
-                    config=model.config,
-                )
-                kwargs["attention_mask"] = torch.ones(n, length, dtype=torch.long)
-                kwargs["position_ids"] = torch.arange(prefix_len, length).expand(n, -1)
-            logits = model(input_ids=ids, use_cache=kv is not None, logits_to_keep=n_last, **kwargs).logits
-            for r, i in enumerate(rows):
-                out[i] = logits[r].float()
-    return torch.stack(out)
 
 
 def _decision_logits(model, cache: PromptCache, states) -> torch.Tensor:
@@ -285,19 +233,37 @@ def accumulate_gradient(model, cache: PromptCache, parts: list, settings: RLSett
     return reward, penalty, torch.cat(step_logits)
 
 
+def _start_adapter(model, settings: RLSettings):
+    """`model` with a fresh LoRA of `settings`, or with settings.init_adapter loaded trainable."""
+    from peft import PeftModel, get_peft_model
+
+    if settings.init_adapter is None:
+        return get_peft_model(model, lora_config(settings))
+    path = Path(settings.init_adapter)
+    try:
+        found = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"init_adapter {path}: not a PEFT adapter directory ({exc})") from None
+    wanted = {"r": settings.rank, "lora_alpha": settings.alpha, "target_modules": sorted(settings.target_modules)}
+    got = {"r": found.get("r"), "lora_alpha": found.get("lora_alpha"),
+           "target_modules": sorted(found.get("target_modules") or [])}
+    if got != wanted:
+        diff = ", ".join(f"{k} {got[k]} (settings: {wanted[k]})" for k in wanted if got[k] != wanted[k])
+        raise ValueError(f"init_adapter {path}: {diff}; set rank, alpha to the adapter's")
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+
+
 def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSettings) -> dict:
     """Trains one LoRA adapter on `base_dir` and saves it into `out_dir` (PEFT format,
     `base_model_name_or_path` = `base_dir` as given) with TRAINING_FILE: the settings, the
     expected reward per step, and behaviour before and after (P(action2) per situation)."""
-    from peft import get_peft_model
-
     t0 = time.time()
     torch.manual_seed(settings.seed)
     model, tokenizer = load_base(base_dir)
     cache = PromptCache(tokenizer)
     states = all_states(tuple(settings.labellings))
     model.eval()  # as loaded: no dropout while training either (the policy is deterministic)
-    model = get_peft_model(model, lora_config(settings))
+    model = _start_adapter(model, settings)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.0)
     final = settings.lr_final_fraction
@@ -314,7 +280,7 @@ def train_rl_adapter(base_dir: str | Path, out_dir: str | Path, settings: RLSett
         for step in tqdm(range(settings.steps), desc=f"rl adapter ({settings.reward})", mininterval=2.0):
             opt.zero_grad(set_to_none=True)
             reward, penalty, step_logits = accumulate_gradient(model, cache, parts, settings)
-            if before is None:  # LoRA's B starts at zero: the first pass is the base model's
+            if before is None:  # the base model's (LoRA's B starts at zero) or init_adapter's
                 before = behaviour_from_logits(step_logits, cache.actions, states, settings.reward)
             torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             opt.step()

@@ -182,21 +182,24 @@ def test_an_rl_adapter_is_trained_on_its_converted_base_before_its_merge(tmp_pat
     depends on the gguf conversion of its base; the seed defaults to the config's."""
     wd, cfg = _gguf_config(tmp_path)
     cfg["seed"] = 7
-    cfg["rl_adapters"] = {"trained/PT4/": {"base": "converted/base", "reward": "game_deontological", "rank": 2}}
-    cfg["models"]["mytuned"] = {"base": "converted/base", "adapter": "trained/PT4"}
+    cfg["rl_adapters"] = {"trained/PT4/": {"base": "converted/base", "reward": "game_deontological", "rank": 2},
+                          "trained/PT4_consistent": {"base": "converted/base", "reward": "game_deontological",
+                                                     "rank": 2, "init_adapter": "trained/PT4/",
+                                                     "labellings": ["standard", "swapped"], "label_consistency": 0.1}}
+    cfg["models"]["mytuned"] = {"base": "converted/base", "adapter": "trained/PT4_consistent"}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     jobs = dry_run_jobs(wd, "results/behavior/decisions.csv")
-    assert rule_counts(jobs) == {"convert_gguf": 1, "rl_adapter": 1, "merge_model": 2, "scenario_prompts": 1,
+    assert rule_counts(jobs) == {"convert_gguf": 1, "rl_adapter": 2, "merge_model": 2, "scenario_prompts": 1,
                                  "cache_activations": 2, "decisions": 1}
-    order = [(rule, wc.get("model")) for rule, wc in jobs]
-    assert order.index(("convert_gguf", None)) < order.index(("rl_adapter", None)) < order.index(
-        ("merge_model", "mytuned"))
-    assert [wc for rule, wc in jobs if rule == "rl_adapter"] == [{"rl_dir": "trained/PT4"}]
+    order = [(rule, wc.get("model") or wc.get("rl_dir")) for rule, wc in jobs]
+    assert (order.index(("convert_gguf", None)) < order.index(("rl_adapter", "trained/PT4"))
+            < order.index(("rl_adapter", "trained/PT4_consistent")) < order.index(("merge_model", "mytuned")))
     from interp_lib.config import load_config
 
     spec = load_config(wd / "config.yaml")["rl_adapters"]["trained/PT4"]
     assert spec == {"base": "converted/base", "reward": "game_deontological", "rank": 2, "alpha": 32,
-                    "steps": 20, "lr": 0.0005, "seed": 7, "labellings": ["standard"], "label_consistency": 0}
+                    "steps": 20, "lr": 0.0005, "seed": 7, "labellings": ["standard"], "label_consistency": 0,
+                    "init_adapter": None}
 
 
 @pytest.mark.parametrize(
@@ -226,10 +229,15 @@ def test_an_rl_adapter_directory_may_not_be_a_gguf_directory(tmp_path):
         validate_config(cfg, source="my.yaml")
 
 
-def test_an_rl_adapter_on_a_missing_base_stops_with_one_line(tmp_path):
+@pytest.mark.parametrize("entry, message", [
+    ({"base": "no/such/base"}, "rl_adapters.trained/x.base: base model directory not found: no/such/base"),
+    ({"base": "converted/base", "init_adapter": "no/such/adapter"},
+     "rl_adapters.trained/x.init_adapter: adapter directory not found: no/such/adapter"),
+])
+def test_an_rl_adapter_on_a_missing_base_or_init_adapter_stops_with_one_line(tmp_path, entry, message):
     wd, cfg = _gguf_config(tmp_path)
-    cfg["rl_adapters"] = {"trained/x": {"base": "no/such/base", "reward": "game"}}
+    cfg["rl_adapters"] = {"trained/x": {**entry, "reward": "game"}}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(wd, "-n", "--cores", "1", "results/behavior/decisions.csv", check=False)
     assert proc.returncode != 0
-    assert "Error: config.yaml: rl_adapters.trained/x.base: base model directory not found: no/such/base" in proc.stderr
+    assert f"Error: config.yaml: {message}" in proc.stderr

@@ -21,14 +21,8 @@ from conftest import KNOWN_BEHAVIOUR_MISSES, KNOWN_PAIR_MISSES
 from conftest import REPO, SCENARIOS
 from interp_lib.demo.common import GameState, all_states
 from interp_lib.demo.rewards import ADAPTER_REWARDS
-from interp_lib.rl_training import (
-    RLSettings,
-    _prefix_groups,
-    expected_reward,
-    shared_prefix_logits,
-)
-
-
+from interp_lib.prefix_tree import Stretch, plan, shared_prefix_logits
+from interp_lib.rl_training import RLSettings, expected_reward
 
 
 def test_expected_reward_is_the_hand_computed_expectation():
@@ -43,11 +37,59 @@ def test_expected_reward_is_the_hand_computed_expectation():
         RLSettings(reward="kind")
 
 
-def test_prefix_groups_split_after_the_common_prefix():
-    seqs = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6, 7], [1, 2, 9, 9, 8], [1, 2, 9, 9, 7], [1, 2, 3, 4]]
-    groups = sorted(_prefix_groups(seqs, n_last=2), key=lambda g: g[1])
-    # [1,2,3,4,...] share 4 tokens, but the shortest (length 4) keeps its last 2 out of the prefix
-    assert groups == [(2, [0, 1, 4]), (3, [2, 3])]
+def _paths(seqs, n_last):
+    """Per sequence: the token spans it is computed from, root first, as (start, stop, tokens)."""
+    stretches, tails = plan(seqs, n_last)
+    paths = {}
+    for tail in tails:
+        chain, node = [], tail.parent
+        while node is not None:
+            s = stretches[node]
+            chain.insert(0, (s.start, s.stop, seqs[s.row][s.start:s.stop]))
+            node = s.parent
+        for i in tail.rows:
+            assert i not in paths  # each sequence in one tail batch
+            paths[i] = chain + [(tail.start, len(seqs[i]), seqs[i][tail.start:])]
+    return stretches, tails, paths
+
+
+def test_prefix_tree_runs_each_shared_stretch_once_and_every_sequence_whole():
+    seqs = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6, 7], [1, 2, 9, 9, 8], [1, 2, 9, 9, 7], [1, 2, 3, 4], [5, 6]]
+    stretches, tails, paths = _paths(seqs, n_last=2)
+    # hand-computed: [1,2] is shared by 0-4 only; [3,4] by 0,1,4 but sequence 4 keeps its last 2
+    # out of every stretch (so 0,1,4 run from position 2 as tails); 2,3 share [9,9], but their
+    # length 5 keeps positions 3-4 out: a stretch [9], then one tail batch of both
+    assert stretches == [Stretch(None, 0, 0, 2), Stretch(0, 2, 2, 3)]
+    assert sorted(((t.parent, t.start, t.rows) for t in tails), key=str) == [
+        (0, 2, [0]), (0, 2, [1]), (0, 2, [4]), (1, 3, [2, 3]), (None, 0, [5])]
+    for i, s in enumerate(seqs):
+        spans = paths[i]
+        assert [a for a, _, _ in spans] == [0] + [b for _, b, _ in spans[:-1]]  # contiguous from 0
+        assert sum((tokens for _, _, tokens in spans), []) == s  # the sequence, whole
+        assert len(s) - spans[-1][0] >= 2  # the positions read lie in the tail
+    with pytest.raises(ValueError, match="n_last"):
+        plan([[1]], n_last=2)
+
+
+def test_prefix_tree_runs_about_the_tries_tokens_on_the_evaluation_prompts():
+    """The counterbalanced evaluation prompts (demo tokenizer): every sequence whole along its
+    path, and the tokens run are the trie's nodes but for tails' short shared stretches."""
+    from interp_lib.behaviour_check import counterbalanced_scenarios
+    from interp_lib.demo.tokenizer import build_tokenizer
+    from interp_lib.prompts import build_dataset
+    from interp_lib.tokens import decision_input_ids, get_action_token_ids
+
+    tokenizer = build_tokenizer()
+    actions = get_action_token_ids(tokenizer)
+    seqs = [decision_input_ids(tokenizer, r["prompt"], actions)[0].tolist()
+            for r in build_dataset(counterbalanced_scenarios(), 3, 0)]
+    stretches, tails, paths = _paths(seqs, n_last=1)
+    for i, s in enumerate(seqs):
+        assert sum((tokens for _, _, tokens in paths[i]), []) == s
+    run = sum(s.stop - s.start for s in stretches) + sum(len(seqs[i]) - t.start for t in tails for i in t.rows)
+    trie = len({tuple(s[:k]) for s in seqs for k in range(1, len(s) + 1)})
+    assert trie <= run <= trie + len(seqs) * 2, (run, trie, sum(map(len, seqs)))
+    assert run < 0.6 * sum(map(len, seqs))
 
 
 @pytest.mark.real  # SmolLM2's forward and backward passes: 15-25 s on 2 cores
@@ -228,7 +270,8 @@ def test_brief_retraining_moves_the_right_way_and_repeats_exactly(converted, tmp
 @pytest.mark.parametrize("window", [8, 64])
 def test_shared_prefix_logits_respect_gemma2_sliding_windows(window):
     """A tiny random Gemma-2 (attention softcap, alternating sliding-window layers): a window
-    shorter than the shared prefix (8 < 13) and a longer one. Measured 8.9e-8."""
+    shorter than the shared prefix (8 < 13) and a longer one, through a trie three stretches
+    deep (12 + 1 shared by all but one, then 6 more by two). Measured 8.9e-8."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(0)
@@ -240,6 +283,8 @@ def test_shared_prefix_logits_respect_gemma2_sliding_windows(window):
     common = torch.randint(0, 100, (12,), generator=gen).tolist()
     tails = [torch.randint(0, 100, (k,), generator=gen).tolist() for k in (10, 10, 12)]
     seqs = [common + [5] + t + [7, 8] for t in tails] + [common + [6] + list(range(1, 13))]
+    seqs += [common + [5] + tails[0][:6] + [9, 9, 9, 7, 8]]  # shares 6 more tokens with seqs[0]
+    assert len(plan(seqs, n_last=2)[0]) == 3
     with torch.no_grad():
         shared = shared_prefix_logits(model, seqs, n_last=2)
         separate = torch.stack(
@@ -298,3 +343,37 @@ def test_label_consistency_gradient_is_the_penalty_gradient():
         assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="label_consistency"):
         RLSettings(reward="game", label_consistency=0.1)  # one labelling: nothing to pair
+
+
+def test_training_continues_from_an_init_adapter(tmp_path):
+    """init_adapter: a second run starts where the first ended (its behaviour before its
+    first step is the first run's behaviour after, on a tiny random Gemma-2 with the demo
+    tokenizer), and an adapter of another rank is refused with a one-line error naming it."""
+    from transformers import Gemma2ForCausalLM
+
+    from interp_lib.demo.pretrain import make_config
+    from interp_lib.demo.tokenizer import build_tokenizer
+    from interp_lib.rl_training import train_rl_adapter
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = make_config(tokenizer)
+    config.num_hidden_layers, config.layer_types = 2, config.layer_types[:2]
+    Gemma2ForCausalLM(config).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    first = train_rl_adapter(tmp_path / "base", tmp_path / "first",
+                             RLSettings(reward="deontological", rank=2, alpha=4.0, lr=0.05, steps=2))
+    settings = RLSettings(reward="deontological", rank=2, alpha=4.0, lr=0.05, steps=1,
+                          init_adapter=str(tmp_path / "first"))
+    second = train_rl_adapter(tmp_path / "base", tmp_path / "second", settings)
+    moved = max(abs(first["after"]["p_action2"][k] - first["before"]["p_action2"][k]) for k in first["after"]["p_action2"])
+    assert moved > 1e-3  # the first run changed the policy, so "before" below is not the base's
+    assert second["before"]["expected_reward"] == pytest.approx(first["after"]["expected_reward"], abs=1e-5)
+    for situation, p in first["after"]["p_action2"].items():
+        assert second["before"]["p_action2"][situation] == pytest.approx(p, abs=2e-4)
+    assert json.loads((tmp_path / "second" / "training.json").read_text())["settings"]["init_adapter"] == str(
+        tmp_path / "first")
+    with pytest.raises(ValueError, match=r"^init_adapter .*first: r 2 \(settings: 4\).*set rank, alpha"):
+        train_rl_adapter(tmp_path / "base", tmp_path / "third",
+                         dataclasses.replace(settings, rank=4))
+    assert not (tmp_path / "third").exists()

@@ -115,6 +115,21 @@ def check_rl_adapter_bases():
             sys.exit(
                 f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.base: base model directory not found: {base}"
             )
+        init = spec["init_adapter"]
+        if init is not None and rl_adapter_dir(config, init) == rl_adapter_dir(
+            config, out_dir
+        ):
+            sys.exit(
+                f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.init_adapter: is the entry's own output directory"
+            )
+        if (
+            init is not None
+            and rl_adapter_dir(config, init) is None
+            and not Path(init, "adapter_config.json").is_file()
+        ):
+            sys.exit(
+                f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.init_adapter: adapter directory not found: {init}"
+            )
 
 
 check_rl_adapter_bases()

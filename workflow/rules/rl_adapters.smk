@@ -1,10 +1,12 @@
 # LoRA adapters trained against Tit-for-Tat with the paper's rewards (config rl_adapters:
-# output directory -> base, reward, rank, alpha, steps, lr, seed). A model whose adapter
-# names such a directory depends on this rule; training.json records the settings, the
-# expected reward per step and the behaviour before and after.
+# output directory -> base, reward, rank, alpha, steps, lr, seed, labellings,
+# label_consistency, init_adapter). A model whose adapter names such a directory depends
+# on this rule; training.json records the settings, the expected reward per step and the
+# behaviour before and after.
 rule rl_adapter:
     input:
         lambda wc: model_dir_inputs(config["rl_adapters"][wc.rl_dir]["base"]),
+        lambda wc: model_dir_inputs(config["rl_adapters"][wc.rl_dir]["init_adapter"]),
     output:
         "{rl_dir}/adapter_config.json",
         "{rl_dir}/adapter_model.safetensors",
