@@ -187,8 +187,8 @@ def test_committed_adapters_decide_alike_in_every_swapped_pair(request, committe
 # Largest |label bias| over the 5 scenarios (logits), measured on the committed adapters
 # (2-core CPU, 2026-12-06; README: counterbalanced adapters). Issue 25's target is 1 logit.
 MEASURED_WORST_LABEL_BIAS = {
-    "smollm2": {"PT2_COREDe": 2.31, "PT3_COREDe": 1.19, "PT3_COREUt": 1.62, "PT4_COREDe": 1.03},
-    "gemma3": {"PT2_COREDe": 4.57, "PT3_COREDe": 7.19, "PT3_COREUt": 0.81, "PT4_COREDe": 7.46},
+    "smollm2": {"PT2_COREDe": 2.31, "PT3_COREDe": 0.74, "PT3_COREUt": 1.62, "PT4_COREDe": 0.69},
+    "gemma3": {"PT2_COREDe": 4.57, "PT3_COREDe": 0.21, "PT3_COREUt": 0.81, "PT4_COREDe": 0.48},
 }
 
 
@@ -223,7 +223,9 @@ def test_committed_adapters_label_bias_within_one_logit(request, committed_decis
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_committed_adapters_record_how_they_were_trained(family, name):
     """Each committed directory is what the rl_adapter rule wrote for config.<family>.yaml's
-    rl_adapters entry of the same name (settings, reward, labellings, training record)."""
+    rl_adapters entry of the same name (settings, reward, labellings, training record); one
+    continued from a learned policy (init_adapter) lowered the label bias on the training
+    states at a cost of under 0.05 in expected reward."""
     import yaml
 
     cfg = yaml.safe_load((REPO / f"config.{family}.yaml").read_text())
@@ -235,7 +237,18 @@ def test_committed_adapters_record_how_they_were_trained(family, name):
     assert record["settings"]["labellings"] == spec["labellings"] == ["standard", "swapped"]
     adapter_cfg = json.loads((committed / "adapter_config.json").read_text())
     assert (adapter_cfg["r"], adapter_cfg["lora_alpha"]) == (spec["rank"], spec["alpha"])
-    assert record["after"]["expected_reward"] > record["before"]["expected_reward"]
+    assert record["settings"].get("init_adapter") == spec.get("init_adapter")
+    assert record["settings"]["label_consistency"] == spec.get("label_consistency", 0)
+    before, after = record["before"], record["after"]
+    if spec.get("init_adapter") is None:
+        assert after["expected_reward"] > before["expected_reward"]
+    else:  # a learned policy (its own entry, from the base) continued with the label penalty
+        first = cfg["rl_adapters"][spec["init_adapter"]]
+        assert first["reward"] == spec["reward"] and first.get("init_adapter") is None
+        assert spec["label_consistency"] > 0
+        worst = [max(abs(v) for v in b["label_bias"].values()) for b in (before, after)]
+        assert worst[1] < worst[0], worst  # on the training states
+        assert after["expected_reward"] > before["expected_reward"] - 0.05
     assert (committed / "adapter_model.safetensors").stat().st_size < 2 * 1024 * 1024
 
 
