@@ -56,7 +56,8 @@ def test_smollm2_config_converts_its_base_under_its_results_dir():
     adapters = {m: spec["adapter"] for m, spec in cfg["models"].items() if m != "base"}
     assert adapters == {m: f"adapters/smollm2/{m}" for m in ("PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe")}
     assert all((REPO / a / "adapter_model.safetensors").is_file() for a in adapters.values())
-    assert {Path(d).name for d in cfg["rl_adapters"]} == set(adapters)
+    # each committed adapter's entry, and the learned policies that two of them continue
+    assert {Path(d).name for d in cfg["rl_adapters"]} == set(adapters) | {"PT3_COREDe_policy", "PT4_COREDe_policy"}
     assert all(spec["base"] == out_dir for spec in cfg["rl_adapters"].values())
     assert all(spec["base"] == out_dir for spec in cfg["models"].values())
     assert sorted(cfg["experiments"]) == sorted(load_config(REPO / "config.yaml")["experiments"])
@@ -70,7 +71,10 @@ def test_real_family_configs_train_counterbalanced_adapters(family):
     cfg = load_config(REPO / f"config.{family}.yaml")
     assert cfg["results_dir"] == f"results_{family}"
     assert all(spec["labellings"] == ["standard", "swapped"] for spec in cfg["rl_adapters"].values())
-    assert len(cfg["rl_adapters"]) == 4
+    finals = {d: spec for d, spec in cfg["rl_adapters"].items() if not d.endswith("_policy")}
+    assert len(finals) == 4
+    for d, spec in finals.items():  # a continued adapter starts from its own policy's entry
+        assert spec["init_adapter"] in (None, f"{d}_policy")
     standard = [s for s in cfg["scenarios"] if not s.endswith("_swapped")]
     assert len(standard) == 5 and all(s + "_swapped" in cfg["scenarios"] for s in standard)
     assert cfg["counterfactuals"] and cfg["steering"]
