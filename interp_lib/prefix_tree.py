@@ -63,8 +63,8 @@ def plan(seqs: list[list[int]], n_last: int, min_stretch: int = 1) -> tuple[list
         group = [seqs[i] for i in idx]
         return min(_common_prefix_length(group, start), min(len(s) for s in group) - n_last)
 
-    def visit(idx: list[int], parent: int | None, start: int) -> None:
-        stop = shared_stop(idx, start)
+    def visit(idx: list[int], parent: int | None, start: int, stop: int) -> None:
+        """idx share tokens [start, stop); a stretch if that is worth a call of its own."""
         if len(idx) > 1 and stop >= start + min_stretch:
             stretches.append(Stretch(parent, idx[0], start, stop))
             parent, start = len(stretches) - 1, stop
@@ -73,8 +73,9 @@ def plan(seqs: list[list[int]], n_last: int, min_stretch: int = 1) -> tuple[list
             children.setdefault(seqs[i][start], []).append(i)
         alone: list[int] = []  # run from here: no stretch of their own to share
         for child in children.values():
-            if len(child) > 1 and shared_stop(child, start) >= start + min_stretch:
-                visit(child, parent, start)
+            child_stop = shared_stop(child, start)
+            if len(child) > 1 and child_stop >= start + min_stretch:
+                visit(child, parent, start, child_stop)
             else:
                 alone.extend(child)
         by_length: dict[int, list[int]] = {}
@@ -84,7 +85,8 @@ def plan(seqs: list[list[int]], n_last: int, min_stretch: int = 1) -> tuple[list
 
     if n_last < 1 or any(len(s) < n_last for s in seqs):
         raise ValueError(f"n_last must be >= 1 and at most every sequence's length; got {n_last}")
-    visit(list(range(len(seqs))), None, 0)
+    everything = list(range(len(seqs)))
+    visit(everything, None, 0, shared_stop(everything, 0))
     return stretches, tails
 
 

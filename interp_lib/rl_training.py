@@ -235,18 +235,17 @@ def accumulate_gradient(model, cache: PromptCache, parts: list, settings: RLSett
 
 def _start_adapter(model, settings: RLSettings):
     """`model` with a fresh LoRA of `settings`, or with settings.init_adapter loaded trainable."""
-    from peft import PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     if settings.init_adapter is None:
         return get_peft_model(model, lora_config(settings))
     path = Path(settings.init_adapter)
     try:
-        found = json.loads((path / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
+        found = LoraConfig.from_pretrained(str(path))
+    except ValueError as exc:
         raise ValueError(f"init_adapter {path}: not a PEFT adapter directory ({exc})") from None
     wanted = {"r": settings.rank, "lora_alpha": settings.alpha, "target_modules": sorted(settings.target_modules)}
-    got = {"r": found.get("r"), "lora_alpha": found.get("lora_alpha"),
-           "target_modules": sorted(found.get("target_modules") or [])}
+    got = {"r": found.r, "lora_alpha": found.lora_alpha, "target_modules": sorted(found.target_modules or [])}
     if got != wanted:
         diff = ", ".join(f"{k} {got[k]} (settings: {wanted[k]})" for k in wanted if got[k] != wanted[k])
         raise ValueError(f"init_adapter {path}: {diff}; set rank, alpha to the adapter's")

@@ -116,17 +116,14 @@ def check_rl_adapter_bases():
                 f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.base: base model directory not found: {base}"
             )
         init = spec["init_adapter"]
-        if init is not None and rl_adapter_dir(config, init) == rl_adapter_dir(
-            config, out_dir
-        ):
+        if init is None:
+            continue
+        init_entry = rl_adapter_dir(config, init)
+        if init_entry == out_dir:
             sys.exit(
                 f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.init_adapter: is the entry's own output directory"
             )
-        if (
-            init is not None
-            and rl_adapter_dir(config, init) is None
-            and not Path(init, "adapter_config.json").is_file()
-        ):
+        if init_entry is None and not Path(init, "adapter_config.json").is_file():
             sys.exit(
                 f"Error: {CONFIG_SOURCE}: rl_adapters.{out_dir}.init_adapter: adapter directory not found: {init}"
             )
