@@ -11,6 +11,7 @@ exports, counted where a name is imported from it: resolved to the defining modu
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -49,9 +50,20 @@ def _parent_inits(root: Path, path: Path) -> set[Path]:
     return {d / "__init__.py" for d in path.parents if d != root and d.is_relative_to(root)}
 
 
+def _nodes(path: Path) -> list[ast.AST]:
+    """The imports and assignments of `path`, parsed once per content of the file: a Snakefile
+    computes code_version for every rule, and the rules share most modules."""
+    return _walk(str(path), path.read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def _walk(filename: str, text: str) -> list[ast.AST]:
+    return [n for n in ast.walk(ast.parse(text, filename=filename)) if isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign))]
+
+
 def _lazy_exports(init_file: Path) -> dict[str, str]:
     """interp_lib/__init__.py's `_EXPORTS` table: public name -> relative module."""
-    for node in ast.walk(ast.parse(init_file.read_text())):
+    for node in _nodes(init_file):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
             return ast.literal_eval(node.value)
     return {}
@@ -62,7 +74,7 @@ def _imports(root: Path, path: Path) -> set[Path]:
     here = _dotted_name(root, path) if path.is_relative_to(root) else ""
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found: set[Path] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in _nodes(path):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if (f := _module_file(root, alias.name)) is not None:

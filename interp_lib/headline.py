@@ -49,7 +49,8 @@ def headline(results_dir: str | Path, config: dict) -> str:
     root = Path(results_dir)
     labels = {m: spec.get("label", m) for m, spec in config["models"].items()}
     doc = Document()
-    doc.p("P(action2 = Defect | {action1, action2}), mean over the prompt variants, to 3 decimals "
+    doc.p("P(action2 | {action1, action2}) (action2 is Defect in the standard labelling and Cooperate "
+          "in the `_swapped` scenarios), mean over the prompt variants, to 3 decimals "
           f"(`{root}/behavior/decisions.csv`):")
     behaviour = behaviour_table(pd.read_csv(root / "behavior/decisions.csv"), labels).round(3)
     doc.table(behaviour.reset_index(names="model"))

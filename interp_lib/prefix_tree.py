@@ -99,9 +99,21 @@ def _forward(model, ids: torch.Tensor, kv, start: int, use_cache: bool, **kwargs
         return model(input_ids=ids, use_cache=use_cache, **kwargs)
     cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv],
                          config=model.config)
-    return model(input_ids=ids, past_key_values=cache, use_cache=True,
-                 attention_mask=torch.ones(n, start + t, dtype=torch.long),
-                 position_ids=torch.arange(start, start + t).expand(n, -1), **kwargs)
+    return model(input_ids=ids, use_cache=True, attention_mask=torch.ones(n, start + t, dtype=torch.long),
+                 position_ids=torch.arange(start, start + t).expand(n, -1), **{_cache_arg(): cache}, **kwargs)
+
+
+def _cache_arg() -> str:
+    """The forward's cache keyword: `cache` where transformers' outputs have that field
+    (`past_key_values` is deprecated there, removed in 5.40), `past_key_values` before."""
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def shared_prefix_logits(model, seqs: list[list[int]], n_last: int = 2) -> torch.Tensor:
@@ -119,7 +131,7 @@ def shared_prefix_logits(model, seqs: list[list[int]], n_last: int = 2) -> torch
     for s in stretches:
         ids = torch.tensor([seqs[s.row][s.start:s.stop]])
         out = _forward(decoder, ids, None if s.parent is None else kvs[s.parent], s.start, use_cache=True)
-        kvs.append([(k, v) for k, v, *_ in out.past_key_values])
+        kvs.append([(k, v) for k, v, *_ in _cache_of(out)])
     logits: list[torch.Tensor | None] = [None] * len(seqs)
     for tail in tails:
         ids = torch.tensor([seqs[i][tail.start:] for i in tail.rows])

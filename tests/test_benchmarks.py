@@ -193,6 +193,7 @@ def test_gpu_workload_without_reference_on_one_experiment_extrapolates_stage_2(m
     assert row["stage 2 s"] == pytest.approx(out["results"]["bfloat16"]["stage2"] * 15 / 2 * 4)
 
 
+@pytest.mark.slow  # three models at Gemma-2-2b widths (1 layer): about 8 s on 2 cores
 def test_models_rebuilt_one_at_a_time_are_the_same_weights():
     """Building model k again gives identical weights (stage 2 rebuilds its targets), and
     the fine-tuned models differ from the base in linear layers only."""
@@ -206,6 +207,7 @@ def test_models_rebuilt_one_at_a_time_are_the_same_weights():
 
 # ---- the other benchmarks' tables ----------------------------------------------------------
 
+@pytest.mark.slow  # models at Gemma-2-2b widths (2 layers): about 13 s on 2 cores
 def test_steering_benchmark_prints_one_table(capsys):
     import steering_benchmark
 

@@ -172,7 +172,7 @@ def test_every_from_pretrained_in_interp_lib_refuses_remote_code():
     checked = 0
     for path, call in _calls(REPO / "interp_lib", "from_pretrained"):
         owner = ast.unparse(call.func.value)
-        if owner == "PeftModel":  # adapters: weights and a config, no code to trust
+        if owner in ("PeftModel", "LoraConfig"):  # adapters: weights and a JSON config, no code to trust
             continue
         kw = {k.arg: k.value for k in call.keywords}
         assert isinstance(kw.get("trust_remote_code"), ast.Constant) and kw["trust_remote_code"].value is False, \
