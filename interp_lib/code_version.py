@@ -56,7 +56,7 @@ def _nodes(path: Path) -> list[ast.AST]:
     return _walk(str(path), path.read_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _walk(filename: str, text: str) -> list[ast.AST]:
     return [n for n in ast.walk(ast.parse(text, filename=filename)) if isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign))]
 

@@ -40,145 +40,41 @@ logits are not rounded to bfloat16's grid (0.25 at logits of 32-64).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable
 
 import torch
 
+from .architecture import (  # noqa: F401  (re-exported: the hooked model's public names)
+    BLOCK_HOOKS,
+    FAMILIES,
+    POST_NORM_HOOKS,
+    SUPPORTED_MODEL_TYPES,
+    ArchSpec,
+    UnsupportedArchitecture,
+    W_O_from_o_proj,
+    attention_mask,
+    layer_windows,
+    o_proj_weight_name,
+    rms_scale,
+    softcap,
+)
 from .precision import PRECISIONS, Precision, get_precision
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
-
-SUPPORTED_MODEL_TYPES = ("gemma2", "gemma3_text", "llama", "qwen2", "qwen3", "mistral")
-# model_type -> ArchSpec.family
-FAMILIES = {"gemma2": "gemma2", "gemma3_text": "gemma3", "llama": "llama", "qwen2": "llama",
-            "qwen3": "qwen3", "mistral": "llama"}
-
-
-class UnsupportedArchitecture(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """What differs between the supported decoders."""
-
-    family: str  # "gemma2", "gemma3", "llama" (Llama, Qwen2, Mistral) or "qwen3"
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_model: int
-    d_vocab: int
-    eps: float
-    norm_offset: float  # RMSNorm gain is (offset + w): 1 for Gemma, 0 for Llama
-    post_norms: bool  # Gemma's post-attention / post-feedforward norms
-    embed_scale: float | None
-    attn_scale: float
-    attn_softcap: float | None
-    final_softcap: float | None
-    sliding_windows: tuple  # per layer: window length or None (global attention)
-    qk_norms: bool = False  # RMSNorm on each head's queries and keys (Gemma-3, Qwen3)
-    rope_layer_types: tuple | None = None  # per layer: the rotary embedding's layer type (Gemma-3)
-
-    @classmethod
-    def from_config(cls, config) -> "ArchSpec":
-        model_type = getattr(config, "model_type", None)
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise UnsupportedArchitecture(
-                f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
-        n_heads = config.num_attention_heads
-        d_head = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        windows = layer_windows(config)
-        family = FAMILIES[model_type]
-        gemma = family in ("gemma2", "gemma3")
-        return cls(
-            family=family,
-            n_layers=config.num_hidden_layers,
-            n_heads=n_heads,
-            n_kv_heads=getattr(config, "num_key_value_heads", None) or n_heads,
-            d_head=d_head,
-            d_model=config.hidden_size,
-            d_vocab=config.vocab_size,
-            eps=config.rms_norm_eps,
-            norm_offset=1.0 if gemma else 0.0,
-            post_norms=gemma,
-            embed_scale=math.sqrt(config.hidden_size) if gemma else None,
-            attn_scale=(config.query_pre_attn_scalar if gemma else d_head) ** -0.5,
-            # HF's Gemma-3 attention never applies attn_logit_softcapping (nor does Gemma-3 itself)
-            attn_softcap=getattr(config, "attn_logit_softcapping", None) if family == "gemma2" else None,
-            final_softcap=getattr(config, "final_logit_softcapping", None) if gemma else None,
-            sliding_windows=windows,
-            qk_norms=family in ("gemma3", "qwen3"),
-            rope_layer_types=tuple(config.layer_types) if family == "gemma3" else None,
-        )
-
-
-def layer_windows(config) -> tuple:
-    """Per layer: the sliding-window length, or None for global attention. From the config's
-    `layer_types` where it has them (recent transformers write them); otherwise as the
-    transformers versions without them attend: Gemma-2 alternates local (even layers) and
-    global; Qwen2 slides only with `use_sliding_window`, from layer `max_window_layers` on;
-    Mistral slides in every layer."""
-    n = config.num_hidden_layers
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None:
-        return tuple(window if t == "sliding_attention" else None for t in layer_types)
-    if window is None:
-        return (None,) * n
-    model_type = getattr(config, "model_type", None)
-    if model_type == "gemma2":
-        return tuple(window if i % 2 == 0 else None for i in range(n))
-    if model_type == "qwen2":
-        if not getattr(config, "use_sliding_window", False):
-            return (None,) * n
-        start = getattr(config, "max_window_layers", n)
-        return tuple(window if i >= start else None for i in range(n))
-    return (window,) * n
-
-
-def o_proj_weight_name(layer: int) -> str:
-    """State-dict key of a layer's o_proj weight [d, H*dh] in HF decoder checkpoints."""
-    return f"model.layers.{layer}.self_attn.o_proj.weight"
-
-
-def W_O_from_o_proj(weight: torch.Tensor, n_heads: int, d_head: int) -> torch.Tensor:
-    """[d, H*dh] o_proj weight -> [H, dh, d] per-head output matrices."""
-    return weight.T.reshape(n_heads, d_head, weight.shape[0])
-
-
-def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
-    return x if cap is None else torch.tanh(x / cap) * cap
-
-
-def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """sqrt(mean(x^2) + eps) over the last axis, float32, keepdim."""
-    return torch.sqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
-
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
     return torch.cat((-x2, x1), dim=-1)
 
 
-def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """Boolean [Tq, Tk]: causal, and within the sliding window when there is one."""
-    allowed = k_pos[None, :] <= q_pos[:, None]
-    if window is not None:
-        allowed &= k_pos[None, :] > q_pos[:, None] - window
-    return allowed
-
-
 class HookedModel:
     """A decoder-only HF model run block by block with hook points (see module doc)."""
 
-    def __init__(self, hf_model, tokenizer=None, name: str | None = None, precision: "str | Precision | None" = None):
+    def __init__(self, hf_model, tokenizer=None, name: str | None = None, precision: str | Precision | None = None):
         self.model = hf_model.eval()
         self.tokenizer = tokenizer
-        self.name = name or getattr(hf_model.config, "_name_or_path", "model")
+        self.name = name or getattr(hf_model.config, "_name_or_path", None) or "model"
         self.cfg = ArchSpec.from_config(hf_model.config)
         self.precision = self._check_precision(precision)
         self.resid_dtype = self.precision.residual
@@ -248,6 +144,31 @@ class HookedModel:
         """RMSNorm in float32 (scale hookable), returned in `out_dtype` (default: the weights')."""
         scale = self._hook(hooks, name, rms_scale(x, self.cfg.eps))
         return ((x.float() / scale) * self.norm_gain(module)).to(out_dtype or self.dtype)
+
+    def block_hook_names(self) -> tuple[str, ...]:
+        """The hook points of a block (`blocks.{layer}.` + these) that this architecture has."""
+        return BLOCK_HOOKS + (POST_NORM_HOOKS if self.cfg.post_norms else ())
+
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model, in forward order."""
+        return (["hook_embed"] + [f"blocks.{layer}.{n}" for layer in range(self.cfg.n_layers)
+                                  for n in self.block_hook_names()] + ["ln_final.hook_scale"])
+
+    def check_hook_names(self, names: Iterable[str]) -> None:
+        """Raises ValueError on the first name that is not a hook point of this model (a typo,
+        a layer out of range, or a hook the architecture lacks, such as a post-norm scale on
+        Llama), naming the valid ones; TransformerLens fails the same way."""
+        valid = self._hook_name_set
+        for name in names:
+            if name not in valid:
+                raise ValueError(
+                    f"model {self.name}: no hook point {name!r} in this {self.cfg.family} model "
+                    f"({self.cfg.n_layers} layers); valid: hook_embed, ln_final.hook_scale, and "
+                    f"blocks.{{0..{self.cfg.n_layers - 1}}}. + {', '.join(self.block_hook_names())}")
+
+    @functools.cached_property
+    def _hook_name_set(self) -> frozenset:
+        return frozenset(self.hook_names())
 
     @staticmethod
     def _hook(hooks, name: str, value: torch.Tensor) -> torch.Tensor:
@@ -482,6 +403,8 @@ class HookedModel:
         every position (after its kv prefix's, if any) but everything else at the last
         position only, since nothing reads its other positions; its hooks then see [B, 1, ...].
         """
+        if hooks:
+            self.check_hook_names(hooks)
         last = self.cfg.n_layers - 1
         for layer in range(start_layer, self.cfg.n_layers):
             kv = None if kv_prefixes is None else kv_prefixes[layer]
@@ -505,6 +428,7 @@ class HookedModel:
         hooks: dict = {}
         for name, fn in fwd_hooks:
             hooks.setdefault(name, []).append(fn)
+        self.check_hook_names(hooks)
         input_ids = input_ids.to(self.device)
         resid = self._hook(hooks, "hook_embed", self.embed(input_ids))
         return self.forward_from(resid, 0, hooks, **kw)
@@ -521,15 +445,9 @@ class HookedModel:
             if names_filter is None or names_filter(name):
                 cache[name] = value.detach()
 
-        names = ["hook_embed", "ln_final.hook_scale"]
-        for layer in range(self.cfg.n_layers):
-            p = f"blocks.{layer}."
-            names += [p + n for n in ("hook_resid_pre", "ln1.hook_scale", "attn.hook_z", "hook_attn_out",
-                                      "hook_resid_mid", "ln2.hook_scale", "hook_mlp_out", "hook_resid_post")]
-            if self.cfg.post_norms:
-                names += [p + "ln1_post.hook_scale", p + "ln2_post.hook_scale"]
-            if patterns:
-                names.append(p + "attn.hook_pattern")
+        # hook_result is left out: hooking it makes a block compute every head's output
+        skipped = ("attn.hook_result",) if patterns else ("attn.hook_result", "attn.hook_pattern")
+        names = [n for n in self.hook_names() if not n.endswith(skipped)]
         logits = self.run_with_hooks(input_ids, [(n, save) for n in names], **kw)
         return logits, cache
 

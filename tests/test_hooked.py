@@ -159,6 +159,45 @@ def test_hooks_replace_activations():
     assert (zeroed - base).abs().max() > 1e-3
 
 
+def test_every_listed_hook_point_fires_once_per_pass(model_and_ids):
+    """hook_names() is exactly the set of hook points a forward pass runs: each listed name
+    fires once, with the shape the module doc gives (hook_result and hook_pattern too, which
+    run only when hooked), and hooks left in place change no logit."""
+    model, ids = model_and_ids
+    hooked = HookedModel(model)
+    names = hooked.hook_names()
+    calls: dict[str, list] = {}
+    logits = hooked.run_with_hooks(ids, [(n, lambda t, name: calls.setdefault(name, []).append(t.shape)) for n in names])
+    assert sorted(calls) == sorted(names) and all(len(v) == 1 for v in calls.values())
+    B, T, c = ids.shape[0], ids.shape[1], hooked.cfg
+    assert calls["blocks.0.attn.hook_pattern"] == [(B, c.n_heads, T, T)]
+    assert calls["blocks.0.attn.hook_result"] == [(B, T, c.n_heads, c.d_model)]
+    assert (("blocks.0.ln1_post.hook_scale" in names) == c.post_norms == c.family.startswith("gemma"))
+    assert len(names) == 2 + c.n_layers * (10 + 2 * c.post_norms)
+    assert (logits - hooked.run_with_hooks(ids)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("family,name", [
+    ("gemma2", "blocks.1.attn.hook_zz"),            # a typo
+    ("gemma2", "blocks.4.hook_resid_post"),         # one layer past the last
+    ("gemma3", "blocks.0.hook_resid_pre "),         # trailing space
+    ("llama", "blocks.0.ln1_post.hook_scale"),      # a Gemma-only post-norm on Llama
+    ("qwen3", "blocks.0.ln2_post.hook_scale"),
+    ("mistral", "hook_resid_post"),                 # no layer
+])
+def test_an_unknown_hook_name_raises_and_names_the_valid_ones(family, name):
+    hooked = HookedModel(MODELS[family]())
+    ids = torch.randint(0, 97, (1, 8))
+    for run in (lambda: hooked.run_with_hooks(ids, [(name, lambda t, n: None)]),
+                lambda: hooked.forward_from(hooked.embed(ids), 0, {name: [lambda t, n: None]})):
+        with pytest.raises(ValueError) as info:
+            run()
+        message = str(info.value)
+        assert "\n" not in message and repr(name) in message and f"in this {hooked.cfg.family} model" in message
+        assert f"blocks.{{0..{hooked.n_layers - 1}}}." in message and "hook_resid_post" in message
+        assert ("ln1_post.hook_scale" in message.split("valid:")[1]) == hooked.cfg.post_norms
+
+
 def test_forward_from_cached_residual_matches_full_run():
     model = tiny_gemma2()
     hooked = HookedModel(model)
