@@ -4,8 +4,9 @@ Snakemake's code trigger sees a rule's script but not the modules it imports. Ea
 carries `code_version(script)` as a param: the sha256 of every interp_lib module that the
 script imports, followed transitively (imports inside functions included), so that an
 edit to one of those modules, and to no other, reruns the rule. Importing a module also
-runs its subpackages' `__init__` (counted); `interp_lib/__init__.py` itself holds only lazy
-exports, counted where a name is imported from it: resolved to the defining module.
+runs its subpackages' `__init__` (counted); a package whose `__init__` holds lazy exports
+(`_EXPORTS`, as `interp_lib/__init__.py` does) counts, where a name is imported from it, the
+module that defines the name.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _walk(filename: str, text: str) -> list[ast.AST]:
 
 
 def _lazy_exports(init_file: Path) -> dict[str, str]:
-    """interp_lib/__init__.py's `_EXPORTS` table: public name -> relative module."""
+    """A package's `_EXPORTS` table (lazy exports): public name -> module relative to it."""
     for node in _nodes(init_file):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
             return ast.literal_eval(node.value)
@@ -96,8 +97,8 @@ def _imports(root: Path, path: Path) -> set[Path]:
             submodule = _module_file(root, f"{module}.{alias.name}")
             if submodule is not None:
                 found.add(submodule)
-            elif module == PACKAGE and alias.name in (exports := _lazy_exports(source)):
-                found.add(_module_file(root, f"{PACKAGE}.{exports[alias.name]}"))
+            elif source.name == "__init__.py" and alias.name in (exports := _lazy_exports(source)):
+                found.add(_module_file(root, f"{module}.{exports[alias.name]}"))
             else:
                 found.add(source)
     return found

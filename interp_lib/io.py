@@ -37,6 +37,11 @@ def write_csv_atomic(df, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False)
 
 
+# Libraries whose import dominates a short job's start-up (README: per-job start-up); each
+# job's log ends with those it loaded, so that a table or plot job that pulls in torch shows.
+HEAVY_MODULES = ("torch", "transformers", "peft", "sklearn", "scipy")
+
+
 @contextlib.contextmanager
 def job_logging(log_file: str | os.PathLike | None):
     """Sends logging, warnings and stderr (tqdm's progress bars) of a job to its log file."""
@@ -54,16 +59,14 @@ def job_logging(log_file: str | os.PathLike | None):
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
-        from .warm_start import forked_from
-
-        if forked_from():
-            logging.getLogger("interp_lib").info("warm start: forked from server pid %d", forked_from())
         try:
             yield
         except BaseException as exc:
             logging.getLogger("interp_lib").error("%s: %s", type(exc).__name__, exc)
             raise
         finally:
+            loaded = [m for m in HEAVY_MODULES if m in sys.modules]
+            logging.getLogger("interp_lib").info("job loaded: %s", ", ".join(loaded) or "none of " + ", ".join(HEAVY_MODULES))
             root.removeHandler(handler)
             sys.stderr = old_stderr
 

@@ -12,14 +12,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 
 from .io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch is imported where a model is built, so that jobs that only read a fingerprint or a
+# tokenizer (probes, prompts) start without it
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 FINGERPRINT_FILE = "fingerprint.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -28,8 +29,17 @@ class ModelLoadError(RuntimeError):
     """A model that cannot be loaded; the message names the model and the path."""
 
 
+def torch_dtype(name: str):
+    """torch.float32 / bfloat16 / float16 of a DTYPE_NAMES entry."""
+    import torch
+
+    return getattr(torch, name)
+
+
 def resolve_device(device: str = "auto") -> str:
     """"auto" -> cuda when torch sees a GPU, else cpu; refuses a device this torch lacks."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -44,8 +54,8 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def check_dtype(model_type: str, dtype: str, name: str) -> None:
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"model {name}: unknown dtype {dtype!r} (use one of {', '.join(DTYPES)})")
+    if dtype not in DTYPE_NAMES:
+        raise ModelLoadError(f"model {name}: unknown dtype {dtype!r} (use one of {', '.join(DTYPE_NAMES)})")
     if model_type in ("gemma2", "gemma3_text") and dtype == "float16":
         raise ModelLoadError(
             f"model {name}: Gemma overflows in float16 (activations exceed its range); "
@@ -98,7 +108,7 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name
     device = resolve_device(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[dtype], attn_implementation="eager", local_files_only=local,
+            path, dtype=torch_dtype(dtype), attn_implementation="eager", local_files_only=local,
             trust_remote_code=False,
         )
     except SafetensorError as exc:
@@ -182,7 +192,7 @@ def load_model(name: str, spec: dict, dtype: str = "float32", device: str = "cpu
         _check_adapter_dir(spec["adapter"], name, allow_pickle)
         model = load_base_model(spec["base"], "float32", "cpu", name, allow_download)
         check_dtype(model.config.model_type, dtype, name)
-        model = merge_adapter(model, spec["adapter"], name, allow_pickle).to(DTYPES[dtype])
+        model = merge_adapter(model, spec["adapter"], name, allow_pickle).to(torch_dtype(dtype))
         model = model.to(resolve_device(device))
     else:
         model = load_base_model(spec["base"], dtype, device, name, allow_download)
@@ -191,6 +201,8 @@ def load_model(name: str, spec: dict, dtype: str = "float32", device: str = "cpu
 
 def state_fingerprint(model) -> str:
     """sha256 over parameter names, dtypes, shapes and bytes of a model's state dict."""
+    import torch
+
     h = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -236,6 +248,6 @@ def merge_to_dir(name: str, spec: dict, out_dir: str | Path, dtype: str = "float
     check_dtype(model.config.model_type, dtype, name)
     if spec.get("adapter"):
         model = merge_adapter(model, spec["adapter"], name, allow_pickle)
-    model = model.to(DTYPES[dtype])
+    model = model.to(torch_dtype(dtype))
     log.info("model %s: saving merged weights (%s) to %s", name, dtype, out_dir)
     return save_merged(model, tokenizer, out_dir, {"model": name, "base": spec["base"], "adapter": spec.get("adapter")})

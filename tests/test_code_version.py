@@ -29,6 +29,9 @@ FILES = {
     "plots/things.py": "from ..things import f\nfrom . import save\n",
     "style.py": "colour = 1\n",
     "unrelated.py": "from .things import f\n",
+    "sub/__init__.py": '_EXPORTS = {"leafy": "leafmod"}\n',
+    "sub/leafmod.py": "from ..style import colour\nleafy = 1\n",
+    "sub/other.py": "y = 1\n",
 }
 
 
@@ -47,6 +50,9 @@ def test_imports_are_followed_transitively_and_no_further(tmp_path):
     assert _names(pkg, "from interp_lib import Plot\n", tmp_path) == [
         "deep/__init__.py", "deep/leaf.py", "deep/vocab.json", "helpers.py", "lazy.py",
         "plots/__init__.py", "plots/things.py", "style.py", "things.py"]
+    # and so do a subpackage's: only the module that defines the name, not its siblings
+    assert _names(pkg, "from interp_lib.sub import leafy\n", tmp_path) == [
+        "style.py", "sub/__init__.py", "sub/leafmod.py"]
     assert _names(pkg, "import interp_lib.style\nimport numpy\n", tmp_path) == ["style.py"]
     assert _names(pkg, "import os\n", tmp_path) == []
 
@@ -77,6 +83,8 @@ def test_workflow_scripts_reach_what_they_run():
     assert not {p for p in reached("cache_activations") if p.startswith("jobs/")} - {"jobs/__init__.py",
                                                                                      "jobs/caching.py"}
     assert {"jobs/steering.py", "steering/steer.py"} <= reached("steering_scenario")
+    # the steering tables read summary.py; steer.py (torch) is no part of them
+    assert "steering/summary.py" in reached("steering_tables") and "steering/steer.py" not in reached("steering_tables")
     assert not {"jobs/caching.py", "jobs/patching.py", "patching/residual.py"} & reached("steering_scenario")
     assert not {p for p in reached("probe_model") if p.startswith(("jobs/", "patching/", "steering/"))}
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
