@@ -59,14 +59,20 @@ def job_logging(log_file: str | os.PathLike | None):
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
+        from .warm_start import forked_from
+
+        if forked_from():
+            logging.getLogger("interp_lib").info("warm start: forked from server pid %d", forked_from())
         try:
             yield
         except BaseException as exc:
             logging.getLogger("interp_lib").error("%s: %s", type(exc).__name__, exc)
             raise
         finally:
-            loaded = [m for m in HEAVY_MODULES if m in sys.modules]
-            logging.getLogger("interp_lib").info("job loaded: %s", ", ".join(loaded) or "none of " + ", ".join(HEAVY_MODULES))
+            loaded = ", ".join(m for m in HEAVY_MODULES if m in sys.modules) or "none of " + ", ".join(HEAVY_MODULES)
+            # a forked job holds what the warm server preloaded, used or not
+            logging.getLogger("interp_lib").info("job loaded%s: %s", " (warm start: with the server's preloads)"
+                                                 if forked_from() else "", loaded)
             root.removeHandler(handler)
             sys.stderr = old_stderr
 

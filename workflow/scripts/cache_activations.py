@@ -1,10 +1,14 @@
 """Caches one model's activations on one scenario's prompts to HDF5."""
 
+from interp_lib.warm_start import run_warm
+
+run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
+
 import json
 from pathlib import Path
 
-from interp_lib.io import job_logging, set_torch_threads
 from interp_lib.jobs.caching import build_cache_file
+from interp_lib.io import job_logging, set_torch_threads
 
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
