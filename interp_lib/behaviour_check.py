@@ -57,15 +57,22 @@ def model_decisions(model, tokenizer, name: str, scenarios: dict | None = None, 
 def check_config(config_path: str, models: list[str] | None = None) -> str:
     """Markdown: P(Defect) per model x scenario (both labellings) and the label bias per model
     x scenario with its bootstrap 95% interval, for the config's models (or `models`)."""
+    import copy
+
     from .behavior import label_bias
     from .config import load_config
-    from .models import load_model
+    from .models import load_model, merge_adapter
     from .summary_document import Document, to_markdown
 
     config = load_config(config_path)
     frames = []
+    bases: dict = {}  # each base read once; adapters merge into copies of it
     for name in models or list(config["models"]):
-        model, tokenizer = load_model(name, config["models"][name])
+        spec = config["models"][name]
+        if spec["base"] not in bases:
+            bases[spec["base"]] = load_model(name, {"base": spec["base"]})
+        base_model, tokenizer = bases[spec["base"]]
+        model = merge_adapter(copy.deepcopy(base_model), spec["adapter"], name) if spec.get("adapter") else base_model
         frames.append(model_decisions(model, tokenizer, name, n_variants=config["variants_per_scenario"],
                                       seed=config["seed"]))
         del model

@@ -170,3 +170,34 @@ def test_bad_gguf_sources_stop_with_one_line(tmp_path):
     expected = "cannot read GGUF file" if importlib.util.find_spec("gguf") else "the gguf package is not installed"
     assert str(info.value).startswith(expected) and "\n" not in str(info.value), info.value
     assert not (tmp_path / "out").exists()
+
+
+def test_behaviour_check_reads_each_base_once_and_equals_models_loaded_alone(converted, smollm2, tmp_path):
+    """`python -m interp_lib.behaviour_check CONFIG` merges every adapter into a copy of its
+    base, read once; its P(Defect) table equals the decisions of the model loaded on its own."""
+    import yaml
+
+    from interp_lib.behaviour_check import check_config, model_decisions
+    from interp_lib.config import load_config
+    from interp_lib.models import load_model
+
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config.smollm2.yaml").read_text())
+    for spec in cfg["models"].values():
+        spec["base"] = str(converted)
+        if spec.get("adapter"):
+            spec["adapter"] = str(REPO / spec["adapter"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    table = check_config(str(tmp_path / "config.yaml"), ["base", "PT4_COREDe"])
+    first = table.split("Label bias")[0]  # the P(Defect) table
+    rows = {line.split("|")[1].strip(): line for line in first.splitlines() if line.startswith("| ")}
+    header = [c.strip() for c in rows["model"].split("|")[2:-1]]
+    printed = dict(zip(header, (float(c) for c in rows["PT4_COREDe"].split("|")[2:-1])))
+    model, tokenizer = load_model("PT4_COREDe", cfg["models"]["PT4_COREDe"])
+    settings = load_config(tmp_path / "config.yaml")
+    alone = model_decisions(model, tokenizer, "PT4_COREDe", n_variants=settings["variants_per_scenario"],
+                            seed=settings["seed"]).groupby("scenario")["p_defect"].mean()
+    assert len(printed) == 10 and set(printed) == set(alone.index)
+    assert max(abs(printed[s] - alone[s]) for s in printed) < 1e-4
+    assert "Label bias" in table and "15 of 15" in table
