@@ -46,3 +46,21 @@ def test_every_rule_has_log_conda_and_benchmark_where_it_runs_a_model():
         if name in MODEL_RULES:
             assert re.search(r"^\s+benchmark:", body, re.M), f"{path.name}: rule {name} runs a model without benchmark"
     assert MODEL_RULES <= names
+
+
+def test_the_config_files_in_use_come_from_snakemakes_config_settings():
+    """workflow/rules/config.smk reads the --configfile(s) from the workflow's ConfigSettings
+    (snakemake.settings.types, the settings type of Snakemake's documented Python API; no
+    Snakefile API names them) and nothing else of Snakemake's internals. If a release renames
+    these fields, this fails naming them (tests/test_dag.py then shows what breaks)."""
+    import dataclasses
+
+    import snakemake.api  # noqa: F401  (snakemake.workflow imports in that order only)
+    from snakemake.settings.types import ConfigSettings
+    from snakemake.workflow import Workflow
+
+    assert {"configfiles", "config"} <= {f.name for f in dataclasses.fields(ConfigSettings)}
+    assert "config_settings" in {f.name for f in dataclasses.fields(Workflow)}
+    text = (REPO / "workflow/rules/config.smk").read_text()
+    used = set(re.findall(r"workflow\.(\w+(?:\.\w+)?)", text))
+    assert used == {"config_settings.configfiles", "config_settings.config", "configfile"}, used
