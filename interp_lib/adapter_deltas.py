@@ -28,11 +28,25 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .weight_deltas import MODULES, WeightDeltaError
+if TYPE_CHECKING:
+    import torch
+
+# The linear modules of a decoder block whose weight changes are measured (HF names). Here,
+# the lower layer, so that weight_deltas imports this module and not the other way round;
+# torch is imported in the functions that need it, so the weight tables and plots start
+# without it.
+ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+MODULES = ATTN_MODULES + MLP_MODULES
+
+
+class WeightDeltaError(ValueError):
+    """Weights that cannot be compared; the message names the model and the tensor."""
+
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -63,6 +77,8 @@ class LoraUpdate:
     def group_squares(self, groups: int = 1) -> np.ndarray:
         """Sums of squares of scaling * b @ a over `groups` equal column groups, [groups]
         (o_proj: group h = the columns h*dh:(h+1)*dh that read head h's z)."""
+        import torch
+
         # float64 only here, one module at a time (the adapter stays in its stored dtype)
         b = self.b.to(torch.float64).numpy()
         r, cols = self.a.shape
@@ -114,6 +130,8 @@ def _load_tensors(adapter: Path, model: str, allow_pickle: bool) -> dict:
         if not allow_pickle:
             raise WeightDeltaError(f"model {model}: adapter {adapter} is a pickle ({PICKLE_FILE}); convert it to "
                                    "safetensors or set analysis.allow_pickle: true")
+        import torch
+
         try:
             state = torch.load(adapter / PICKLE_FILE, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:

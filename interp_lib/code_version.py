@@ -120,6 +120,51 @@ def imported_files(script: str | Path, root: Path | None = None) -> list[Path]:
     return sorted(seen | data)
 
 
+def import_cycles(root: Path | None = None) -> list[list[Path]]:
+    """Groups of interp_lib modules that import each other in a circle (imports inside
+    functions included; a module's import of its own package's `__init__` is membership,
+    not a dependency), each sorted; [] when there is none."""
+    root = root or package_root()
+    modules = sorted(root.rglob("*.py"))
+    graph = {m: sorted(d for d in _imports(root, m)
+                       if d != m and d.suffix == ".py" and not (d.name == "__init__.py" and d.parent in m.parents))
+             for m in modules}
+    order: dict[Path, int] = {}
+    low: dict[Path, int] = {}
+    stack: list[Path] = []
+    cycles = []
+    for start in modules:  # Tarjan's strongly connected components, iteratively
+        if start in order:
+            continue
+        work = [(start, iter(graph[start]))]
+        order[start] = low[start] = len(order)
+        stack.append(start)
+        while work:
+            node, deps = work[-1]
+            dep = next(deps, None)
+            if dep is not None:
+                if dep not in order:
+                    order[dep] = low[dep] = len(order)
+                    stack.append(dep)
+                    work.append((dep, iter(graph.get(dep, []))))
+                elif dep in stack:
+                    low[node] = min(low[node], order[dep])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == order[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    cycles.append(sorted(group))
+    return cycles
+
+
 def code_version(script: str | Path, root: Path | None = None) -> str:
     """Short sha256 over the relative names and bytes of `imported_files(script)`."""
     root = root or package_root()

@@ -36,18 +36,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .adapter_deltas import (
+    ATTN_MODULES,
+    MLP_MODULES,
+    MODULES,
+    WeightDeltaError,
+    adapter_config,
+    check_fit,
+    lora_updates,
+    match_updates,
+    unsupported,
+)
+
 log = logging.getLogger(__name__)
 
-ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
-MODULES = ATTN_MODULES + MLP_MODULES
 COLUMNS = ["model", "reference", "layer", "module", "head", "norm_delta", "norm_base", "relative_delta"]
 _TENSOR = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(" + "|".join(MODULES) + r")\.weight$")
 ROW_BLOCK_ELEMENTS = 1 << 22  # elements read per block (32 MiB in float64)
-
-
-class WeightDeltaError(ValueError):
-    """Weights that cannot be compared; the message names the model and the tensor."""
 
 
 def reference_model(config: dict, name: str, preferred: str = "base") -> str | None:
@@ -189,7 +194,6 @@ def _adapter_rows(adapter, config: dict, base_weights: Path, config_weights: Pat
                   allow_pickle: bool) -> list[list]:
     """delta_W = scaling * B @ A from the adapter's factors for its targeted modules, 0 for
     the reference's other modules; norm_base from the reference's merged weights."""
-    from .adapter_deltas import check_fit, lora_updates, match_updates
     from .models import open_weights
 
     updates = lora_updates(adapter, config, model, allow_pickle)
@@ -228,7 +232,6 @@ def weight_deltas(model_weights: str | Path | None, base_weights: str | Path, mo
     model_weights = Path(model_weights) if model_weights is not None else None
     config_weights = model_weights or base_weights
     if adapter:
-        from .adapter_deltas import adapter_config, unsupported
 
         config = adapter_config(adapter, model)
         reason = unsupported(config)

@@ -5,7 +5,7 @@ import textwrap
 from pathlib import Path
 
 from conftest import REPO
-from interp_lib.code_version import code_version, imported_files, package_root
+from interp_lib.code_version import code_version, import_cycles, imported_files, package_root
 
 
 def _package(root: Path, files: dict) -> Path:
@@ -104,3 +104,18 @@ def test_every_rule_hashes_the_script_it_runs():
             if script is None:
                 continue
             assert f'code=code_version("{script.group(1)}")' in block, (smk.name, rule)
+
+
+def test_an_import_circle_hidden_inside_a_function_is_found(tmp_path):
+    pkg = _package(tmp_path, {**FILES, "a.py": "from .b import x\ny = 1\n",
+                              "b.py": "x = 1\n\ndef f():\n    from .a import y\n"})
+    assert [[str(p.relative_to(pkg)) for p in group] for group in import_cycles(pkg)] == [["a.py", "b.py"]]
+    # a package importing its modules, which import each other's package: no circle
+    assert import_cycles(_package(tmp_path / "clean", FILES)) == []
+
+
+def test_interp_lib_has_no_import_circle():
+    """Issue 26: adapter_deltas and weight_deltas imported each other (one of them inside a
+    function); every interp_lib module now depends only downwards."""
+    root = package_root()
+    assert [[str(p.relative_to(root)) for p in group] for group in import_cycles()] == []
