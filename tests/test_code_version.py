@@ -86,6 +86,9 @@ def test_workflow_scripts_reach_what_they_run():
     # the steering tables read summary.py; steer.py (torch) is no part of them
     assert "steering/summary.py" in reached("steering_tables") and "steering/steer.py" not in reached("steering_tables")
     assert not {"jobs/caching.py", "jobs/patching.py", "patching/residual.py"} & reached("steering_scenario")
+    # steering reads the neutral prompt_activations, so no patching edit reruns it
+    assert "prompt_activations.py" in reached("steering_scenario")
+    assert not {p for p in reached("steering_scenario") if p.startswith("patching/")}
     assert not {p for p in reached("probe_model") if p.startswith(("jobs/", "patching/", "steering/"))}
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
     # analyses and plots are separate: an edit of a plot module reruns only its plots

@@ -43,7 +43,7 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     from ..cache import CacheFile
     from ..hooked import HookedModel
     from ..models import load_base_model, read_fingerprint, resolve_device
-    from ..patching import PromptActivations
+    from ..prompt_activations import PromptActivations
     from ..precision import get_precision
     from ..steering.steer import steered_deltas
 

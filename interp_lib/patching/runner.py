@@ -9,10 +9,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .activations import PromptActivations
+from ..prompt_activations import POSITION_MODES, PromptActivations, check_positions  # noqa: F401
 from .components import Component, PatchResult, all_components
 
-POSITION_MODES = ("all", "decision")
 HEAD_SITES = ("result", "z")
 CPU_BATCH_SIZE = 64  # patch sets per pass on a CPU: one layer's sets of any model fit
 MAX_GPU_BATCH_SIZE = 1024
@@ -58,8 +57,7 @@ class PatchRunner:
     def __init__(self, target, source_W_O: torch.Tensor | None, action_tokens: dict,
                  positions: str = "all", head_site: str = "result", batch_size: int | None = None,
                  reuse_keys_values: bool = True, pass_overhead_flops: float | None = None):
-        if positions not in POSITION_MODES:
-            raise ValueError(f"positions must be one of {POSITION_MODES}, got {positions!r}")
+        check_positions(positions)
         if head_site not in HEAD_SITES:
             raise ValueError(f"head_site must be one of {HEAD_SITES}, got {head_site!r}")
         if head_site == "result" and source_W_O is None:

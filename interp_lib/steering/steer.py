@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..patching.activations import PromptActivations
+from ..prompt_activations import POSITION_MODES, PromptActivations, check_positions
 from .directions import SITES
 
-POSITIONS = ("all", "decision")
+POSITIONS = POSITION_MODES
 
 
 def default_max_rows(model, target: PromptActivations, n_per_layer: int, positions: str) -> int:
@@ -53,8 +53,7 @@ def steered_deltas(model, target: PromptActivations, rows: Sequence[int], vector
     Rows (k, layer, alpha) go in layer order, at most `max_rows` per forward pass."""
     if site not in SITES:
         raise ValueError(f"steering site must be one of {', '.join(SITES)}, got {site!r}")
-    if positions not in POSITIONS:
-        raise ValueError(f"steering positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+    check_positions(positions, "steering positions")
     K = vectors.shape[0]
     plan = [(k, i, j) for i in range(len(layers)) for k in range(K) for j in range(len(alphas))]
     max_rows = max_rows or default_max_rows(model, target, K * len(alphas), positions)
