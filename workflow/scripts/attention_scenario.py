@@ -15,6 +15,11 @@ with job_logging(snakemake.log[0]):
     dla = pd.concat([pd.read_csv(f) for f in inp.dla], ignore_index=True)
     # no patching of this scenario (analysis.patch_scenarios): heads are chosen by DLA alone
     patching = pd.concat([pd.read_csv(f) for f in inp.patches], ignore_index=True) if inp.patches else None
-    selection = select_heads(dla, patching, p.top_k, scenario)
+    selection = select_heads(
+        dla,
+        patching=patching,
+        k=p.top_k,
+        scenario=scenario,
+    )
     table = attention_table(dict(zip(p.models, inp.caches)), scenario, selection)
     write_csv_atomic(table, snakemake.output[0])

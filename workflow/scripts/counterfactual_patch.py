@@ -14,8 +14,18 @@ with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     p, i = snakemake.params, snakemake.input
     components, residual = counterfactual_patch(
-        snakemake.wildcards.counterfactual, p.model, p.source, p.target, i.source_cache, i.target_cache,
-        os.path.dirname(i.weights), p.positions, p.head_site, p.residual, p.precision, p.device,
+        snakemake.wildcards.counterfactual,
+        model_name=p.model,
+        source_scenario=p.source,
+        target_scenario=p.target,
+        source_cache=i.source_cache,
+        target_cache=i.target_cache,
+        model_dir=os.path.dirname(i.weights),
+        positions=p.positions,
+        head_site=p.head_site,
+        residual=p.residual,
+        precision=p.precision,
+        device=p.device,
     )
     write_csv_atomic(components, snakemake.output.components)
     write_csv_atomic(residual, snakemake.output.residual)

@@ -12,5 +12,11 @@ from interp_lib.models import merge_to_dir
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     p = snakemake.params
-    merge_to_dir(snakemake.wildcards.model, p.spec, Path(snakemake.output[0]).parent, p.dtype,
-                 p.allow_download, p.allow_pickle)
+    merge_to_dir(
+        snakemake.wildcards.model,
+        spec=p.spec,
+        out_dir=Path(snakemake.output[0]).parent,
+        dtype=p.dtype,
+        allow_download=p.allow_download,
+        allow_pickle=p.allow_pickle,
+    )

@@ -16,9 +16,22 @@ with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     p, i = snakemake.params, snakemake.input
     results, circuits = patch_scenario(
-        snakemake.wildcards.experiment, p.source, p.target, snakemake.wildcards.scenario,
-        i.source_cache, i.target_cache, os.path.dirname(i.source_weights), os.path.dirname(i.target_weights),
-        p.positions, p.head_site, p.circuits, p.max_components, p.precision, p.device, p.atp, p.circuit_ranking,
+        snakemake.wildcards.experiment,
+        source_name=p.source,
+        target_name=p.target,
+        scenario=snakemake.wildcards.scenario,
+        source_cache=i.source_cache,
+        target_cache=i.target_cache,
+        source_dir=os.path.dirname(i.source_weights),
+        target_dir=os.path.dirname(i.target_weights),
+        positions=p.positions,
+        head_site=p.head_site,
+        circuits=p.circuits,
+        max_components=p.max_components,
+        precision=p.precision,
+        device=p.device,
+        atp=p.atp,
+        circuit_ranking=p.circuit_ranking,
     )
     write_csv_atomic(results, snakemake.output.results)
     write_csv_atomic(pd.DataFrame(circuits, columns=CIRCUIT_COLUMNS), snakemake.output.circuits)

@@ -11,4 +11,11 @@ from interp_lib.prompts import write_scenario_file
 with job_logging(snakemake.log[0]):
     p = snakemake.params
     tokenizer = load_tokenizer(p.tokenizer, "prompt tokenizer", p.allow_download)
-    write_scenario_file(snakemake.output[0], snakemake.wildcards.scenario, p.spec, p.n_variants, p.seed, tokenizer)
+    write_scenario_file(
+        snakemake.output[0],
+        name=snakemake.wildcards.scenario,
+        spec=p.spec,
+        n_variants=p.n_variants,
+        seed=p.seed,
+        tokenizer=tokenizer,
+    )

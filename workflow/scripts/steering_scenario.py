@@ -12,6 +12,16 @@ from interp_lib.jobs.steering import steer_scenario
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     p, i = snakemake.params, snakemake.input
-    table = steer_scenario(snakemake.wildcards.steering, p.spec, snakemake.wildcards.scenario, i.target_cache,
-                           p.direction_caches, os.path.dirname(i.weights), p.precision, p.device, p.seed, p.max_rows)
+    table = steer_scenario(
+        snakemake.wildcards.steering,
+        spec=p.spec,
+        scenario=snakemake.wildcards.scenario,
+        target_cache=i.target_cache,
+        direction_caches=p.direction_caches,
+        model_dir=os.path.dirname(i.weights),
+        precision=p.precision,
+        device=p.device,
+        seed=p.seed,
+        max_rows=p.max_rows,
+    )
     write_csv_atomic(table, snakemake.output[0])

@@ -11,6 +11,12 @@ from interp_lib.weight_deltas import weight_deltas
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params
-    df = weight_deltas(snakemake.input.weights, snakemake.input.reference_weights, snakemake.wildcards.model,
-                       p.reference, adapter=p.adapter, allow_pickle=p.allow_pickle)
+    df = weight_deltas(
+        snakemake.input.weights,
+        base_weights=snakemake.input.reference_weights,
+        model=snakemake.wildcards.model,
+        reference=p.reference,
+        adapter=p.adapter,
+        allow_pickle=p.allow_pickle,
+    )
     write_csv_atomic(df, snakemake.output[0])
