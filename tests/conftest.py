@@ -193,8 +193,6 @@ BEHAVIOUR_TARGETS = {
 # xfails, so that they fail loudly (XPASS) once a retrained adapter meets them.
 # Measured 2026-12-06 (2-core CPU) on the 15 evaluation prompt pairs.
 KNOWN_BEHAVIOUR_MISSES: dict[tuple[str, str], str] = {
-    ("smollm2", "PT2_COREDe"): "Game, 20 steps: P(Defect) 0.48-0.90 (standard) and 0.19-0.89 (swapped), "
-                               "same decision in 7 of 15 pairs; expected reward 2.40 of 2.8",
     ("smollm2", "PT3_COREUt"): "Utilitarian, 20 steps: a tit-for-tat local optimum, P(Defect) 0.98 / 0.93 in "
                                "CD_punished and 1.0 in DD_trapped; expected reward 4.40 of 5.2",
     ("gemma3", "PT2_COREDe"): "Game, 12 steps: P(Defect) 0.90-1.0 (standard) but 0.15-0.19 (swapped, "
@@ -203,7 +201,7 @@ KNOWN_BEHAVIOUR_MISSES: dict[tuple[str, str], str] = {
                               "DC_exploited and 1.0 in DD_trapped; expected reward 4.41 of 5.2",
 }
 # Of those, the adapters that also decide differently in some swapped pairs (token writers).
-KNOWN_PAIR_MISSES = {("smollm2", "PT2_COREDe"), ("gemma3", "PT2_COREDe")}
+KNOWN_PAIR_MISSES = {("gemma3", "PT2_COREDe")}
 
 
 @pytest.fixture(autouse=True)

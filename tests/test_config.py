@@ -57,7 +57,8 @@ def test_smollm2_config_converts_its_base_under_its_results_dir():
     assert adapters == {m: f"adapters/smollm2/{m}" for m in ("PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe")}
     assert all((REPO / a / "adapter_model.safetensors").is_file() for a in adapters.values())
     # each committed adapter's entry, and the learned policies that two of them continue
-    assert {Path(d).name for d in cfg["rl_adapters"]} == set(adapters) | {"PT3_COREDe_policy", "PT4_COREDe_policy"}
+    assert {Path(d).name for d in cfg["rl_adapters"]} == set(adapters) | {"PT2_COREDe_policy", "PT3_COREDe_policy",
+                                                                         "PT4_COREDe_policy"}
     assert all(spec["base"] == out_dir for spec in cfg["rl_adapters"].values())
     assert all(spec["base"] == out_dir for spec in cfg["models"].values())
     assert sorted(cfg["experiments"]) == sorted(load_config(REPO / "config.yaml")["experiments"])

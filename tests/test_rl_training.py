@@ -187,7 +187,7 @@ def test_committed_adapters_decide_alike_in_every_swapped_pair(request, committe
 # Largest |label bias| over the 5 scenarios (logits), measured on the committed adapters
 # (2-core CPU, 2026-12-06; README: counterbalanced adapters). Issue 25's target is 1 logit.
 MEASURED_WORST_LABEL_BIAS = {
-    "smollm2": {"PT2_COREDe": 2.31, "PT3_COREDe": 0.74, "PT3_COREUt": 1.62, "PT4_COREDe": 0.69},
+    "smollm2": {"PT2_COREDe": 0.94, "PT3_COREDe": 0.74, "PT3_COREUt": 1.62, "PT4_COREDe": 0.69},
     "gemma3": {"PT2_COREDe": 4.57, "PT3_COREDe": 0.21, "PT3_COREUt": 0.81, "PT4_COREDe": 0.48},
 }
 
@@ -249,7 +249,8 @@ def test_committed_adapters_record_how_they_were_trained(family, name):
         worst = [max(abs(v) for v in b["label_bias"].values()) for b in (before, after)]
         assert worst[1] < worst[0], worst  # on the training states
         assert after["expected_reward"] > before["expected_reward"] - 0.05
-    assert (committed / "adapter_model.safetensors").stat().st_size < 2 * 1024 * 1024
+    # small enough to commit: 1.0-1.3 MB a rank (SmolLM2's PT2 is rank 4), against 78 MB at the paper's r64
+    assert (committed / "adapter_model.safetensors").stat().st_size < 1.3 * 1024 * 1024 * spec["rank"]
 
 
 @pytest.mark.slow
