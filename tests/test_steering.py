@@ -182,3 +182,32 @@ def test_layer_ranking_labels_noise_and_control_and_ranks_the_rest():
     negative = results.assign(alpha=-results["alpha"], delta_change=-results["delta_change"])
     at_minus = layer_ranking(negative, alpha=-2.0)
     assert list(at_minus.loc[at_minus["status"] == "ranked", "layer"]) == [1, 4]
+
+
+def test_gpu_rows_per_pass_come_from_patchings_budget_not_the_drivers_free_memory(monkeypatch):
+    """On a GPU, steering sizes its passes with interp_lib.gpu_rows (the device's memory less
+    this process's, the same budget as patching; a row patches no head outputs), never with
+    torch.cuda.mem_get_info, whose figure moves with other processes."""
+    from types import SimpleNamespace
+
+    from interp_lib import gpu_rows
+    from interp_lib.steering import steer
+
+    hooked = HookedModel(tiny_gemma2())
+    budgets = []
+    monkeypatch.setattr(steer, "device_budget_bytes", lambda device: budgets[-1])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: pytest.fail("mem_get_info was called"))
+    target = SimpleNamespace(resid_pre=SimpleNamespace(device=torch.device("cuda"), shape=(4, 210, 64)))
+    rows = {}
+    for budget in (1e5, 1e7, 1e9, 1e12):
+        budgets.append(budget)
+        rows[budget] = steer.default_max_rows(hooked, target, 6, "all")
+    d_mlp = hooked.model.config.intermediate_size
+    per_row = gpu_rows.patch_row_bytes(hooked.cfg, d_mlp, 210, "all", head_site="z")
+    assert per_row == 4 * 210 * (12 * 64 + 3 * 96 + 2 * 4 * 210)
+    assert rows[1e5] == 6  # at least one layer's rows
+    assert rows[1e9] == 1 << (int(0.5 * 1e9 // per_row).bit_length() - 1)  # a power of two
+    assert rows[1e12] == gpu_rows.MAX_GPU_BATCH_SIZE
+    assert list(rows.values()) == sorted(rows.values())
+    cpu = SimpleNamespace(resid_pre=SimpleNamespace(device=torch.device("cpu"), shape=(4, 210, 64)))
+    assert steer.default_max_rows(hooked, cpu, 6, "all") == 6

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..gpu_rows import device_budget_bytes, gpu_batch_size
 from ..prompt_activations import POSITION_MODES, PromptActivations, check_positions
 from .directions import SITES
 
@@ -26,21 +27,15 @@ POSITIONS = POSITION_MODES
 
 def default_max_rows(model, target: PromptActivations, n_per_layer: int, positions: str) -> int:
     """Rows per pass. On a CPU one layer's rows (a pass from each row's own layer costs the
-    fewest FLOPs). On a GPU as many rows as half its free memory holds (so that layers x
-    alphas share one pass per prompt where memory allows), at least one layer's."""
+    fewest FLOPs). On a GPU what patching's budget gives a row that patches no head outputs
+    (interp_lib.gpu_rows), at least one layer's rows, so that layers x alphas share one pass
+    per prompt where memory allows."""
     device = target.resid_pre.device
     if device.type != "cuda":
         return n_per_layer
-    free, _ = torch.cuda.mem_get_info(device)
-    T_all = target.resid_pre.shape[1]
-    T = 1 if positions == "decision" else T_all
-    cfg, d_mlp = model.cfg, model.model.config.intermediate_size
-    # per row and position, float32 upper bound: a dozen d_model-wide tensors (residual,
-    # norms, q/k/v/o), three MLP-wide ones (gate, up, product), a row of attention scores
-    per_row = 4 * T * (12 * cfg.d_model + 3 * d_mlp + cfg.n_heads * T_all)
-    if positions == "decision":  # each row's copy of the cached keys and values it attends to
-        per_row += 4 * 2 * cfg.n_kv_heads * cfg.d_head * T_all
-    return max(n_per_layer, int(0.5 * free // per_row))
+    T = target.resid_pre.shape[1]
+    d_mlp = model.model.config.intermediate_size
+    return max(n_per_layer, gpu_batch_size(model.cfg, d_mlp, T, device_budget_bytes(device), positions, head_site="z"))
 
 
 @torch.no_grad()
