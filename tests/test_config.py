@@ -72,10 +72,12 @@ def test_real_family_configs_train_counterbalanced_adapters(family):
     cfg = load_config(REPO / f"config.{family}.yaml")
     assert cfg["results_dir"] == f"results_{family}"
     assert all(spec["labellings"] == ["standard", "swapped"] for spec in cfg["rl_adapters"].values())
-    finals = {d: spec for d, spec in cfg["rl_adapters"].items() if not d.endswith("_policy")}
+    finals = {d: spec for d, spec in cfg["rl_adapters"].items() if not d.endswith(("_policy", "_policy_continued"))}
     assert len(finals) == 4
-    for d, spec in finals.items():  # a continued adapter starts from its own policy's entry
-        assert spec["init_adapter"] in (None, f"{d}_policy")
+    for d, spec in finals.items():  # a continued adapter starts from its own policy's entries
+        assert spec["init_adapter"] in (None, f"{d}_policy", f"{d}_policy_continued")
+        if spec["init_adapter"] == f"{d}_policy_continued":
+            assert cfg["rl_adapters"][spec["init_adapter"]]["init_adapter"] == f"{d}_policy"
     standard = [s for s in cfg["scenarios"] if not s.endswith("_swapped")]
     assert len(standard) == 5 and all(s + "_swapped" in cfg["scenarios"] for s in standard)
     assert cfg["counterfactuals"] and cfg["steering"]

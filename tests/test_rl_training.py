@@ -242,10 +242,12 @@ def test_committed_adapters_record_how_they_were_trained(family, name):
     before, after = record["before"], record["after"]
     if spec.get("init_adapter") is None:
         assert after["expected_reward"] > before["expected_reward"]
-    else:  # a learned policy (its own entry, from the base) continued with the label penalty
-        first = cfg["rl_adapters"][spec["init_adapter"]]
-        assert first["reward"] == spec["reward"] and first.get("init_adapter") is None
-        assert spec["label_consistency"] > 0
+    else:  # a learned policy (its own entry, from the base), continued, last with the label penalty
+        chain = [spec]
+        while chain[-1].get("init_adapter") is not None:
+            chain.append(cfg["rl_adapters"][chain[-1]["init_adapter"]])
+        assert len(chain) <= 3 and all(entry["reward"] == spec["reward"] for entry in chain)
+        assert spec["label_consistency"] > 0 and not any(e.get("label_consistency") for e in chain[1:])
         worst = [max(abs(v) for v in b["label_bias"].values()) for b in (before, after)]
         assert worst[1] < worst[0], worst  # on the training states
         assert after["expected_reward"] > before["expected_reward"] - 0.05
