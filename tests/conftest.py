@@ -195,13 +195,11 @@ BEHAVIOUR_TARGETS = {
 KNOWN_BEHAVIOUR_MISSES: dict[tuple[str, str], str] = {
     ("smollm2", "PT3_COREUt"): "Utilitarian, 20 steps: a tit-for-tat local optimum, P(Defect) 0.98 / 0.93 in "
                                "CD_punished and 1.0 in DD_trapped; expected reward 4.40 of 5.2",
-    ("gemma3", "PT2_COREDe"): "Game, 12 steps: P(Defect) 0.90-1.0 (standard) but 0.15-0.19 (swapped, "
-                              "CC_temptation 0.997), same decision in 3 of 15 pairs; expected reward 2.44 of 2.8",
     ("gemma3", "PT3_COREUt"): "Utilitarian, 12 steps: repeats its own last move, P(Defect) 0.82 / 0.90 in "
                               "DC_exploited and 1.0 in DD_trapped; expected reward 4.41 of 5.2",
 }
 # Of those, the adapters that also decide differently in some swapped pairs (token writers).
-KNOWN_PAIR_MISSES = {("gemma3", "PT2_COREDe")}
+KNOWN_PAIR_MISSES: set[tuple[str, str]] = set()
 
 
 @pytest.fixture(autouse=True)
