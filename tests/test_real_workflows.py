@@ -151,8 +151,11 @@ def test_one_all_position_job_patches_every_position(real_run):
 def test_steering_counterfactuals_and_probes(real_run):
     """Steering: alpha = 0 reproduces the cached delta. Counterfactual: PT4 (tit-for-tat) sees
     only the opponent's move change between CC_continue and CD_punished, and its decision
-    follows it. Probes: PT4 decides both ways, and by the game, so its decision over both
-    labellings is readable at its last layer."""
+    follows it. Probes: PT4 writes the opponent's digit, so the token it writes is readable at
+    its last layer in a held-out scenario (leave-one-scenario-out). Its decision over both
+    labellings is not asserted: with CI's two scenarios that probe falls back to stratified
+    k-fold, whose folds share scenarios, so it would read the scenario; over all five held out
+    it is not readable (README: probes on the counterbalanced adapters)."""
     family, wd = real_run
     needs_all(family)
     results = wd / f"results_{family}"
@@ -162,9 +165,10 @@ def test_steering_counterfactuals_and_probes(real_run):
     assert len(zero) > 0 and (zero["delta"] - zero["baseline_delta"]).abs().max() < 1e-3
     probes = pd.read_csv(results / "probes/probe_accuracy.csv")
     layers, _ = FAMILIES[family]
-    both = probes[(probes["layer"] == layers - 1) & (probes["target"] == "decision_both_labellings")]
-    both = both.set_index("model")
-    assert both.loc["PT4_COREDe", "accuracy"] >= 0.9
+    last = probes[(probes["layer"] == layers - 1) & (probes["model"] == "PT4_COREDe")].set_index("target")
+    assert last.loc["action_token", "cv"] == "leave-one-scenario-out"
+    assert last.loc["action_token", "accuracy"] >= 0.9 > last.loc["action_token", "chance"]
+    assert last.loc["decision_both_labellings", "cv"] == "stratified k-fold"  # see the docstring
     # tit-for-tat: the opponent's last move alone flips PT4's decision, and (by AtP here, see
     # the module docstring) the residual stream at the positions that differ carries it
     cf = pd.read_csv(results / "counterfactual/per/opponent_move_PT4/residual_patches.csv")
