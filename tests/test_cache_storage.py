@@ -90,7 +90,7 @@ def test_compression_round_trips_bit_exactly(model, variants, tmp_path, dtype, c
         L, T, d = ds.shape
         per_position = L * d * ds.dtype.itemsize
         assert ds.chunks == (L, min(T, -(-CHUNK_BYTES // per_position)), d)  # every layer of a few positions
-        if compression == "gzip":  # lzf can come out larger on float16 (README: Cache storage)
+        if compression == "gzip":  # lzf can come out larger on float16 (docs/analyses.md: Cache storage)
             assert ds.id.get_storage_size() < 0.97 * ds.nbytes
 
 

@@ -42,7 +42,7 @@ def test_a_swapped_sibling_name_that_is_taken_is_refused():
 
 def test_real_config_is_valid():
     cfg = load_config(REPO / "config.real.yaml")
-    assert cfg["analysis"]["precision"] == "float32"  # the README's precision table
+    assert cfg["analysis"]["precision"] == "float32"  # docs/measured.md: GPU and precision modes
     assert cfg["models"]["base"]["base"] == "google/gemma-2-2b-it"
 
 

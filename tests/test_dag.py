@@ -132,7 +132,7 @@ def test_real_config_has_its_own_results_dir():
     real, demo = load_config(REPO / "config.real.yaml"), load_config(REPO / "config.yaml")
     assert real["results_dir"] != demo["results_dir"]
     assert not Path(real["results_dir"]).is_relative_to(demo["results_dir"])
-    assert json.dumps(real).count("/path/to/adapters") == 4  # placeholders the README tells users to edit
+    assert json.dumps(real).count("/path/to/adapters") == 4  # placeholders docs/gpu.md tells users to edit
 
 
 def _gguf_config(root: Path) -> tuple[Path, dict]:

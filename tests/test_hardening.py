@@ -357,7 +357,7 @@ def test_killed_run_resumes_to_identical_results(workflow_dir, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (wd / cache).exists() and not (wd / table).exists()  # temp then rename: no half-written file
-    # README: after a kill, unlock, then rerun with --rerun-incomplete
+    # docs/robustness.md: after a kill, unlock, then rerun with --rerun-incomplete
     assert "LockException" in snakemake(wd, "--cores", "1", cache, table, check=False).stderr
     snakemake(wd, "--unlock")
     snakemake(wd, "--cores", "1", "--rerun-incomplete", cache, table)

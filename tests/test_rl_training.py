@@ -185,7 +185,7 @@ def test_committed_adapters_decide_alike_in_every_swapped_pair(request, committe
 
 
 # Largest |label bias| over the 5 scenarios (logits), measured on the committed adapters
-# (2-core CPU, 2026-12-06; README: counterbalanced adapters). Issue 25's target is 1 logit.
+# (2-core CPU, 2026-12-06; docs/counterbalanced-adapters.md). Issue 25's target is 1 logit.
 MEASURED_WORST_LABEL_BIAS = {
     "smollm2": {"PT2_COREDe": 0.94, "PT3_COREDe": 0.74, "PT3_COREUt": 1.62, "PT4_COREDe": 0.69},
     "gemma3": {"PT2_COREDe": 1.01, "PT3_COREDe": 0.21, "PT3_COREUt": 0.81, "PT4_COREDe": 0.48},
@@ -201,7 +201,7 @@ def _worst_label_bias(committed_decisions, name) -> float:
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_committed_adapters_label_bias_is_as_measured(committed_decisions, name):
-    """No regression: each adapter's worst |label bias| is within 10% (+0.1) of the README's."""
+    """No regression: each adapter's worst |label bias| is within 10% (+0.1) of docs/counterbalanced-adapters.md's."""
     family, _ = committed_decisions
     measured = MEASURED_WORST_LABEL_BIAS[family][name]
     assert _worst_label_bias(committed_decisions, name) <= 1.1 * measured + 0.1
@@ -209,13 +209,13 @@ def test_committed_adapters_label_bias_is_as_measured(committed_decisions, name)
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_committed_adapters_label_bias_within_one_logit(request, committed_decisions, name):
-    """Issue 25's target. Where the README records a miss, a strict xfail: the check stays
-    and fails loudly (XPASS) once an adapter meets it, so the README is then updated."""
+    """Issue 25's target. Where docs/counterbalanced-adapters.md records a miss, a strict xfail: the check stays
+    and fails loudly (XPASS) once an adapter meets it, so that page is then updated."""
     family, _ = committed_decisions
     if MEASURED_WORST_LABEL_BIAS[family][name] > LABEL_BIAS_BOUND:
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
             f"issue 25's label-bias target not met by the committed {family} {name}: measured "
-            f"{MEASURED_WORST_LABEL_BIAS[family][name]} logits (README: counterbalanced adapters)")))
+            f"{MEASURED_WORST_LABEL_BIAS[family][name]} logits (docs/counterbalanced-adapters.md)")))
     assert _worst_label_bias(committed_decisions, name) <= LABEL_BIAS_BOUND
 
 

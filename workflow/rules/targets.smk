@@ -2,7 +2,7 @@
 
 
 def all_targets():
-    """Every output of `all`, in the order of the analyses (README: What the workflow computes)."""
+    """Every output of `all`, in the order of the analyses (docs/analyses.md: What the workflow computes)."""
     return [
         R("prompts/ipd_eval_prompts.json"),
         R("behavior/decisions.csv"),
