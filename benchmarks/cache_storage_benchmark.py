@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_workload import gemma2_2b_config  # noqa: E402
-from interp_lib import cache as cache_module  # noqa: E402
+from interp_lib.cache import collect as cache_collect  # noqa: E402
 from interp_lib.cache import (COMPRESSIONS, STORAGE_DTYPES, CacheFile, CacheStorage, CacheWriter,  # noqa: E402
                               collect_variant, file_attrs, unembed_arrays, write_cache)
 from interp_lib.dla import dla_from_arrays, results_from_cache  # noqa: E402
@@ -130,7 +130,7 @@ def profile(model, ids_list, repeats: int, device: str, storage: CacheStorage) -
     t_plain = per_prompt(lambda ids: model.run_with_hooks(ids, last_only=True))
     t_forward = per_prompt(lambda ids: model.run_with_cache(ids, last_only=True, patterns=True))
     caches = {id(ids): model.run_with_cache(ids, last_only=True, patterns=True) for ids in ids_list}
-    t_check = best_of(lambda: [cache_module._check_all_finite({**c, "logits": lg[0]}, "m", "p")
+    t_check = best_of(lambda: [cache_collect._check_all_finite({**c, "logits": lg[0]}, "m", "p")
                                for lg, c in caches.values()], repeats, device)[1] / len(ids_list)
     # collect_variant's own work: its forward pass replaced by the one already made
     model.run_with_cache = lambda ids, **kw: caches[id(ids)]

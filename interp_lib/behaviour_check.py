@@ -62,7 +62,7 @@ def check_config(config_path: str, models: list[str] | None = None) -> str:
     from .behavior import label_bias
     from .config import load_config
     from .models import load_model, merge_adapter
-    from .summary_document import Document, to_markdown
+    from .report.document import Document, to_markdown
 
     config = load_config(config_path)
     frames = []

@@ -32,9 +32,10 @@ PRELOAD = (
     "interp_lib.jobs.caching", "interp_lib.jobs.patching", "interp_lib.jobs.steering",
     "interp_lib.jobs.counterfactual", "interp_lib.models", "interp_lib.prompts", "interp_lib.dla",
     "interp_lib.logit_lens", "interp_lib.attention", "interp_lib.probes", "interp_lib.weight_deltas",
-    "interp_lib.rq_summary", "interp_lib.plots.dla", "interp_lib.plots.logit_lens", "interp_lib.plots.patching",
-    "interp_lib.plots.steering", "interp_lib.plots.probes", "interp_lib.plots.weights", "interp_lib.plots.attention",
-    "interp_lib.plots.counterfactual", "interp_lib.demo", "interp_lib.rl_training",
+    "interp_lib.report.rq_summary", "interp_lib.report.patching_tables", "interp_lib.plots.dla",
+    "interp_lib.plots.logit_lens", "interp_lib.plots.patching", "interp_lib.plots.steering", "interp_lib.plots.probes",
+    "interp_lib.plots.weights", "interp_lib.plots.attention", "interp_lib.plots.counterfactual", "interp_lib.demo",
+    "interp_lib.rl_training",
 )
 KILL_GRACE_S = 10.0  # after SIGTERM, a job whose client went away gets SIGKILL
 PR_SET_PDEATHSIG = 1

@@ -76,7 +76,10 @@ def test_workflow_scripts_reach_what_they_run():
     def reached(name):
         return {str(p.relative_to(root)) for p in imported_files(scripts / f"{name}.py")}
 
-    assert {"jobs/caching.py", "tokens.py", "hooked.py", "cache.py"} <= reached("cache_activations")
+    assert {"jobs/caching.py", "tokens.py", "hooked.py", "cache/collect.py", "cache/write.py"} <= reached(
+        "cache_activations")
+    # a job that reads caches does not depend on the code that collects and writes them
+    assert "cache/read.py" in reached("decisions") and not {"cache/collect.py", "cache/write.py"} & reached("decisions")
     assert "prompts.py" not in reached("cache_activations")  # the prompt records arrive as a file
     # each job's code only: an edit of the patching or steering code reruns no cache
     assert not {p for p in reached("cache_activations") if p.startswith(("patching/", "steering/"))}
@@ -97,6 +100,11 @@ def test_workflow_scripts_reach_what_they_run():
         assert not any(f.startswith("plots/") for f in reached(name)), name
     assert "plots/dla.py" in reached("dla_plots_scenario")
     assert "plots/dla.py" not in reached("logit_lens_plots")
+    # the patching figures, one module per job: the counterfactual heatmap is the scenario heatmap only
+    assert "plots/patching_grids.py" in reached("counterfactual_plots")
+    assert not {"plots/patching_circuits.py", "plots/patching_rankings.py"} & reached("counterfactual_plots")
+    assert "report/patching_tables.py" in reached("patch_plots_experiment")
+    assert not {"report/patching_tables.py", "plots/patching_rankings.py"} & reached("patch_plots_scenario")
 
 
 def test_every_rule_hashes_the_script_it_runs():

@@ -1,4 +1,4 @@
-"""interp_lib.headline on hand-made tables: the behaviour table is the mean over variants of
+"""interp_lib.report.headline on hand-made tables: the behaviour table is the mean over variants of
 p_action2, and an experiment's strongest components are ranked by mean |delta_change| over
 scenarios (each scenario's mean over variants first)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from interp_lib.headline import behaviour_table, strongest_components
+from interp_lib.report.headline import behaviour_table, strongest_components
 
 
 def test_behaviour_table_averages_the_variants_per_model_and_scenario():

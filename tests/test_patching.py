@@ -492,7 +492,7 @@ def test_atp_agrees_with_exact_on_the_embedded_family(workflow_dir):
 
 
 def test_atp_agreement_hand_case():
-    from interp_lib.patching_summary import atp_agreement
+    from interp_lib.report.patching_tables import atp_agreement
 
     exact = np.array([3.0, -2.0, 1.0, 0.5])
     same_order = atp_agreement(exact, exact * 0.5, k=2)

@@ -146,7 +146,7 @@ def test_top_components_and_consistency(viz, results, tmp_path):
     expected = per.abs().mean(axis=1).sort_values(ascending=False).index[:top_k]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[::-1] == list(expected)  # largest at the top
-    from interp_lib.patching_summary import component_consistency
+    from interp_lib.report.patching_tables import component_consistency
 
     table = component_consistency(results, top_k)
     fig = viz.plot_consistency(results, top_k=top_k, top_components=table)

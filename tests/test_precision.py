@@ -166,7 +166,7 @@ def test_float32_noise_floor_is_float_error(float32_pair):
 
 
 def test_noise_columns_in_the_summaries():
-    from interp_lib.patching_summary import component_consistency, cross_experiment_summary, prompt_summary
+    from interp_lib.report.patching_tables import component_consistency, cross_experiment_summary, prompt_summary
 
     rows = []
     for variant, floor in ((1, 0.01), (2, 0.02)):

@@ -139,7 +139,7 @@ def test_atp_agrees_with_exact_patching(smollm2, lora_like_source, record_proper
     printed with the top-10 recall. Measured 0.977 (top-10 recall 0.8); the floor leaves
     room for rounding, not for a broken estimate."""
     from interp_lib.patching import PatchRunner, PromptActivations, attribution_patch, own_W_O, sweep
-    from interp_lib.patching_summary import atp_agreement
+    from interp_lib.report.patching_tables import atp_agreement
 
     _, target, tokens = smollm2
     rec = next(r for r in ONE_PER_SCENARIO if r["scenario"] == ATP_SCENARIO)

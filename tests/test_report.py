@@ -21,7 +21,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from interp_lib.rq_summary import Inputs, build_summary, to_html, to_markdown
+from interp_lib.report.document import to_html, to_markdown
+from interp_lib.report.inputs import Inputs
+from interp_lib.report.rq_summary import build_summary
 
 TARGETS = ["results/weights/weight_deltas.csv", "results/weights/weight_deltas_modules.png",
            "results/weights/weight_deltas_heads.png", "results/rq_summary.md", "results/rq_summary.html"]
@@ -258,7 +260,7 @@ def test_roles_come_from_the_config_alone():
     """config.yaml names the demo family's roles; a config without `roles` has none (no demo
     model names leak into a user's summary)."""
     from interp_lib.config import validate_config
-    from interp_lib.rq_summary import resolve_roles
+    from interp_lib.report.rq_summary import resolve_roles
 
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     assert resolve_roles(config) == DEMO_ROLES

@@ -105,9 +105,9 @@ def plot_residual_heatmap(residual: pd.DataFrame, out, variant=None, title: str 
 
 
 def plot_component_heatmap(components: pd.DataFrame, out) -> None:
-    """Layers x (heads, MLP): mean delta change over the variants (PatchingVisualizer's heatmap)."""
+    """Layers x (heads, MLP): mean delta change over the variants (the patching heatmap)."""
     from ..style import ModelStyle
-    from .patching import PatchingVisualizer
+    from .patching_grids import PatchGridPlots
 
     if components.empty:
         raise ValueError("no component patching results to plot")
@@ -119,5 +119,5 @@ def plot_component_heatmap(components: pd.DataFrame, out) -> None:
              f"({first.get('labelling', 'standard')} labelling)\n"
              f"mean delta (D - C): target {components['baseline_delta'].mean():+.2f}, source "
              f"{components['source_delta'].mean():+.2f}; red = towards Defect")
-    PatchingVisualizer(style=ModelStyle.from_names([first["model"]])).plot_patch_heatmap(components, title=title,
-                                                                                          out=out)
+    style = ModelStyle.from_names([first["model"]])
+    PatchGridPlots(style=style).plot_patch_heatmap(components, title=title, out=out)

@@ -1,14 +1,15 @@
 # Merged-weight changes of each fine-tuned model against its base, their heatmaps, and the
 # research-question summary (RQ1-RQ3) built from every analysis table; the summary's HTML
 # rendering and the heatmaps are items of `snakemake --report`.
-from interp_lib.rq_summary import experiments_needed, resolve_roles
+from interp_lib.report.rq_summary import experiments_needed, resolve_roles
 from interp_lib.weight_deltas import compared_models
 
 # {fine-tuned model: reference}: the reference is the configured model without an adapter
 # on the same base ("base" preferred).
 WEIGHT_MODELS = compared_models(config)
-# role -> model (interp_lib.rq_summary.DEFAULT_ROLES, updated by an optional config key
-# `roles`); RQ_EXPERIMENTS: the configured experiments the summary reads.
+# role -> model (the config's `roles`, filled from the schema's defaults; see
+# interp_lib.report.rq_summary.resolve_roles); RQ_EXPERIMENTS: the configured experiments
+# the summary reads.
 RQ_ROLES = resolve_roles(config)
 RQ_EXPERIMENTS = experiments_needed(config["experiments"], RQ_ROLES)
 

@@ -7,12 +7,13 @@ from interp_lib.warm_start import run_warm
 run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
 
 from interp_lib.io import job_logging
-from interp_lib.plots.patching import PatchingVisualizer, read_table
+from interp_lib.plots.patching_common import read_table
+from interp_lib.plots.patching_rankings import RankingPlots
 from interp_lib.style import ModelStyle
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params
-    viz = PatchingVisualizer(style=ModelStyle.from_entries(p.style))
+    viz = RankingPlots(style=ModelStyle.from_entries(p.style))
     results = read_table(snakemake.input.results)
     viz.plot_top_components(results, top_k=p.top_k, out=snakemake.output.top)
     viz.plot_consistency(results, top_k=p.top_k, top_components=read_table(snakemake.input.top),

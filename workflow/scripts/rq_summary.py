@@ -6,7 +6,9 @@ from interp_lib.warm_start import run_warm
 run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
 
 from interp_lib.io import job_logging
-from interp_lib.rq_summary import Inputs, build_summary, write_summary
+from interp_lib.report.document import write_summary
+from interp_lib.report.inputs import Inputs
+from interp_lib.report.rq_summary import build_summary
 
 with job_logging(snakemake.log[0]):
     inp, p = snakemake.input, snakemake.params

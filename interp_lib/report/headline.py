@@ -1,7 +1,7 @@
 """The few numbers a README or paper abstract quotes, generated from a finished run:
 behaviour per model and scenario, and which components carry the moral fine-tuning.
 
-    python -m interp_lib.headline results_smollm2 [config.smollm2.yaml]
+    python -m interp_lib.report.headline results_smollm2 [config.smollm2.yaml]
 
 prints Markdown: P(action2 | {action1, action2}) per model x scenario (mean over variants of
 sigmoid(delta)); the strongest components of each experiment (mean delta_change over
@@ -16,17 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .noise import largest_floor
-from .rq_summary import (
-    MORAL_ROLES,
-    Document,
-    dla_changes,
-    dla_means,
-    fmt,
-    patch_component_table,
-    resolve_roles,
-    to_markdown,
-)
+from ..noise import largest_floor
+from .document import Document, fmt, to_markdown
+from .rq3 import MORAL_ROLES, dla_changes
+from .rq_summary import dla_means, patch_component_table, resolve_roles
 
 N_TOP = 3
 
@@ -83,8 +76,8 @@ def headline(results_dir: str | Path, config: dict) -> str:
 
 
 if __name__ == "__main__":
-    from .config import load_config
+    from ..config import load_config
 
     if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m interp_lib.headline RESULTS_DIR [CONFIG]")
+        sys.exit("usage: python -m interp_lib.report.headline RESULTS_DIR [CONFIG]")
     print(headline(sys.argv[1], load_config(sys.argv[2] if len(sys.argv) == 3 else None)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .noise import below_noise, largest_floor
+from ..noise import below_noise, largest_floor
 
 
 def atp_agreement(exact: np.ndarray, estimate: np.ndarray, k: int = 10) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path
+from ..io import atomic_path
 
 
 @dataclass

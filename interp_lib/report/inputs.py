@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .summary_document import Document, fmt
+from .document import Document, fmt
 
 
 @dataclass

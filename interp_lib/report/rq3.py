@@ -1,6 +1,7 @@
 """RQ3 of the research-question summary: where moral fine-tuning changed the model (DLA
-change, merged-weight change, candidates ranked by both) and where intervening on it moves
-the decision (steering by layer), with where the decision becomes linearly readable (probes).
+change, merged-weight change, candidates ranked by both). Where intervening on it moves the
+decision (steering by layer) and where the decision becomes linearly readable (probes)
+follow in interventions.py.
 
 Sign convention: delta = logit(D) - logit(C); a positive DLA contribution or delta change
 is pro-Defect.
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .rq_common import component_sort_key, missing_file, read_table, with_interval
+from .inputs import component_sort_key, missing_file
 
 MORAL_ROLES = ("deontological", "utilitarian", "game_deontological")
-READABLE = 0.9  # probe accuracy at which a layer counts as reading the target
 
 
 def dla_changes(means: pd.DataFrame, moral: list[str], references: list[str]) -> pd.DataFrame:
@@ -30,7 +30,7 @@ def dla_changes(means: pd.DataFrame, moral: list[str], references: list[str]) ->
 def weight_component_change(weights: pd.DataFrame, models: list[str]) -> pd.Series:
     """Per component, the mean over `models` of its relative weight change: a head L{l}H{h}
     its o_proj columns W_O[h]; an MLP L{l}_MLP gate/up/down_proj pooled."""
-    from .weight_deltas import MLP_MODULES, head_table, pooled
+    from ..weight_deltas import MLP_MODULES, head_table, pooled
 
     w = weights[weights["model"].isin(models)]
     heads = head_table(w)
@@ -56,7 +56,9 @@ def candidates(dla_change: pd.Series, weight_change: pd.Series, n: int) -> pd.Da
     return out.reset_index(drop=True)
 
 
-def rq3_section(doc, inputs, means, weights, roles, n_rows) -> None:
+def rq3_section(doc, inputs, means, weights, roles, n_rows) -> dict[str, pd.Series]:
+    """Writes the section; returns the per-layer measures (name -> value by layer: DLA change,
+    weight change) that the steering section ranks the layers by beside its own."""
     doc.h(2, "RQ3: where moral fine-tuning changed the model")
     moral = [roles[r] for r in MORAL_ROLES if r in roles]
     refs = [roles[r] for r in ("strategic", "base") if r in roles]
@@ -101,7 +103,7 @@ def rq3_section(doc, inputs, means, weights, roles, n_rows) -> None:
         doc.note(f"{inputs.weights} is empty: no configured fine-tuned model has a reference model without an "
                  "adapter on the same base.")
     else:
-        from .weight_deltas import head_table, module_table, pooled
+        from ..weight_deltas import head_table, module_table, pooled
 
         compared = list(dict.fromkeys(weights["model"]))
         m_present = [m for m in moral if m in compared] or compared
@@ -156,71 +158,4 @@ def rq3_section(doc, inputs, means, weights, roles, n_rows) -> None:
               "weight change (a head: its W_O[h]; an MLP: gate/up/down_proj pooled; relative change, mean over the "
               f"moral models), ordered by the worse of the two ranks; from `{inputs.dla}` and `{inputs.weights}`.")
         doc.table(cand)
-    steering_section(doc, inputs, measures, n_rows)
-    probe_section(doc, inputs, n_rows)
-
-
-def steering_section(doc, inputs, measures: dict, n_rows: int) -> None:
-    """Each steering experiment's layer ranking, then every layer ranked by each measure."""
-    doc.h(3, "Steering by layer")
-    if not inputs.steering_layers:
-        doc.note("no steering experiment is configured (config key `steering`).")
-    for name, path in inputs.steering_layers.items():
-        table = read_table(path)
-        if table is None or table.empty:
-            missing_file(doc, f"steering table of {name}", path)
-            continue
-        first = table.iloc[0]
-        best = table[table["rank"] == 1]
-        verdict = (f"best layer L{int(best.iloc[0]['layer'])}" if len(best)
-                   else "no layer ranked (every effect below noise, within the control or against the "
-                        "expected sign)")
-        doc.p(f"{name}: {first['target']} steered at {first['site']} ({first['positions']} positions), alpha = "
-              f"{first['alpha']:g}, over the {first['prompts']} prompts: mean delta change with its 95% bootstrap "
-              "interval, mean change of P(Defect), share of decisions flipped, and a random direction of the same "
-              "norm (control); |v| / |x| = the direction's norm over the mean activation norm there; toward "
-              f"expected = effect x the sign the direction was built to push; {verdict}. From `{path}`.")
-        shown = table.assign(**{"delta change": [with_interval(r, "effect") for _, r in table.iterrows()]})
-        doc.table(shown[["layer", "relative_norm", "delta change", "p_defect_change", "flip_share",
-                         "toward_expected", "control_effect", "status", "rank"]].rename(columns={
-                             "relative_norm": "|v| / |x|", "p_defect_change": "P(D) change", "flip_share": "flipped",
-                             "toward_expected": "toward expected", "control_effect": "control"}).head(n_rows),
-                  signed=["P(D) change", "toward expected", "control"])
-        ranked = table.set_index("layer")
-        measures[f"steering {name}"] = ranked["toward_expected"].where(ranked["status"] == "ranked")
-    if len(measures) < 2:
-        return
-    doc.p("Layers ranked (1 = largest) by each measure: DLA change (the layer's heads and MLP, summed mean "
-          "|difference| above), merged-weight change (the whole layer, mean over the moral models) and each "
-          "steering experiment's effect towards its expected sign (unranked where below noise, within the "
-          "control or against the expected sign).")
-    frame = pd.DataFrame(measures)
-    out = pd.DataFrame({"layer": frame.index.astype(int)})
-    for col in frame.columns:
-        out[col] = frame[col].to_numpy()
-        out[f"{col} rank"] = frame[col].rank(ascending=False, method="min").astype("Int64").to_numpy()
-    doc.table(out.sort_values("layer").reset_index(drop=True))
-
-
-def probe_section(doc, inputs, n_rows: int) -> None:
-    """Per model and target: the first layer where a probe reads it (accuracy >= READABLE)."""
-    doc.h(3, "Where the decision becomes linearly readable (probes)")
-    table = read_table(inputs.probes)
-    if table is None or table.empty:
-        missing_file(doc, "probe table", inputs.probes)
-        return
-    doc.p(f"Logistic-regression probes on each layer's resid_post at the decision position, cross-validated over "
-          f"prompts (cv column); accuracy with its 95% Wilson interval, chance = the majority class's share. First "
-          f"readable layer: the first whose accuracy is >= {READABLE:g} with an interval above chance. From "
-          f"`{inputs.probes}`.")
-    rows = []
-    for (model, target), g in table.groupby(["model", "target"], sort=False):
-        g = g.sort_values("layer")
-        last = g.iloc[-1]
-        readable = g[(g["accuracy"] >= READABLE) & (g["ci_low"] > g["chance"])]
-        rows.append({"model": model, "target": target, "prompts": int(last["n_prompts"]),
-                     "chance": last["chance"], "cv": last["cv"],
-                     "first readable layer": int(readable.iloc[0]["layer"]) if len(readable) else pd.NA,
-                     "last-layer accuracy": (f"{last['accuracy']:.3g} [{last['ci_low']:.3g}, {last['ci_high']:.3g}]"
-                                             if pd.notna(last["accuracy"]) else "no probe")})
-    doc.table(pd.DataFrame(rows))
+    return measures
