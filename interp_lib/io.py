@@ -37,7 +37,7 @@ def write_csv_atomic(df, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False)
 
 
-# Libraries whose import dominates a short job's start-up (README: per-job start-up); each
+# Libraries whose import dominates a short job's start-up (docs/analyses.md: Warm start); each
 # job's log ends with those it loaded, so that a table or plot job that pulls in torch shows.
 HEAVY_MODULES = ("torch", "transformers", "peft", "sklearn", "scipy")
 

@@ -12,8 +12,8 @@ tokens' unembedding rows, softcap) in float32, and norm scales are float32.
     bfloat16-resid32   bfloat16  float32   bfloat16; block outputs added to a float32 stream
     float16            float16   float16   float16 (Llama family only: Gemma overflows)
 
-Measured trade-offs (speed, noise floor, ranking agreement with float32) are in the
-README's precision table, from `benchmarks/gpu_workload.py --modes`.
+Measured trade-offs (speed, noise floor, ranking agreement with float32) are in
+docs/measured.md (GPU and precision modes), from `benchmarks/gpu_workload.py --modes`.
 """
 
 from __future__ import annotations

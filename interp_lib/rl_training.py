@@ -45,7 +45,7 @@ class RLSettings:
     """One adapter's training run. `rank`/`alpha` are LoRA's r and lora_alpha (the paper:
     64 and 32, on every linear layer of every block); the learning rate decays on a cosine
     to `lr_final_fraction` of `lr`. The update's size grows with the rank at a given lr:
-    5e-4 for rank 64, 5e-3 for rank 1 (measured on SmolLM2, README)."""
+    5e-4 for rank 64, 5e-3 for rank 1 (measured on SmolLM2, docs/smollm2.md)."""
 
     reward: str
     rank: int = 64

@@ -19,8 +19,9 @@ def counterfactual_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
 
     doc.h(2, "Counterfactual prompts")
     doc.p("One model, a source prompt patched into a target prompt that differs from it in a few tokens "
-          "(README: counterfactual patching). delta change = patched - target delta; gap fraction = delta change "
-          "/ (source - target delta): 1 = the patch carries the whole difference. Cells and components within "
+          "(docs/patching.md: counterfactual patching). delta change = patched - target delta; gap fraction = "
+          "delta change / (source - target delta): 1 = the patch carries the whole difference. Cells and "
+          "components within "
           f"{NOISE_MULTIPLE:g} x the noise floor are marked below noise.")
     for name, path in inputs.counterfactual_residual.items():
         res = read_table(path)
