@@ -53,7 +53,13 @@ def run_warm(script_globals: dict) -> None:
     """Runs the calling script in a child of a warm server and exits with its status.
 
     Returns without doing anything when warm start is off, inside a forked job, or when no
-    server takes the job before it starts: the script then runs in this process."""
+    server takes the job before it starts: the script then runs in this process.
+
+    With INTERP_DEPRECATIONS_AS_ERRORS=1 (the tests set it), a deprecated API called by our
+    code raises wherever the script runs (interp_lib/deprecation_guard.py)."""
+    from .deprecation_guard import install_from_env
+
+    install_from_env(os.environ)
     if _in_child or not enabled(os.environ):
         return
     script = script_globals.get("__real_file__") or script_globals.get("__file__")

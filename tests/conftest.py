@@ -21,12 +21,66 @@ import importlib.util
 
 import pytest
 
+from interp_lib import deprecation_guard
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Deprecated API (torch, transformers, peft or any other library's) called by our code fails the
+# test during which it was called (interp_lib/deprecation_guard.py: whose call it is). Installed
+# before any test module imports torch. The workflow's jobs are subprocesses: this variable makes
+# each workflow script raise on such a call (run_warm installs the guard there), failing its job.
+DEPRECATIONS = deprecation_guard.install()
+os.environ.setdefault(deprecation_guard.ENV, "1")
 
 
 SLOW_FIXTURES = {"workflow_dir", "family"}
 REAL_FIXTURES = {"smollm2", "gemma3"}  # a real model, loaded for agreement checks
+
+
+def pytest_configure(config):
+    # pytest's own filters apply per test; "always", so that every emission reaches the guard.
+    for category in deprecation_guard.CATEGORIES:
+        config.addinivalue_line("filterwarnings", f"always::{category.__name__}")
+
+
+def _no_new_deprecated_calls():
+    start = len(DEPRECATIONS.ours)
+    result = yield
+    if len(DEPRECATIONS.ours) > start:
+        pytest.fail("\n".join(DEPRECATIONS.ours[start:]), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _no_new_deprecated_calls())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _no_new_deprecated_calls())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _no_new_deprecated_calls())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if DEPRECATIONS.ours and exitstatus == 0:  # a call outside any test (at collection)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if DEPRECATIONS.theirs:
+        terminalreporter.section("deprecated API called by libraries themselves (not failures)")
+        for line, times in sorted(DEPRECATIONS.theirs.items()):
+            terminalreporter.write_line(f"{times} x {line}")
+    if DEPRECATIONS.ours:
+        terminalreporter.section("deprecated API called by our code (failures)", red=True)
+        for line in DEPRECATIONS.ours:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items):
