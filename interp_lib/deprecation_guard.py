@@ -154,10 +154,10 @@ class Guard:
     def _where(filename: str, lineno: int | None) -> str:
         """file:line, the file relative to the repository or to site-packages where it lies there."""
         real, repo = _real(filename), _real(str(REPO)) + os.sep
-        if real.startswith(repo):
-            filename = real[len(repo):]
-        elif f"{os.sep}site-packages{os.sep}" in filename:
+        if f"{os.sep}site-packages{os.sep}" in filename:  # first: a venv may lie inside the repository
             filename = filename.rsplit(f"{os.sep}site-packages{os.sep}", 1)[1]
+        elif real.startswith(repo):
+            filename = real[len(repo):]
         return f"{filename}:{lineno}"
 
 
