@@ -77,8 +77,7 @@ def plot_residual_heatmap(residual: pd.DataFrame, out, variant=None, title: str 
     band = NOISE_MULTIPLE * largest_floor(residual)
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(8.0, 0.11 * T + 2.5), len(panels) * (0.28 * L + 1.6) + 1.6),
                              squeeze=False)
-    cmap = plt.get_cmap(DELTA_CMAP).copy()
-    cmap.set_bad(NOISE_COLOR)
+    cmap = plt.get_cmap(DELTA_CMAP).with_extremes(bad=NOISE_COLOR)
     for ax, (name, matrix) in zip(axes[:, 0], panels):
         shown = np.ma.masked_invalid(matrix)
         if name == "exact" and math.isfinite(band):
