@@ -1,4 +1,4 @@
-"""Deprecated API called by our code is an error (README: "A reproducible environment").
+"""Deprecated API called by our code is an error (docs/environment.md).
 
 A `Guard` sees, as they are emitted, every DeprecationWarning, PendingDeprecationWarning and
 FutureWarning (Python warnings, from Python or C code: it replaces `warnings._showwarnmsg`,

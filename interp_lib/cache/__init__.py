@@ -9,7 +9,7 @@ only), so that an analysis that reads caches neither imports nor, by its code ve
 depends on the code that collects and writes them.
 """
 
-from importlib import import_module
+from ..lazy import lazy_exports
 
 # Public names -> defining module (code_version reads this table: see interp_lib/code_version.py).
 _EXPORTS = {
@@ -38,12 +38,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,16 +5,11 @@ The scripts import a job from its own module (interp_lib.jobs.caching, ...), so 
 rule's code version (interp_lib.code_version) covers that job's code and not every job's;
 the names below are loaded on first use for interactive work."""
 
-from importlib import import_module
+from ..lazy import lazy_exports
 
 _EXPORTS = {"build_cache_file": "caching", "counterfactual_patch": "counterfactual", "patch_scenario": "patching",
             "steer_scenario": "steering"}
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
