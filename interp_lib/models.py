@@ -88,14 +88,12 @@ def load_tokenizer(path: str, name: str = "", allow_download: bool = False):
         ) from None
 
 
-def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name: str = "",
-                    allow_download: bool = False):
-    """A HF causal LM with eager attention, in `dtype`, on `device`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def read_config(path: str, name: str = "", allow_download: bool = False):
+    """The HF config of a model directory (or hub id); ModelLoadError naming the model."""
+    from transformers import AutoConfig
 
-    local = not allow_download
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local, trust_remote_code=False)
+        return AutoConfig.from_pretrained(path, local_files_only=not allow_download, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         if refused := _custom_code_refused(exc, path, name):
             raise refused from None
@@ -104,11 +102,30 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name
             f"model {name}: cannot load weights from {where} {path!r} offline ({_first_line(exc)}); "
             "download them first, or point the config at a local directory"
         ) from None
+
+
+def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name: str = "",
+                    allow_download: bool = False, native: bool = False):
+    """A causal LM in `dtype` on `device`: HF's, with eager attention; or with `native` and a
+    local safetensors checkpoint of a supported decoder, `native_decoder.NativeDecoder` (the
+    same modules and weights, without importing HF's modelling code; HF's where it cannot)."""
+    config = read_config(path, name, allow_download)
     check_dtype(config.model_type, dtype, name)
     device = resolve_device(device)
+    if native and Path(path).is_dir():
+        from .native_decoder import NotNative, build_native
+
+        try:
+            return build_native(path, config, torch_dtype(dtype), device)
+        except NotNative as why:
+            log.info("model %s: loaded by transformers' modelling code (%s)", name, why)
+        except SafetensorError as exc:
+            raise ModelLoadError(_damaged_weights(path, name, exc)) from None
+    from transformers import AutoModelForCausalLM
+
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype(dtype), attn_implementation="eager", local_files_only=local,
+            path, dtype=torch_dtype(dtype), attn_implementation="eager", local_files_only=not allow_download,
             trust_remote_code=False,
         )
     except SafetensorError as exc:
@@ -116,6 +133,21 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"model {name}: cannot load weights from {path!r} ({_first_line(exc)})") from None
     return model.to(device).eval()
+
+
+def load_hooked(path: str | Path, precision="float32", device: str = "auto", name: str = "",
+                with_tokenizer: bool = False):
+    """The one way a job loads a model: a `HookedModel` of the model directory `path` in the
+    precision mode `precision` (precision.py; its weights' dtype), built without HF's
+    modelling code where it can be (`load_base_model(native=True)`); with its tokenizer when
+    `with_tokenizer`."""
+    from .hooked import HookedModel
+    from .precision import get_precision
+
+    mode = get_precision(precision)
+    model = load_base_model(str(path), mode.weights_name, device, name, native=True)
+    tokenizer = load_tokenizer(str(path), name) if with_tokenizer else None
+    return HookedModel(model, tokenizer, name=name, precision=mode)
 
 
 @contextlib.contextmanager

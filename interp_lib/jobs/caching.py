@@ -16,16 +16,15 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     file, stored as `cache_dtype` / `cache_compression` (cache.CacheStorage), a prompt at a time."""
     from tqdm import tqdm
 
-    from ..hooked import HookedModel
-    from ..models import load_base_model, load_tokenizer, read_fingerprint, state_fingerprint
+    from ..models import load_hooked, read_fingerprint, state_fingerprint
     from ..precision import get_precision
     from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, tokenizer_hash
 
     storage = CacheStorage(cache_dtype, cache_compression)  # bad values fail before the model loads
     mode = get_precision(precision)
     dtype = mode.weights_name
-    model = load_base_model(str(model_dir), dtype, device, model_name)
-    tokenizer = load_tokenizer(str(model_dir), model_name)
+    hooked = load_hooked(model_dir, mode, device, model_name, with_tokenizer=True)
+    model, tokenizer = hooked.model, hooked.tokenizer
     expected = read_fingerprint(model_dir)["fingerprint"]
     fingerprint = state_fingerprint(model)
     if fingerprint != expected:
@@ -33,7 +32,6 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
             f"model {model_name}: weights in {model_dir} differ from its fingerprint.json "
             f"(loaded in {dtype}?); rerun its merge (delete {model_dir})"
         )
-    hooked = HookedModel(model, tokenizer, name=model_name, precision=mode)
     action_tokens = get_action_token_ids(tokenizer)
     limit = getattr(model.config, "max_position_embeddings", None)
     inputs = {}

@@ -31,17 +31,15 @@ def counterfactual_patch(name: str, model_name: str, source_scenario: str, targe
     from tqdm import tqdm
 
     from ..cache import CacheFile
-    from ..hooked import HookedModel
-    from ..models import load_base_model, load_tokenizer, read_fingerprint, resolve_device
+    from ..models import load_hooked, read_fingerprint, resolve_device
     from ..precision import get_precision
 
     if residual not in ("exact", "atp"):
         raise ValueError(f"analysis.residual_patching must be 'exact' or 'atp', got {residual!r}")
     device = resolve_device(device)
     mode = get_precision(precision)
-    hooked = HookedModel(load_base_model(model_dir, mode.weights_name, device, model_name), name=model_name,
-                         precision=mode)
-    tokenizer = load_tokenizer(model_dir, model_name)
+    hooked = load_hooked(model_dir, mode, device, model_name, with_tokenizer=True)
+    tokenizer = hooked.tokenizer
     fingerprint = read_fingerprint(model_dir)["fingerprint"]
     components, cells = [], []
     with CacheFile(source_cache, fingerprint=fingerprint) as src_file, \

@@ -21,14 +21,12 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
     from tqdm import tqdm
 
     from ..cache import CacheFile
-    from ..hooked import HookedModel
-    from ..models import load_base_model, read_fingerprint, resolve_device
+    from ..models import load_hooked, read_fingerprint, resolve_device
     from ..precision import get_precision
 
     device = resolve_device(device)
     mode = get_precision(precision)
-    model = load_base_model(target_dir, mode.weights_name, device, target_name)
-    hooked = HookedModel(model, name=target_name, precision=mode)
+    hooked = load_hooked(target_dir, mode, device, target_name)
     rows, circuit_records = [], []
     with CacheFile(source_cache, fingerprint=read_fingerprint(source_dir)["fingerprint"]) as src_file, \
             CacheFile(target_cache, fingerprint=read_fingerprint(target_dir)["fingerprint"]) as tgt_file, \

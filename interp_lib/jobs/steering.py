@@ -41,8 +41,7 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     from tqdm import tqdm
 
     from ..cache import CacheFile
-    from ..hooked import HookedModel
-    from ..models import load_base_model, read_fingerprint, resolve_device
+    from ..models import load_hooked, read_fingerprint, resolve_device
     from ..prompt_activations import PromptActivations
     from ..precision import get_precision
     from ..steering.steer import steered_deltas
@@ -54,8 +53,7 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
         raise DirectionError(f"steering.{name}.direction: {exc}") from None
     device = resolve_device(device)
     mode = get_precision(precision)
-    hooked = HookedModel(load_base_model(model_dir, mode.weights_name, device, target_name), name=target_name,
-                         precision=mode)
+    hooked = load_hooked(model_dir, mode, device, target_name)
     L = hooked.n_layers
     layers = list(range(L)) if spec["layers"] == "all" else [int(layer) for layer in spec["layers"]]
     bad = [layer for layer in layers if not 0 <= layer < L]
