@@ -2,7 +2,7 @@
 # The GPU checks of issue 17 as one short script (about 10 min on one H200): where stage 1's
 # time goes per model-prompt at Gemma-2-2b shapes, the design's workload at 2b shapes in
 # every precision mode (with a profile of stage 2), 9b and 27b in bfloat16 (first
-# experiment, 2 prompts, extrapolated), and a warm-started job that uses CUDA.
+# experiment, 2 prompts, extrapolated).
 # Usage: bash benchmarks/gpu_checks.sh [output dir]   (needs torch, transformers, scipy, h5py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,20 +20,6 @@ step() {  # step NAME SECONDS COMMAND...: runs one check, keeps going when it fa
     grep -E '^(machine|\| [a-z0-9]|\|---|fastest)' "$out/$name.txt" | tee -a "$out/summary.txt"
 }
 
-step warm_start_cuda 120 python - <<'EOF'
-# A job forked by the warm-start server (which preloads torch and transformers without
-# touching CUDA) initialises CUDA itself and computes on the GPU.
-import os, subprocess, sys, tempfile
-script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
-script.write("import sys\nfrom interp_lib.warm_start import run_warm\nrun_warm(globals())\n"
-             "warm = 'transformers' in sys.modules\nimport torch\n"
-             "x = torch.arange(4.0, device='cuda')\nprint('forked from a warm server:', warm, '; cuda sum:', float(x.sum()))\n")
-script.close()
-env = {**os.environ, "INTERP_WARM_DIR": tempfile.mkdtemp(), "INTERP_WARM_IDLE_S": "5"}
-for attempt in range(2):
-    proc = subprocess.run([sys.executable, script.name], env=env, capture_output=True, text=True)
-    print(f"run {attempt + 1}: exit {proc.returncode}: {proc.stdout.strip()} {proc.stderr.strip()[-500:]}")
-EOF
 step stage1_profile_2b 150 python benchmarks/cache_storage_benchmark.py --profile --layers 26 --vocab 256000 --prompts 4 --repeats 2
 step workload_2b 300 python benchmarks/gpu_workload.py --size 2b --quick --profile
 step workload_9b 150 python benchmarks/gpu_workload.py --size 9b --quick --modes bfloat16 --no-reference --experiments 1

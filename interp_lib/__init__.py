@@ -6,9 +6,16 @@ Sign convention everywhere: delta = logit(D) - logit(C) at the decision position
 positive = pro-Defect (action2), negative = pro-Cooperate (action1).
 """
 
+from .deprecation_guard import install_from_env as _install_deprecation_guard
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# Where INTERP_DEPRECATIONS_AS_ERRORS is set, a deprecated API called by our code raises
+# (deprecation_guard.py). Every workflow script imports from interp_lib, and its own statements
+# follow its imports, so the guard is in place before any of our code runs in a job. Cheap: the
+# guard imports only the standard library (importing interp_lib must not load torch).
+_install_deprecation_guard()
 
 # Public names -> defining module; imported on first use (torch and transformers are heavy).
 _EXPORTS = {

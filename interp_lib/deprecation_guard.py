@@ -14,13 +14,13 @@ those are collected in `theirs`, not errors.
 
 tests/conftest.py installs a recording guard for the whole pytest session (the test during
 which our code made such a call fails, one line per call) and sets INTERP_DEPRECATIONS_AS_ERRORS=1,
-with which every workflow script (through `run_warm`) installs a raising guard, so that the
-workflow tests' jobs fail on such a call too.
+with which importing interp_lib installs a raising guard in any process (interp_lib/__init__.py;
+every workflow script imports from interp_lib before its own statements run), so that the
+workflow tests' jobs fail on such a call too. The pytest session's own guard records, not raises.
 
 Not seen: a warning that a library or a test silences itself (an "ignore" filter), a logger
-record below the logger's level, and in a warm-started workflow job what the warm server's
-preloaded imports emitted before the job began (INTERP_WARM_START=0 runs those imports in
-the job).
+record below the logger's level, and what a process emitted before it first imported
+interp_lib.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def installed() -> Guard | None:
 
 
 def install_from_env(environ=os.environ) -> Guard | None:
-    """A raising guard where INTERP_DEPRECATIONS_AS_ERRORS is set (run_warm calls this)."""
+    """A raising guard where INTERP_DEPRECATIONS_AS_ERRORS is set (importing interp_lib calls this)."""
     if environ.get(ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
         return install(raise_errors=True)
     return None

@@ -37,7 +37,7 @@ def write_csv_atomic(df, path: str | os.PathLike) -> None:
         df.to_csv(tmp, index=False)
 
 
-# Libraries whose import dominates a short job's start-up (docs/analyses.md: Warm start); each
+# Libraries whose import dominates a short job's start-up (docs/analyses.md: Job start-up); each
 # job's log ends with those it loaded, so that a table or plot job that pulls in torch shows.
 HEAVY_MODULES = ("torch", "transformers", "peft", "sklearn", "scipy")
 
@@ -59,10 +59,6 @@ def job_logging(log_file: str | os.PathLike | None):
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         logging.captureWarnings(True)
-        from .warm_start import forked_from
-
-        if forked_from():
-            logging.getLogger("interp_lib").info("warm start: forked from server pid %d", forked_from())
         try:
             yield
         except BaseException as exc:
@@ -70,9 +66,7 @@ def job_logging(log_file: str | os.PathLike | None):
             raise
         finally:
             loaded = ", ".join(m for m in HEAVY_MODULES if m in sys.modules) or "none of " + ", ".join(HEAVY_MODULES)
-            # a forked job holds what the warm server preloaded, used or not
-            logging.getLogger("interp_lib").info("job loaded%s: %s", " (warm start: with the server's preloads)"
-                                                 if forked_from() else "", loaded)
+            logging.getLogger("interp_lib").info("job loaded: %s", loaded)
             root.removeHandler(handler)
             sys.stderr = old_stderr
 

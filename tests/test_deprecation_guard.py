@@ -4,8 +4,8 @@ warning or on the transformers logger; one that a library calls itself is listed
 
 Deprecated calls are planted in a temporary "our code" (a guard whose root is tmp_path/ours)
 calling a temporary library outside it, in transformers itself, in a pytest session run with
-tests/conftest.py (code compiled under a file name in interp_lib/), and in a workflow script's
-process (INTERP_DEPRECATIONS_AS_ERRORS=1)."""
+tests/conftest.py (code compiled under a file name in interp_lib/), and in a process that
+imports interp_lib as every workflow script does (INTERP_DEPRECATIONS_AS_ERRORS=1)."""
 
 from __future__ import annotations
 
@@ -239,24 +239,34 @@ def test_the_pytest_session_fails_the_test_whose_code_called_a_deprecated_api(tm
         and "test_planted.py:9)" in listed, out
 
 
-def test_a_workflow_script_raises_with_INTERP_DEPRECATIONS_AS_ERRORS(tmp_path):
-    """run_warm, the first statement of every workflow script, installs a raising guard."""
+def test_importing_interp_lib_with_INTERP_DEPRECATIONS_AS_ERRORS_installs_a_raising_guard(tmp_path):
+    """A process that imports interp_lib (every workflow script does, before its own statements
+    run) with INTERP_DEPRECATIONS_AS_ERRORS=1 fails on a deprecated call made by our code; without
+    the variable the same call only warns. The import loads neither torch nor transformers."""
     script = textwrap.dedent(f'''\
+        import sys
         import warnings
-        from interp_lib.warm_start import run_warm
-        run_warm({{}})
+        import interp_lib
+        assert not {{"torch", "transformers"}} & set(sys.modules), sorted(sys.modules)
         def deprecated():
             warnings.warn("deprecated() is going away", FutureWarning, stacklevel=2)
         exec(compile("deprecated()\\n", {str(REPO / "workflow" / "scripts" / "_planted.py")!r}, "exec"))
         print("done")
         ''')
     env = {k: v for k, v in os.environ.items() if k != deprecation_guard.ENV}
-    env.update(PYTHONPATH=str(REPO), INTERP_WARM_START="0")
+    env.update(PYTHONPATH=str(REPO))
     run = [sys.executable, "-c", script]
     proc = subprocess.run(run, check=False, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
+    assert "FutureWarning: deprecated() is going away" in proc.stderr  # shown, not raised
     proc = subprocess.run(run, check=False, cwd=tmp_path, env={**env, deprecation_guard.ENV: "1"}, capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout + proc.stderr
     assert proc.stderr.splitlines()[-1] == (
         "interp_lib.deprecation_guard.DeprecatedCall: deprecated API called by our code at "
         "workflow/scripts/_planted.py:1: FutureWarning: deprecated() is going away"), proc.stderr
+
+
+def test_every_workflow_script_imports_interp_lib():
+    """So that each job installs the guard above (importing interp_lib) before its own code runs."""
+    for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        assert re.search(r"(?m)^(from interp_lib[. ]|import interp_lib\b)", script.read_text()), script.name

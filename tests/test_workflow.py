@@ -89,34 +89,6 @@ def test_caches_hold_consistent_activations(workflow_dir):
                     assert g["z"].shape == (c.attrs["n_layers"], ids.shape[1], c.attrs["n_heads"], c.attrs["d_head"])
 
 
-def test_a_cache_built_by_a_warm_started_job_equals_one_built_in_a_fresh_process(workflow_dir, tmp_path):
-    """The workflow's jobs run in children forked from a preloaded interpreter
-    (interp_lib/warm_start.py); a cold process must write the very same numbers."""
-    import subprocess
-    import sys
-
-    import h5py
-
-    log = (workflow_dir / "results/logs/cache/PT2_COREDe/CD_punished.log").read_text()
-    assert "warm start: forked from server pid" in log  # so the comparison below is warm against cold
-    cold = tmp_path / "cold.h5"
-    code = ("import json, sys; from interp_lib.io import set_torch_threads; "
-            "from interp_lib.jobs.caching import build_cache_file; set_torch_threads(1); "
-            "build_cache_file(sys.argv[1], 'PT2_COREDe', 'CD_punished', json.load(open(sys.argv[2])), sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, str(workflow_dir / "results/models/PT2_COREDe"),
-                    str(workflow_dir / "results/prompts/scenarios/CD_punished.json"), str(cold)], check=True)
-    with h5py.File(workflow_dir / "results/cache/PT2_COREDe/CD_punished.h5") as warm, h5py.File(cold) as fresh:
-        names = []
-        warm.visit(names.append)
-        assert len(names) > 20
-        for name in names:
-            if isinstance(warm[name], h5py.Dataset):
-                assert np.array_equal(warm[name][()], fresh[name][()]), name
-            assert sorted(warm[name].attrs) == sorted(fresh[name].attrs), name
-            for key, value in warm[name].attrs.items():
-                assert np.array_equal(value, fresh[name].attrs[key], equal_nan=np.asarray(value).dtype.kind == "f"), key
-
-
 def test_decisions_table(workflow_dir):
     df = pd.read_csv(workflow_dir / "results/behavior/decisions.csv")
     assert list(df.columns) == ["model", "scenario", "variant", "labelling", "template", "delta", "p_defect",

@@ -1,9 +1,5 @@
 """The attention figure of one scenario (prompt variant 1): selected heads x models x tokens."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.attention import read_attention_table
 from interp_lib.io import job_logging
 from interp_lib.plots.attention import plot_attention

@@ -1,10 +1,6 @@
 """Decision-position attention of the heads that DLA and patching single out, on one
 scenario (every model and prompt variant), from the caches."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import pandas as pd
 
 from interp_lib.attention import attention_table, select_heads

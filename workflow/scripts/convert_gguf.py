@@ -1,9 +1,5 @@
 """Converts one GGUF file into a Hugging Face model directory (float32 safetensors)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from pathlib import Path
 
 from interp_lib.gguf_convert import convert_gguf

@@ -1,10 +1,6 @@
 """Counterfactual patching in one model: its source scenario's activations into its target
 scenario's run, per component and per residual-stream layer x position."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import os
 
 from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic

@@ -1,9 +1,5 @@
 """Figures of one counterfactual: the residual layer x position heatmap and the component heatmap."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import pandas as pd
 
 from interp_lib.io import job_logging

@@ -1,9 +1,5 @@
 """Writes <results_dir>/patching/cross_experiment_summary.csv."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging, write_csv_atomic
 from interp_lib.report.patching_tables import cross_experiment_summary, read_csvs
 

@@ -1,10 +1,6 @@
 """Writes <results_dir>/behavior/decisions.csv from the caches' decision logits, with the
 per-scenario means (bootstrap 95% intervals) and the label bias of counterbalanced scenarios."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.behavior import behaviour_summary, decisions_table, label_bias
 from interp_lib.io import job_logging, write_csv_atomic
 

@@ -1,9 +1,5 @@
 """Trains one embedded LoRA adapter by policy gradient against Tit-for-Tat."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from pathlib import Path
 
 from interp_lib.demo import train_adapter

@@ -1,9 +1,5 @@
 """Builds the embedded demo family's tokenizer and pre-trained base model."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from pathlib import Path
 
 from interp_lib.demo import build_base_model

@@ -1,9 +1,5 @@
 """DLA top components of one model, one panel per scenario (means over prompt variants)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.dla import average_results, read_job_results
 from interp_lib.io import job_logging
 from interp_lib.plots.dla import DLAVisualizer

@@ -1,10 +1,6 @@
 """DLA figures of one model on one scenario: the head heatmap and the MLP bars (means over
 prompt variants, min..max of the variants as error bars)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.dla import average_results, read_job_results
 from interp_lib.io import job_logging
 from interp_lib.plots.dla import DLAVisualizer

@@ -1,10 +1,6 @@
 """Collects the per-job attributions into dla_full_results.csv, dla_summary_stats.csv and
 dla_top_components.csv (ranked by the mean over prompt variants)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import logging
 
 import pandas as pd

@@ -1,9 +1,5 @@
 """Logit-lens trajectories of one model on one scenario's prompt variants, from its cache."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import logging
 from pathlib import Path
 

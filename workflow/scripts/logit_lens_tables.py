@@ -1,9 +1,5 @@
 """Collects the per-job trajectories into trajectories.json and statistics.csv."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import json
 from pathlib import Path
 

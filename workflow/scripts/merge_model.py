@@ -1,9 +1,5 @@
 """Merges one model's LoRA adapter into its base and saves it as safetensors."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from pathlib import Path
 
 from interp_lib.io import job_logging, set_torch_threads

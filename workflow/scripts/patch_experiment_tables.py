@@ -1,10 +1,6 @@
 """Collects one experiment's patching results into its result, summary, circuit and
 component tables."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging, write_csv_atomic
 from interp_lib.report.patching_tables import component_consistency, prompt_summary, read_csvs
 

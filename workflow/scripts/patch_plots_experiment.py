@@ -2,10 +2,6 @@
 scenarios, and their consistency across scenarios (ranking and counts from the
 experiment's top_components table)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging
 from interp_lib.plots.patching_common import read_table
 from interp_lib.plots.patching_rankings import RankingPlots

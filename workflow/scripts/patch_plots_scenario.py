@@ -1,10 +1,6 @@
 """Patching figures of one experiment and scenario: the layers x (heads, MLP) heatmap of
 delta_change (mean over prompt variants) and the circuit discovery curves."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging
 from interp_lib.plots.patching_circuits import CircuitPlots
 from interp_lib.plots.patching_common import read_table

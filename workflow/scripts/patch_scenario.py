@@ -1,9 +1,5 @@
 """Patches every head and MLP from source into target on one scenario's prompts."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import os
 
 import pandas as pd

@@ -1,10 +1,6 @@
 """Linear probes of one model: per target and layer, cross-validated accuracy of a
 logistic-regression probe on the decision position's resid_post, from its caches."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from pathlib import Path
 
 from interp_lib.io import job_logging, write_csv_atomic

@@ -1,9 +1,5 @@
 """The probe table of every model (config order) and its figure: accuracy per layer."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import pandas as pd
 
 from interp_lib.io import job_logging, write_csv_atomic

@@ -1,10 +1,6 @@
 """Collects the per-scenario prompt files into <results_dir>/prompts/ipd_eval_prompts.json,
 with each scenario's description."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging
 from interp_lib.prompts import merge_scenario_files
 

@@ -1,9 +1,5 @@
 """Trains one LoRA adapter against Tit-for-Tat (config rl_adapters: output dir -> settings)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import torch
 
 from interp_lib.io import job_logging

@@ -1,10 +1,6 @@
 """The research-question summary: <results_dir>/rq_summary.md and its HTML rendering (the
 report item), from the DLA, behaviour, patching, weight-delta, steering and probe tables."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging
 from interp_lib.report.document import write_summary
 from interp_lib.report.inputs import Inputs

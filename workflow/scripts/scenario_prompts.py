@@ -1,9 +1,5 @@
 """Writes one scenario's evaluation prompts."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging
 from interp_lib.models import load_tokenizer
 from interp_lib.prompts import write_scenario_file

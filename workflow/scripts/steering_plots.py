@@ -1,9 +1,5 @@
 """A steering experiment's figure: delta change per layer x alpha, P(Defect) at the best layer."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import pandas as pd
 
 from interp_lib.io import job_logging

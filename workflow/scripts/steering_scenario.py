@@ -1,9 +1,5 @@
 """One steering experiment on one scenario: P(Defect) and delta for every layer x alpha."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import os
 
 from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic

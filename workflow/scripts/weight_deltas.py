@@ -2,10 +2,6 @@
 per layer and module, and per o_proj head: the exact LoRA update scaling * B @ A from the
 adapter's factors (the merged-weight difference only for a variant such as DoRA)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging, write_csv_atomic
 from interp_lib.weight_deltas import weight_deltas
 

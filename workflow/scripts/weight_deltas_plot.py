@@ -1,9 +1,5 @@
 """Heatmaps of the relative merged-weight change: layers x modules, and layers x heads (o_proj)."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 from interp_lib.io import job_logging
 from interp_lib.plots.weights import WeightVisualizer
 from interp_lib.style import ModelStyle

@@ -1,9 +1,5 @@
 """Concatenates the per-model weight-delta tables into <results_dir>/weights/weight_deltas.csv."""
 
-from interp_lib.warm_start import run_warm
-
-run_warm(globals())  # from here on, in a forked child of a preloaded interpreter when one is available
-
 import pandas as pd
 
 from interp_lib.io import job_logging, write_csv_atomic
