@@ -90,29 +90,42 @@ def attention_rows(cache, model: str, scenario: str, selection: dict, tokens_of)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 
-def attention_table(cache_paths: dict, scenario: str, selection: dict) -> pd.DataFrame:
+def attention_table(cache_paths: dict, scenario: str, selection: dict, tokenizers: dict | None = None) -> pd.DataFrame:
     """The tidy table (COLUMNS) of one scenario: `cache_paths` maps model -> its cache file
     (<results_dir>/cache/<model>/<scenario>.h5); each cache is checked against its merged
     model's fingerprint and tokenizer (<results_dir>/models/<model>/), whose tokenizer
-    decodes the tokens."""
-    from tqdm.auto import tqdm
-
+    decodes the tokens. `tokenizers` ({merged dir: (tokenizer, its hash)}, filled as
+    they load) shares them between the scenarios of one job."""
     from .cache import CacheFile, merged_dir_of
     from .models import load_tokenizer, read_fingerprint
     from .tokens import tokenizer_hash
 
+    tokenizers = {} if tokenizers is None else tokenizers
     frames = []
-    for model, path in tqdm(cache_paths.items(), desc=f"attention {scenario}"):
+    for model, path in cache_paths.items():
         merged = merged_dir_of(path, model)
-        tokenizer = load_tokenizer(str(merged), model)
-        with CacheFile(path, fingerprint=read_fingerprint(merged)["fingerprint"],
-                       tokenizer_hash=tokenizer_hash(tokenizer)) as cache:
+        if merged not in tokenizers:
+            tokenizer = load_tokenizer(str(merged), model)
+            tokenizers[merged] = tokenizer, tokenizer_hash(tokenizer)
+        tokenizer, token_hash = tokenizers[merged]
+        with CacheFile(path, fingerprint=read_fingerprint(merged)["fingerprint"], tokenizer_hash=token_hash) as cache:
             frames.append(attention_rows(cache, model, scenario, selection,
                                          lambda ids: token_texts(tokenizer, ids)))
     table = pd.concat(frames, ignore_index=True)
     logger.info("%s: %d heads (%s) x %d models", scenario, len(selection),
                 ", ".join(f"{head_name(*h)} {w}" for h, w in selection.items()), len(cache_paths))
     return table[COLUMNS]
+
+
+def scenario_table(scenario: str, inputs: dict, top_k: int, tokenizers: dict | None = None) -> pd.DataFrame:
+    """The attention table of one scenario (an attention_tables job's item). `inputs`:
+    {"caches": {model: cache file}, "dla": [each model's DLA CSV of the scenario],
+    "patches": [each experiment's patches.csv of it; none when the scenario is not patched
+    (analysis.patch_scenarios): then DLA alone selects the heads]}."""
+    dla = pd.concat([pd.read_csv(f) for f in inputs["dla"]], ignore_index=True)
+    patching = pd.concat([pd.read_csv(f) for f in inputs["patches"]], ignore_index=True) if inputs["patches"] else None
+    selection = select_heads(dla, patching=patching, k=top_k, scenario=scenario)
+    return attention_table(dict(inputs["caches"]), scenario, selection, tokenizers)
 
 
 def read_attention_table(path) -> pd.DataFrame:

@@ -158,6 +158,20 @@ def results_from_cache(cache: CacheFile) -> list[DLAResult]:
     return out
 
 
+def scenario_tables(cache_path, fingerprint: str):
+    """The per-variant table (FULL_COLUMNS) and the summary table (one `summary_row` per
+    variant) of one cache file, checked against its model's `fingerprint`: one scenario of
+    a dla_model job."""
+    import pandas as pd
+
+    with CacheFile(cache_path, fingerprint=fingerprint) as cache:
+        results = results_from_cache(cache)
+    summary = pd.DataFrame([summary_row(r) for r in results])
+    log.info("%s: %d variants; max |reconstruction error| = %.3g", cache_path, len(results),
+             summary["reconstruction_error"].abs().max())
+    return pd.concat([result_frame(r) for r in results], ignore_index=True), summary
+
+
 def average_results(results: list[DLAResult]) -> DLAResult:
     """Mean over prompt variants (of one model and scenario): every field averaged,
     variant None, n_variants = len(results), max_abs_error the largest of theirs."""
@@ -221,7 +235,8 @@ def result_frame(result: DLAResult):
 
 
 def read_job_results(components, summary) -> list[DLAResult]:
-    """The DLAResults of one dla_scenario job: its per-variant CSV and its summary CSV."""
+    """The DLAResults of one model and scenario (a dla_model job's per-variant CSV and its summary
+    CSV)."""
     import pandas as pd
 
     return results_from_frame(read_full_results(components), pd.read_csv(summary))

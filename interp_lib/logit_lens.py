@@ -12,6 +12,7 @@ One implementation works on arrays (`lens_trajectory`); the cache path
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from .behavior import action_of
 from .cache import CacheError, CacheFile
+
+log = logging.getLogger(__name__)
 
 
 def _cap_or_none(value) -> float | None:
@@ -121,6 +124,16 @@ def trajectories_from_cache(cache: CacheFile) -> list[dict]:
             raise CacheError(f"cannot read variant {v} of {cache.path} ({exc}); delete it and rerun the workflow") from None
         records.append({"model": str(cache.attrs["model"]), "scenario": str(cache.attrs["scenario"]),
                         "variant": int(v), "labelling": cache.labelling(v), "trajectory": [float(t) for t in traj], "delta": delta})
+    return records
+
+
+def scenario_trajectories(cache_path, fingerprint: str) -> list[dict]:
+    """`trajectories_from_cache` of one cache file, checked against its model's
+    `fingerprint`: one scenario of a logit_lens_model job."""
+    with CacheFile(cache_path, fingerprint=fingerprint) as cache:
+        records = trajectories_from_cache(cache)
+    worst = max(abs(r["trajectory"][-1] - r["delta"]) for r in records)
+    log.info("%s: %d variants; max |last lens layer - model delta| = %.3g", cache_path, len(records), worst)
     return records
 
 

@@ -95,16 +95,17 @@ def test_workflow_scripts_reach_what_they_run():
     assert not {p for p in reached("probe_model") if p.startswith(("jobs/", "patching/", "steering/"))}
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job
     # analyses and plots are separate: an edit of a plot module reruns only its plots
-    for name in ("dla_scenario", "dla_tables", "logit_lens_scenario", "patch_scenario", "rq_summary",
-                 "attention_scenario"):
+    for name in ("dla_model", "dla_tables", "logit_lens_model", "patch_scenario", "rq_summary",
+                 "attention_tables"):
         assert not any(f.startswith("plots/") for f in reached(name)), name
-    assert "plots/dla.py" in reached("dla_plots_scenario")
+    assert "plots/dla.py" in reached("dla_plots")
     assert "plots/dla.py" not in reached("logit_lens_plots")
     # the patching figures, one module per job: the counterfactual heatmap is the scenario heatmap only
     assert "plots/patching_grids.py" in reached("counterfactual_plots")
     assert not {"plots/patching_circuits.py", "plots/patching_rankings.py"} & reached("counterfactual_plots")
-    assert "report/patching_tables.py" in reached("patch_plots_experiment")
-    assert not {"report/patching_tables.py", "plots/patching_rankings.py"} & reached("patch_plots_scenario")
+    # one job per experiment draws its scenario heatmaps, circuit figures and rankings
+    assert {"report/patching_tables.py", "plots/patching_grids.py", "plots/patching_circuits.py",
+            "plots/patching_rankings.py"} <= reached("patch_plots_experiment")
 
 
 def test_every_rule_hashes_the_script_it_runs():

@@ -37,13 +37,13 @@ def _user_config(root: Path, **extra) -> dict:
     }
 
 
-# Every job of `all` for two models, one scenario and one experiment.
+# Every job of `all` for two models, one scenario and one experiment (tables and plots that
+# read only caches or tables are one job per model, experiment or analysis, not per scenario).
 USER_JOBS = {
     "merge_model": 2, "scenario_prompts": 1, "prompt_dataset": 1, "cache_activations": 2, "decisions": 1,
-    "logit_lens_scenario": 2, "logit_lens_tables": 1, "logit_lens_plots_scenario": 1, "logit_lens_plots": 1,
-    "dla_scenario": 2, "dla_tables": 1, "dla_plots_scenario": 2, "dla_plots_model": 2, "dla_plots_comparison": 1,
-    "attention_scenario": 1, "attention_plots_scenario": 1,
-    "patch_scenario": 1, "patch_experiment_tables": 1, "patch_plots_scenario": 1, "patch_plots_experiment": 1,
+    "logit_lens_model": 2, "logit_lens_tables": 1, "logit_lens_plots": 1,
+    "dla_model": 2, "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
+    "patch_scenario": 1, "patch_experiment_tables": 1, "patch_plots_experiment": 1,
     "cross_experiment_summary": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1,
     "probe_model": 2, "probe_plots": 1, "rq_summary": 1, "all": 1,
 }
@@ -65,6 +65,35 @@ def test_a_users_configfile_runs_exactly_that_config(tmp_path):
     main = dry_run_jobs(wd, "results/patching/cross_experiment_summary.csv", "--configfile", "my.yaml")
     assert {r for r, _ in main} == {"merge_model", "scenario_prompts", "cache_activations", "patch_scenario",
                                     "patch_experiment_tables", "cross_experiment_summary"}
+
+
+def _extra_scenarios(n: int) -> dict:
+    return {f"X{i}": {"self_last": "CD"[i % 2], "opponent_last": "CD"[i // 2 % 2],
+                      "extra_sentence": f"This is round {i + 3} of the game.", "description": "extra"}
+            for i in range(n)}
+
+
+def test_a_scenario_adds_only_its_prompts_caches_patches_and_steering(tmp_path):
+    """Issue 26 item 2: a scenario adds its prompts, one cache per model, one patching job per
+    experiment and one steering job per steering experiment, and nothing else: the tables and
+    figures read from caches and patches are one job per model, experiment or analysis
+    (docs/measured.md: Jobs per scenario)."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    counts = {}
+    for n in (1, 4):
+        (wd / "extra.yaml").write_text(yaml.safe_dump({"scenarios": _extra_scenarios(n)}))
+        counts[n] = rule_counts(dry_run_jobs(wd, "all", "--configfile", "config.yaml", "extra.yaml"))
+    added = {rule: counts[4][rule] - counts[1].get(rule, 0) for rule in counts[4]
+             if counts[4][rule] != counts[1].get(rule, 0)}
+    per_scenario = {"scenario_prompts": 1, "cache_activations": len(cfg["models"]),
+                    "patch_scenario": len(cfg["experiments"]), "steering_scenario": len(cfg["steering"])}
+    assert added == {rule: 3 * n for rule, n in per_scenario.items()}
+    assert sum(per_scenario.values()) == 12
+    # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more
+    assert sum(counts[1].values()) == 131 + 12
 
 
 def test_without_a_configfile_the_default_config_is_used(tmp_path):

@@ -10,10 +10,11 @@ two of their five scenarios, CC_continue and CD_punished (the counterfactuals' p
 tit-for-tat cooperates, one where it defects), each with its swapped sibling, and the
 counterfactuals' residual grids by AtP (`analysis.residual_patching: atp`; exact, a Gemma-3
 grid takes 75-85 s a prompt, 6 prompts a family: docs/patching.md, Counterfactual patching). The full
-configs' `all` is 385 jobs a family; its runs behind the
-headlines are timed in docs/real-results.md. The exact residual grid is checked against fresh patches on
-the embedded family (tests/test_counterfactual.py), and the committed adapters' decisions on
-all five scenarios in the fast tier (tests/test_rl_training.py). Every rule runs on Gemma-3.
+configs' `all` is 163 jobs a family (385 before issue 26 grouped the tables and figures per
+analysis); its runs behind the headlines are timed in docs/real-results.md. The exact residual
+grid is checked against fresh patches on the embedded family (tests/test_counterfactual.py), and
+the committed adapters' decisions on all five scenarios in the fast tier
+(tests/test_rl_training.py). Every rule runs on Gemma-3.
 
 INTERP_TEST_<FAMILY>_WORKDIR=<dir> (SMOLLM2, GEMMA3) keeps a run there and reuses it.
 """

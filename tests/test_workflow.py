@@ -106,9 +106,17 @@ def test_decisions_table(workflow_dir):
 
 
 EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
-# Aggregates that read every model and scenario, so any new model or scenario reruns them.
+# Aggregates that read every model and scenario, so any new model or scenario reruns them:
+# since issue 26 item 2 also the figures and tables of an analysis that load no model (DLA
+# figures, attention tables and figures), one job each instead of one per scenario.
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
-              "dla_tables": 1, "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "all": 1}
+              "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
+              "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "all": 1}
+# Jobs that run a model or build a scenario's prompts: adding a scenario adds one prompt job,
+# one cache per model, one patching job per experiment and one steering job per steering
+# experiment (those steering it), and reruns none of the old ones.
+MODEL_JOBS = {"demo_base", "demo_adapter", "convert_gguf", "rl_adapter", "merge_model", "scenario_prompts",
+              "cache_activations", "patch_scenario", "counterfactual_patch", "steering_scenario"}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
@@ -116,43 +124,51 @@ def test_rerun_schedules_nothing(workflow_dir):
 
 
 def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
+    """A new scenario runs its own prompts, caches, patches and steering, and reruns the grouped
+    tables and figures that read every scenario. The expected counts changed with issue 26
+    item 2: tables and plots that load no model are grouped per model, experiment or analysis
+    (dla_model, logit_lens_model, dla_plots, attention_tables, ...), so they rerun as one job
+    each instead of adding about 23 per-scenario jobs."""
     extra = workflow_dir / "extra_scenario.yaml"
     extra.write_text(yaml.safe_dump({"scenarios": {"DD_new": {
         "self_last": "D", "opponent_last": "D", "extra_sentence": "A played action2 for many rounds.",
         "description": "test"}}}))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
-    per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "logit_lens_scenario": 5, "dla_scenario": 5,
-                    "patch_scenario": 4, "patch_plots_scenario": 4, "dla_plots_scenario": 5,
-                    "dla_plots_comparison": 1, "logit_lens_plots_scenario": 1, "attention_scenario": 1,
-                    "attention_plots_scenario": 1, "steering_scenario": 2}
-    # per-model / per-experiment figures and tables across scenarios (a probe pools every
+    per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "patch_scenario": 4, "steering_scenario": 2}
+    # per-model / per-experiment tables and figures across scenarios (a probe pools every
     # scenario of its model)
-    per_group = {"dla_plots_model": 5, "patch_experiment_tables": 4, "patch_plots_experiment": 4,
-                 "steering_tables": 2, "steering_plots": 2, "probe_model": 5}
+    per_group = {"logit_lens_model": 5, "dla_model": 5, "probe_model": 5, "patch_experiment_tables": 4,
+                 "patch_plots_experiment": 4, "steering_tables": 2, "steering_plots": 2}
     assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
     for rule, wc in jobs:
         if rule in per_scenario:
             assert wc["scenario"] == "DD_new", (rule, wc)
+        else:  # no other job is per scenario
+            assert "scenario" not in wc, (rule, wc)
     assert {wc["model"] for r, wc in jobs if r == "cache_activations"} == set(MODELS)
+    # issue 26 item 2: at most one model-running job per model, experiment and steering
+    # experiment, plus the prompts; everything else is a grouped table or figure job
+    cfg = yaml.safe_load((workflow_dir / "config.yaml").read_text())
+    model_jobs = [r for r, _ in jobs if r in MODEL_JOBS]
+    assert len(model_jobs) <= len(cfg["models"]) + len(cfg["experiments"]) + 1 + len(cfg["steering"]) == 12
+    assert set(rule_counts(jobs)) - MODEL_JOBS == set(per_group) | set(AGGREGATES)
 
 
 def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_dir):
+    """A new model and experiment run their own merge, caches and patches, their own per-model
+    tables, and rerun the aggregates (counts changed with issue 26 item 2: the per-scenario
+    DLA, logit-lens, attention and patching figure jobs are grouped per analysis)."""
     extra = workflow_dir / "extra_model.yaml"
     extra.write_text(yaml.safe_dump({
         "models": {"PT4_copy": {"base": "results/demo/base", "adapter": "results/demo/adapters/PT4_COREDe"}},
         "experiments": {"PT4copy_to_PT2": {"source": "PT4_copy", "target": "PT2_COREDe"}},
     }))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
-    per_model = {"merge_model": 1, "cache_activations": N, "logit_lens_scenario": N, "dla_scenario": N,
-                 "dla_plots_scenario": N, "dla_plots_model": 1, "weight_deltas": 1, "weight_deltas_table": 1,
-                 "weight_deltas_plot": 1, "probe_model": 1}
-    per_experiment = {"patch_scenario": N, "patch_experiment_tables": 1, "patch_plots_scenario": N,
-                      "patch_plots_experiment": 1}
-    # per-scenario figures that compare every model
-    comparisons = {"logit_lens_plots_scenario": N, "dla_plots_comparison": N, "attention_scenario": N,
-                   "attention_plots_scenario": N}
+    per_model = {"merge_model": 1, "cache_activations": N, "logit_lens_model": 1, "dla_model": 1,
+                 "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1, "probe_model": 1}
+    per_experiment = {"patch_scenario": N, "patch_experiment_tables": 1, "patch_plots_experiment": 1}
     aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
-    assert rule_counts(jobs) == {**per_model, **per_experiment, **comparisons, **aggregates}
+    assert rule_counts(jobs) == {**per_model, **per_experiment, **aggregates}
     for rule, wc in jobs:
         if rule in per_model and "model" in wc:
             assert wc["model"] == "PT4_copy", (rule, wc)
@@ -168,16 +184,17 @@ def _edited_tree(tmp_path, module: str) -> Path:
 
 
 def test_editing_a_plot_module_reruns_only_its_plots(workflow_dir, tmp_path):
+    """(One job since issue 26 item 2: every DLA figure is drawn by dla_plots.)"""
     jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "plots/dla.py"))
-    assert rule_counts(jobs) == {"dla_plots_scenario": 5 * N, "dla_plots_model": 5, "dla_plots_comparison": N,
-                                 "all": 1}
+    assert rule_counts(jobs) == {"dla_plots": 1, "all": 1}
     assert dry_run_jobs(workflow_dir, "all") == []
 
 
 def test_editing_an_analysis_module_reruns_that_analysis_and_what_reads_it(workflow_dir, tmp_path):
     jobs = dry_run_jobs(workflow_dir, "all", tree=_edited_tree(tmp_path, "report/patching_tables.py"))
-    # the experiment's patch plots import the tables' consistency ranking; the RQ summary reads the
-    # experiment's patch_results table; the per-scenario and counterfactual heatmaps import neither
+    # the experiment's patch plots (its scenarios' heatmaps among them) import the tables'
+    # consistency ranking; the RQ summary reads the experiment's patch_results table; the
+    # counterfactual heatmaps import neither
     assert rule_counts(jobs) == {"patch_experiment_tables": 4, "cross_experiment_summary": 1,
                                  "patch_plots_experiment": 4, "rq_summary": 1, "all": 1}
 
@@ -199,14 +216,15 @@ def _with_config(workflow_dir, tmp_path, mutate) -> Path:
 
 
 def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir, tmp_path):
+    """(Counts changed with issue 26 item 2: an analysis's figures are one job, or one per
+    experiment for patching, instead of one per scenario.)"""
     cfg = _with_config(workflow_dir, tmp_path, lambda c: c["models"]["PT2_COREDe"].update(label="Selfish"))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))
     assert rule_counts(jobs) == {
-        "dla_plots_scenario": N, "dla_plots_model": 1, "dla_plots_comparison": N, "logit_lens_plots_scenario": N,
-        "logit_lens_plots": 1, "patch_plots_scenario": 2 * N, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
-        "attention_plots_scenario": N, "probe_plots": 1, "rq_summary": 1, "all": 1}
+        "dla_plots": 1, "logit_lens_plots": 1, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
+        "attention_plots": 1, "probe_plots": 1, "rq_summary": 1, "all": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
-    assert {wc["model"] for r, wc in jobs if "model" in wc} == {"PT2_COREDe"}
+    assert not [(r, wc) for r, wc in jobs if "model" in wc or "scenario" in wc]  # no per-model table reruns
 
 
 def test_a_new_description_reruns_only_the_prompt_dataset(workflow_dir, tmp_path):

@@ -241,4 +241,30 @@ class DLAVisualizer:
         return fig
 
 
-__all__ = ["DLAVisualizer"]
+def draw_all(viz: DLAVisualizer, tables: dict, out: dict, top_k: int) -> None:
+    """Every DLA figure of the workflow (the dla_plots job), each table read once.
+
+    `tables`: {(model, scenario): (per-variant CSV, summary CSV)} of the dla_model jobs, in
+    config order (models outer). `out`: {"heads": {(model, scenario): path}, "mlps": the
+    same, "top": {model: path}, "comparison": {scenario: path}}. Per model and scenario the
+    head heatmap and the MLP bars (means over prompt variants, bootstrap intervals over
+    them), per model its top components in every scenario, per scenario every model."""
+    from tqdm.auto import tqdm
+
+    from ..dla import average_results, read_job_results
+
+    means = {}
+    for (model, scenario), (components, summary) in tqdm(tables.items(), desc="DLA per model and scenario"):
+        variants = read_job_results(components, summary)
+        mean = means[model, scenario] = average_results(variants)
+        viz.plot_head_heatmap(mean, save_path=out["heads"][model, scenario])
+        viz.plot_mlp_contributions(mean, variants, save_path=out["mlps"][model, scenario])
+    for model, path in out["top"].items():
+        viz.plot_top_components_by_scenario({s: r for (m, s), r in means.items() if m == model}, top_k,
+                                            save_path=path)
+    for scenario, path in tqdm(out["comparison"].items(), desc="DLA model comparisons"):
+        viz.plot_model_comparison({m: r for (m, s), r in means.items() if s == scenario}, scenario=scenario,
+                                  save_path=path)
+
+
+__all__ = ["DLAVisualizer", "draw_all"]

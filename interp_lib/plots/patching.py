@@ -1,7 +1,7 @@
 """Activation-patching plots: `PatchingVisualizer`, every patching figure. The figures live
-in one module per job: patching_grids (one scenario's layers x (heads, MLP) heatmap; the
-patch_plots_scenario and counterfactual_plots jobs), patching_circuits (circuit discovery;
-patch_plots_scenario), patching_rankings (one experiment's top components and their
+in one module per kind: patching_grids (one scenario's layers x (heads, MLP) heatmap; the
+patch_plots_experiment and counterfactual_plots jobs), patching_circuits (circuit discovery;
+patch_plots_experiment), patching_rankings (one experiment's top components and their
 consistency across scenarios; patch_plots_experiment); shared pieces (metric labels, the
 noise band, reading a table, the figure classes' base) in patching_common, whose docstring
 gives the tables' conventions. A workflow script imports the classes of the figures it

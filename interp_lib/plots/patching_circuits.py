@@ -1,7 +1,7 @@
 """Activation-patching figure of circuit discovery in one experiment and scenario: per
 variant, the delta after jointly patching the top k candidates, the greedy flip point and
-the minimal circuit pruned from it (the patch_plots_scenario job). Conventions:
-patching_common."""
+the minimal circuit pruned from it (the patch_plots_experiment job, for each scenario).
+Conventions: patching_common."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Activation-patching figure of one experiment and scenario: the layers x (heads, MLP)
-heatmap of a metric's mean over the prompt variants (the patch_plots_scenario job, and the
-counterfactual component heatmap). Conventions: patching_common."""
+heatmap of a metric's mean over the prompt variants (in the patch_plots_experiment job, for
+each scenario, and the counterfactual component heatmap). Conventions: patching_common."""
 
 from __future__ import annotations
 

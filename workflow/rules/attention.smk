@@ -1,49 +1,55 @@
-# Attention patterns from the activation caches (no model is loaded): per scenario, the
-# decision position's attention of the heads with the largest |DLA| and |patching effect|
-# (top_k of each), as a table and a figure.
+# Attention patterns from the activation caches (no model is loaded): for every scenario,
+# the decision position's attention of the heads with the largest |DLA| and |patching
+# effect| (top_k of each), as a table (one job for every scenario's table) and a figure
+# (one job for every scenario's figure).
 
 
-rule attention_scenario:
+rule attention_tables:
     input:
-        caches=expand(R("cache/{model}/{{scenario}}.h5"), model=MODELS),
+        caches=cache_files(),
         fingerprints=expand(R("models/{model}/fingerprint.json"), model=MODELS),
-        dla=expand(R("dla/per/{model}/{{scenario}}.csv"), model=MODELS),
-        # none when the scenario is not patched: then DLA alone selects the heads
-        patches=lambda wc: (
-            [R(f"patching/per/{e}/{wc.scenario}/patches.csv") for e in EXPERIMENTS]
-            if wc.scenario in PATCH_SCENARIOS
-            else []
+        dla=expand(
+            R("dla/per/{model}/{scenario}.csv"), model=MODELS, scenario=SCENARIOS
+        ),
+        patches=expand(
+            R("patching/per/{experiment}/{scenario}/patches.csv"),
+            experiment=EXPERIMENTS,
+            scenario=PATCH_SCENARIOS,
         ),
     output:
-        R("attention/attention_{scenario}.csv"),
+        expand(R("attention/attention_{scenario}.csv"), scenario=SCENARIOS),
     log:
-        R("logs/attention/{scenario}.log"),
+        R("logs/attention/tables.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        models=MODELS,
+        scenarios=ATTENTION_INPUTS,
         top_k=config["analysis"]["top_k"],
-        code=code_version("attention_scenario"),
+        code=code_version("attention_tables"),
     script:
-        "../scripts/attention_scenario.py"
+        "../scripts/attention_tables.py"
 
 
-rule attention_plots_scenario:
+rule attention_plots:
     input:
-        R("attention/attention_{scenario}.csv"),
+        expand(R("attention/attention_{scenario}.csv"), scenario=SCENARIOS),
     output:
-        report(
-            R("attention/attention_{scenario}.png"),
-            caption="../report/attention.rst",
-            category="Attention patterns",
-            labels={"scenario": "{scenario}"},
-        ),
+        [
+            report(
+                R(f"attention/attention_{s}.png"),
+                caption="../report/attention.rst",
+                category="Attention patterns",
+                labels={"scenario": s},
+            )
+            for s in SCENARIOS
+        ],
     log:
-        R("logs/attention/plots_{scenario}.log"),
+        R("logs/attention/plots.log"),
     conda:
         "../../envs/interp.yaml"
     params:
+        scenarios=SCENARIOS,
         style=model_style(MODELS),
-        code=code_version("attention_plots_scenario"),
+        code=code_version("attention_plots"),
     script:
-        "../scripts/attention_plots_scenario.py"
+        "../scripts/attention_plots.py"

@@ -221,6 +221,25 @@ def patch_inputs(wc):
     }
 
 
+# Attention patterns (rules/attention.smk): one job writes every scenario's table.
+def attention_inputs(scenario):
+    """What the attention table of `scenario` reads: each model's cache, each model's DLA
+    table, and each experiment's patches (none when the scenario is not patched: then DLA
+    alone selects the heads)."""
+    return {
+        "caches": {m: R(f"cache/{m}/{scenario}.h5") for m in MODELS},
+        "dla": [R(f"dla/per/{m}/{scenario}.csv") for m in MODELS],
+        "patches": (
+            [R(f"patching/per/{e}/{scenario}/patches.csv") for e in EXPERIMENTS]
+            if scenario in PATCH_SCENARIOS
+            else []
+        ),
+    }
+
+
+ATTENTION_INPUTS = {s: attention_inputs(s) for s in SCENARIOS}
+
+
 # Counterfactual prompt patching within one model (rules/counterfactual.smk).
 COUNTERFACTUALS = list(config["counterfactuals"])
 

@@ -1,22 +1,25 @@
 # Direct logit attribution from the activation caches (no model is loaded): one job per
-# model and scenario, then the tables and the plots.
+# model writes its table of every scenario, then one job the tables of every model and one
+# job every figure (per model and scenario, per model, per scenario).
 
 
-rule dla_scenario:
+rule dla_model:
     input:
-        cache=R("cache/{model}/{scenario}.h5"),
+        caches=expand(R("cache/{{model}}/{scenario}.h5"), scenario=SCENARIOS),
         fingerprint=R("models/{model}/fingerprint.json"),
     output:
-        components=R("dla/per/{model}/{scenario}.csv"),
-        summary=R("dla/per/{model}/{scenario}.summary.csv"),
+        components=expand(R("dla/per/{{model}}/{scenario}.csv"), scenario=SCENARIOS),
+        summary=expand(
+            R("dla/per/{{model}}/{scenario}.summary.csv"), scenario=SCENARIOS
+        ),
     log:
-        R("logs/dla/{model}/{scenario}.log"),
+        R("logs/dla/per/{model}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        code=code_version("dla_scenario"),
+        code=code_version("dla_model"),
     script:
-        "../scripts/dla_scenario.py"
+        "../scripts/dla_model.py"
 
 
 rule dla_tables:
@@ -44,81 +47,68 @@ rule dla_tables:
         "../scripts/dla_tables.py"
 
 
-rule dla_plots_scenario:
+rule dla_plots:
     input:
-        components=R("dla/per/{model}/{scenario}.csv"),
-        summary=R("dla/per/{model}/{scenario}.summary.csv"),
-    output:
-        heads=report(
-            R("dla/dla_heads_{model}_{scenario}.png"),
-            caption="../report/dla_heads.rst",
-            category="Direct logit attribution",
-            subcategory="Heads",
-            labels={"model": "{model}", "scenario": "{scenario}"},
+        components=expand(
+            R("dla/per/{model}/{scenario}.csv"), model=MODELS, scenario=SCENARIOS
         ),
-        mlps=report(
-            R("dla/dla_mlps_{model}_{scenario}.png"),
-            caption="../report/dla_mlps.rst",
-            category="Direct logit attribution",
-            subcategory="MLPs",
-            labels={"model": "{model}", "scenario": "{scenario}"},
-        ),
-    log:
-        R("logs/dla/plots_{model}_{scenario}.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        label=lambda wc: model_label(wc.model),
-        code=code_version("dla_plots_scenario"),
-    script:
-        "../scripts/dla_plots_scenario.py"
-
-
-rule dla_plots_model:
-    input:
-        components=expand(R("dla/per/{{model}}/{scenario}.csv"), scenario=SCENARIOS),
         summary=expand(
-            R("dla/per/{{model}}/{scenario}.summary.csv"), scenario=SCENARIOS
+            R("dla/per/{model}/{scenario}.summary.csv"),
+            model=MODELS,
+            scenario=SCENARIOS,
         ),
     output:
-        report(
-            R("dla/dla_top_components_{model}.png"),
-            caption="../report/dla_top_components.rst",
-            category="Direct logit attribution",
-            subcategory="Top components",
-            labels={"model": "{model}"},
-        ),
+        heads=[
+            report(
+                R(f"dla/dla_heads_{m}_{s}.png"),
+                caption="../report/dla_heads.rst",
+                category="Direct logit attribution",
+                subcategory="Heads",
+                labels={"model": m, "scenario": s},
+            )
+            for m in MODELS
+            for s in SCENARIOS
+        ],
+        mlps=[
+            report(
+                R(f"dla/dla_mlps_{m}_{s}.png"),
+                caption="../report/dla_mlps.rst",
+                category="Direct logit attribution",
+                subcategory="MLPs",
+                labels={"model": m, "scenario": s},
+            )
+            for m in MODELS
+            for s in SCENARIOS
+        ],
+        top=[
+            report(
+                R(f"dla/dla_top_components_{m}.png"),
+                caption="../report/dla_top_components.rst",
+                category="Direct logit attribution",
+                subcategory="Top components",
+                labels={"model": m},
+            )
+            for m in MODELS
+        ],
+        comparison=[
+            report(
+                R(f"dla/dla_model_comparison_{s}.png"),
+                caption="../report/dla_model_comparison.rst",
+                category="Direct logit attribution",
+                subcategory="Model comparison",
+                labels={"scenario": s},
+            )
+            for s in SCENARIOS
+        ],
     log:
-        R("logs/dla/plots_{model}.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        label=lambda wc: model_label(wc.model),
-        top_k=config["analysis"]["top_k"],
-        code=code_version("dla_plots_model"),
-    script:
-        "../scripts/dla_plots_model.py"
-
-
-rule dla_plots_comparison:
-    input:
-        components=expand(R("dla/per/{model}/{{scenario}}.csv"), model=MODELS),
-        summary=expand(R("dla/per/{model}/{{scenario}}.summary.csv"), model=MODELS),
-    output:
-        report(
-            R("dla/dla_model_comparison_{scenario}.png"),
-            caption="../report/dla_model_comparison.rst",
-            category="Direct logit attribution",
-            subcategory="Model comparison",
-            labels={"scenario": "{scenario}"},
-        ),
-    log:
-        R("logs/dla/plots_comparison_{scenario}.log"),
+        R("logs/dla/plots.log"),
     conda:
         "../../envs/interp.yaml"
     params:
         models=MODELS,
+        scenarios=SCENARIOS,
         labels={m: model_label(m) for m in MODELS},
-        code=code_version("dla_plots_comparison"),
+        top_k=config["analysis"]["top_k"],
+        code=code_version("dla_plots"),
     script:
-        "../scripts/dla_plots_comparison.py"
+        "../scripts/dla_plots.py"

@@ -1,21 +1,21 @@
-# Logit lens from the activation caches (no model is loaded): one job per model and
-# scenario, then the tables and the plots.
+# Logit lens from the activation caches (no model is loaded): one job per model writes its
+# trajectories of every scenario, then one job the tables and one job every figure.
 
 
-rule logit_lens_scenario:
+rule logit_lens_model:
     input:
-        cache=R("cache/{model}/{scenario}.h5"),
+        caches=expand(R("cache/{{model}}/{scenario}.h5"), scenario=SCENARIOS),
         fingerprint=R("models/{model}/fingerprint.json"),
     output:
-        R("logit_lens/per/{model}/{scenario}.json"),
+        expand(R("logit_lens/per/{{model}}/{scenario}.json"), scenario=SCENARIOS),
     log:
-        R("logs/logit_lens/{model}/{scenario}.log"),
+        R("logs/logit_lens/per/{model}.log"),
     conda:
         "../../envs/interp.yaml"
     params:
-        code=code_version("logit_lens_scenario"),
+        code=code_version("logit_lens_model"),
     script:
-        "../scripts/logit_lens_scenario.py"
+        "../scripts/logit_lens_model.py"
 
 
 rule logit_lens_tables:
@@ -38,33 +38,20 @@ rule logit_lens_tables:
         "../scripts/logit_lens_tables.py"
 
 
-rule logit_lens_plots_scenario:
-    input:
-        expand(R("logit_lens/per/{model}/{{scenario}}.json"), model=MODELS),
-    output:
-        report(
-            R("logit_lens/logit_lens_comparison_{scenario}.png"),
-            caption="../report/logit_lens_comparison.rst",
-            category="Logit lens",
-            subcategory="Per scenario",
-            labels={"scenario": "{scenario}", "figure": "model comparison"},
-        ),
-    log:
-        R("logs/logit_lens/plots_{scenario}.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        models=MODELS,
-        labels={m: model_label(m) for m in MODELS},
-        code=code_version("logit_lens_plots_scenario"),
-    script:
-        "../scripts/logit_lens_plots_scenario.py"
-
-
 rule logit_lens_plots:
     input:
         R("logit_lens/trajectories.json"),
     output:
+        comparison=[
+            report(
+                R(f"logit_lens/logit_lens_comparison_{s}.png"),
+                caption="../report/logit_lens_comparison.rst",
+                category="Logit lens",
+                subcategory="Per scenario",
+                labels={"scenario": s, "figure": "model comparison"},
+            )
+            for s in SCENARIOS
+        ],
         grid=report(
             R("logit_lens/logit_lens_grid.png"),
             caption="../report/logit_lens_grid.rst",

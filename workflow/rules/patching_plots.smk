@@ -1,46 +1,41 @@
-# Activation-patching figures from the patching tables (no model is loaded): per
-# (experiment, scenario) the component heatmap and the circuit discovery, per experiment
-# the top components and their consistency across scenarios.
-
-
-rule patch_plots_scenario:
-    input:
-        results=R("patching/per/{experiment}/{scenario}/patches.csv"),
-        circuits=R("patching/per/{experiment}/{scenario}/circuits.csv"),
-    output:
-        heatmap=report(
-            R("patching/patch_heatmap_{experiment}_{scenario}.png"),
-            caption="../report/patch_heatmap.rst",
-            category="Activation patching",
-            subcategory="Component heatmaps",
-            labels={"experiment": "{experiment}", "scenario": "{scenario}"},
-        ),
-        circuit=report(
-            R("patching/circuit_discovery_{experiment}_{scenario}.png"),
-            caption="../report/circuit_discovery.rst",
-            category="Activation patching",
-            subcategory="Circuit discovery",
-            labels={"experiment": "{experiment}", "scenario": "{scenario}"},
-        ),
-    log:
-        R("logs/patching/{experiment}/plots_{scenario}.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        source=lambda wc: experiment_models(wc)[0],
-        target=lambda wc: experiment_models(wc)[1],
-        style=lambda wc: model_style(experiment_models(wc)),
-        circuits=config["analysis"]["circuits"],
-        code=code_version("patch_plots_scenario"),
-    script:
-        "../scripts/patch_plots_scenario.py"
+# Activation-patching figures from the patching tables (no model is loaded): one job per
+# experiment draws the component heatmap and the circuit discovery of every patched
+# scenario, the top components and their consistency across scenarios.
 
 
 rule patch_plots_experiment:
     input:
         results=R("patching/patch_results_{experiment}.csv"),
         top=R("patching/top_components_{experiment}.csv"),
+        scenario_results=expand(
+            R("patching/per/{{experiment}}/{scenario}/patches.csv"),
+            scenario=PATCH_SCENARIOS,
+        ),
+        scenario_circuits=expand(
+            R("patching/per/{{experiment}}/{scenario}/circuits.csv"),
+            scenario=PATCH_SCENARIOS,
+        ),
     output:
+        heatmaps=[
+            report(
+                R(f"patching/patch_heatmap_{{experiment}}_{s}.png"),
+                caption="../report/patch_heatmap.rst",
+                category="Activation patching",
+                subcategory="Component heatmaps",
+                labels={"experiment": "{experiment}", "scenario": s},
+            )
+            for s in PATCH_SCENARIOS
+        ],
+        circuits=[
+            report(
+                R(f"patching/circuit_discovery_{{experiment}}_{s}.png"),
+                caption="../report/circuit_discovery.rst",
+                category="Activation patching",
+                subcategory="Circuit discovery",
+                labels={"experiment": "{experiment}", "scenario": s},
+            )
+            for s in PATCH_SCENARIOS
+        ],
         top=report(
             R("patching/patch_top_components_{experiment}.png"),
             caption="../report/patch_top_components.rst",
@@ -60,7 +55,11 @@ rule patch_plots_experiment:
     conda:
         "../../envs/interp.yaml"
     params:
+        scenarios=PATCH_SCENARIOS,
+        source=lambda wc: experiment_models(wc)[0],
+        target=lambda wc: experiment_models(wc)[1],
         style=lambda wc: model_style(experiment_models(wc)),
+        circuits=config["analysis"]["circuits"],
         top_k=config["analysis"]["top_k"],
         code=code_version("patch_plots_experiment"),
     script:
