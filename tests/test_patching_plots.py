@@ -54,7 +54,7 @@ def synthetic_circuits(results, scenario, flip=True, max_components=10, pruned_v
     greedy search over the candidates (single patches toward the source), its first flip,
     and for `pruned_variant` a minimal circuit pruned from that prefix (its second member
     dropped). Joint deltas: the baseline plus `gain` times the sum of the candidates' scores."""
-    from interp_lib.patching.circuits import rank_toward_source
+    from interp_lib.patching.ranking import rank_toward_source
 
     rows = []
     for v, g in results[results["scenario"] == scenario].groupby("variant"):

@@ -23,16 +23,36 @@ A delta_change within NOISE_MULTIPLE times it is flagged `below_noise`.
 
 Modules: components (names, result rows), activations (what a patch reads), runner (exact
 batched patching, noise floor), atp (attribution patching), circuits, patcher (the design's
-text API). The workflow job is `interp_lib.jobs.patch_scenario`.
+text API), ranking (the circuits' order, numpy only). The workflow job is
+`interp_lib.jobs.patch_scenario`. Names are exported lazily (interp_lib/lazy.py): importing
+the package loads no torch.
 """
 
-from .activations import PromptActivations, load_W_O, own_W_O
-from .atp import attribution_patch
-from .circuits import CIRCUIT_COLUMNS, CircuitDiscovery, circuit_record, discover_circuit
-from .components import RESULT_COLUMNS, Component, PatchResult, all_components
-from .patcher import ActivationPatcher
-from .runner import HEAD_SITES, POSITION_MODES, PatchRunner, noise_floor, sweep
+from ..lazy import lazy_exports
 
-__all__ = ["ActivationPatcher", "CIRCUIT_COLUMNS", "CircuitDiscovery", "Component", "HEAD_SITES", "POSITION_MODES",
-           "PatchResult", "PatchRunner", "PromptActivations", "RESULT_COLUMNS", "all_components",
-           "attribution_patch", "circuit_record", "discover_circuit", "load_W_O", "noise_floor", "own_W_O", "sweep"]
+# Public names -> defining module (code_version reads this table: see interp_lib/code_version.py).
+_EXPORTS = {
+    "PromptActivations": "activations",
+    "load_W_O": "activations",
+    "own_W_O": "activations",
+    "attribution_patch": "atp",
+    "CIRCUIT_COLUMNS": "circuits",
+    "CircuitDiscovery": "circuits",
+    "circuit_record": "circuits",
+    "discover_circuit": "circuits",
+    "RESULT_COLUMNS": "components",
+    "Component": "components",
+    "PatchResult": "components",
+    "all_components": "components",
+    "ActivationPatcher": "patcher",
+    "HEAD_SITES": "runner",
+    "POSITION_MODES": "runner",
+    "PatchRunner": "runner",
+    "noise_floor": "runner",
+    "sweep": "runner",
+    "rank_toward_source": "ranking",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -37,8 +37,8 @@ def _split_names(text) -> list:
 def _ranking(patches: pd.DataFrame | None, variant, ranking: str, baseline: float, source: float) -> list:
     """The order in which circuit discovery added components for one variant: the
     candidates (single patch toward the source's action) by score, descending, ties in
-    table order (`patching.circuits.rank_toward_source`, as `discover_circuit`)."""
-    from ..patching.circuits import rank_toward_source
+    table order (`patching.ranking.rank_toward_source`, as `discover_circuit`)."""
+    from ..patching.ranking import rank_toward_source
 
     if patches is None or patches.empty:
         return []
