@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -29,6 +30,45 @@ ACTIVATIONS = {
 }
 # RoPE types whose frequencies are fixed at load (HF's dynamic_rope_update changes the others per call)
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+# config.json keys the hooked model and build_native read, per model_type (beside COMMON_KEYS)
+COMMON_KEYS = ("model_type", "num_attention_heads", "num_key_value_heads", "hidden_size",
+               "intermediate_size", "num_hidden_layers", "vocab_size", "rms_norm_eps", "rope_parameters",
+               "tie_word_embeddings", "max_position_embeddings")
+_GEMMA_KEYS = ("head_dim", "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
+               "sliding_window", "layer_types")
+_QWEN_KEYS = ("hidden_act", "use_sliding_window", "max_window_layers", "sliding_window", "layer_types")
+# head_dim: a class default where the class has one (Gemma's 256, Qwen3's 128), so never guessed;
+# Qwen2's config has none (hidden_size / heads, as ArchSpec computes it)
+FAMILY_KEYS = {"gemma2": _GEMMA_KEYS, "gemma3_text": _GEMMA_KEYS, "llama": ("head_dim", "hidden_act"),
+               "mistral": ("head_dim", "hidden_act", "sliding_window"), "qwen2": _QWEN_KEYS,
+               "qwen3": ("head_dim",) + _QWEN_KEYS}
+
+
+def read_config_json(path: str | Path) -> SimpleNamespace | None:
+    """A model directory's config.json as attributes, read without importing transformers, when
+    transformers 5 wrote it (it writes every key of the model's own config class) with every key
+    of COMMON_KEYS and FAMILY_KEYS, and RoPE of the "default" type; None otherwise (custom code,
+    quantized weights, an older file, other RoPE types), and then AutoConfig reads it with HF's
+    defaults. tests/test_native_decoder.py checks both give the same ArchSpec and frequencies."""
+    file = Path(path) / "config.json"
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
+    model_type = raw.get("model_type")
+    if (not str(raw.get("transformers_version", "")).startswith("5.") or model_type not in FAMILY_KEYS
+            or "auto_map" in raw or raw.get("quantization_config")
+            or any(k not in raw for k in COMMON_KEYS + FAMILY_KEYS[model_type])):
+        return None
+    ropes = raw["rope_parameters"]
+    ropes = ropes.values() if model_type == "gemma3_text" else [ropes]
+    if any(not isinstance(r, dict) or r.get("rope_type") != "default" or "rope_theta" not in r for r in ropes):
+        return None
+    if raw.get("partial_rotary_factor", 1.0) != 1.0:
+        return None
+    return SimpleNamespace(**raw, name_or_path=str(path))
 
 
 class NotNative(ValueError):

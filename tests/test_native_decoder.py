@@ -2,6 +2,7 @@
 modelling code: the same weights (state fingerprint) and the same hooked forward, bit for bit,
 on every supported architecture; HF's loader where the native one cannot."""
 
+import json
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from interp_lib.hooked import HookedModel
 from interp_lib.models import load_base_model, load_hooked, state_fingerprint
-from interp_lib.native_decoder import NativeDecoder
+from interp_lib.architecture import ArchSpec
+from interp_lib.native_decoder import NativeDecoder, _rope, read_config_json
 
 CASES = {
     **MODELS,
@@ -92,3 +94,47 @@ def test_load_hooked_keeps_the_precision_mode(saved):
         mode = "float16"
     hooked = load_hooked(path, mode, "cpu", name)
     assert hooked.precision.name == mode and hooked.dtype == hooked.precision.weights
+
+
+STATIC_ROPE_ONLY = ("llama_tied_linear_rope", "llama3_rope", "gemma3_scaled_global_rope")
+
+
+def test_config_json_read_without_transformers_equals_autoconfig(saved):
+    """Where read_config_json reads config.json itself (transformers 5 wrote every key, default
+    RoPE), the hooked model sees what AutoConfig gives: the same ArchSpec, RoPE frequencies and
+    the sizes jobs read; other RoPE types are left to AutoConfig."""
+    from transformers import AutoConfig
+
+    name, _, path = saved
+    light, auto = read_config_json(path), AutoConfig.from_pretrained(path)
+    if name in STATIC_ROPE_ONLY:
+        assert light is None
+        return
+    assert light is not None
+    assert ArchSpec.from_config(light) == ArchSpec.from_config(auto)
+    d_head = ArchSpec.from_config(auto).d_head
+    for layer_type in (sorted(set(auto.layer_types)) if auto.model_type == "gemma3_text" else [None]):
+        assert torch.equal(_rope(light, d_head, layer_type)[0], _rope(auto, d_head, layer_type)[0])
+    for key in ("intermediate_size", "max_position_embeddings", "tie_word_embeddings", "model_type"):
+        assert getattr(light, key) == getattr(auto, key), key
+
+
+def test_a_config_json_missing_a_key_is_left_to_autoconfig(tmp_path):
+    tiny(LlamaConfig, LlamaForCausalLM).save_pretrained(tmp_path)
+    assert read_config_json(tmp_path) is not None
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["head_dim"]  # a class default (Qwen3's is 128, not hidden/heads): never guessed
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert read_config_json(tmp_path) is None
+    assert isinstance(load_base_model(str(tmp_path), "float32", "cpu", "m", native=True), NativeDecoder)
+
+
+def test_a_patching_job_loads_its_model_without_transformers(tmp_path):
+    """Patching and steering jobs need no tokenizer: their model loads with torch and
+    safetensors alone."""
+    tiny(LlamaConfig, LlamaForCausalLM).save_pretrained(tmp_path)
+    code = ("import sys; from interp_lib.models import load_hooked; "
+            f"h = load_hooked({str(tmp_path)!r}, 'float32', 'cpu', 'm'); "
+            "print(type(h.model).__name__, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "NativeDecoder False"
