@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def save_figure(fig, path, dpi: int = 150) -> None:
-    """Saves `fig` to `path` (atomically, parent created) and closes it."""
+def save_figure(fig, path, dpi: int = 150, tight: bool = True) -> None:
+    """Saves `fig` to `path` (atomically, parent created) and closes it; `tight` crops it to
+    its artists (one more layout pass; a figure that sets its own margins passes False)."""
     import matplotlib.pyplot as plt
 
     from ..io import atomic_path
 
     with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 

@@ -14,6 +14,10 @@ from ..style import ModelStyle
 from . import save_figure
 
 MAX_LABELS = 320  # token labels per axis; beyond that every n-th token is labelled
+MAX_TOKEN_CHARS = 16  # longer token texts are cut (with an ellipsis) to fit under their panel
+# Margins in inches, set directly: tight_layout and a tight bounding box measured thousands of
+# rotated tick labels three times over (most of a figure's 10-70 s)
+LABEL_SPACE, TITLE_SPACE, SUPTITLE_SPACE, ROW_HEIGHT = 1.05, 0.3, 0.45, 0.3
 WHY = {"dla": "top |DLA|", "patching": "top |patching delta_change|",
        "dla+patching": "top |DLA| and top |patching delta_change|"}
 
@@ -30,6 +34,8 @@ def attention_cmap():
 def display_token(text: str) -> str:
     """A token's text as a tick label: line breaks and tabs made visible, blank as a middle dot."""
     shown = str(text).replace("\n", "\u21b5").replace("\t", "\u21e5")
+    if len(shown) > MAX_TOKEN_CHARS:
+        shown = shown[:MAX_TOKEN_CHARS - 1] + "\u2026"
     return shown if shown.strip() else "\u00b7"
 
 
@@ -61,8 +67,13 @@ def plot_attention(table: pd.DataFrame, scenario: str, out, variant: int = 1, st
     T = int(rows["position"].max()) + 1
     step = math.ceil(T / MAX_LABELS)
     width = min(60.0, max(10.0, 0.105 * T / step + 2.5))
-    panel_h = 0.3 * len(models) + 1.45  # rows plus the rotated token labels and the title
-    fig, axes = plt.subplots(len(heads), 1, figsize=(width, panel_h * len(heads) + 0.6), squeeze=False)
+    panel_h = ROW_HEIGHT * len(models) + LABEL_SPACE + TITLE_SPACE  # rows, rotated token labels, title
+    height = panel_h * len(heads) + SUPTITLE_SPACE
+    fig, axes = plt.subplots(len(heads), 1, figsize=(width, height), squeeze=False)
+    left = 0.08 * max(len(style.label(m)) for m in models) + 0.25  # the model labels, 8 pt
+    fig.subplots_adjust(left=left / width, right=1 - 0.6 / width, bottom=LABEL_SPACE / height,
+                        top=1 - (SUPTITLE_SPACE + TITLE_SPACE) / height,
+                        hspace=(LABEL_SPACE + TITLE_SPACE) / (ROW_HEIGHT * len(models)))
     cmap = attention_cmap()
     token_sets = {tuple(rows[rows["model"] == m].sort_values("position")["token"]) for m in models}
     for ax, (_, head) in zip(axes[:, 0], heads.iterrows()):
@@ -86,6 +97,5 @@ def plot_attention(table: pd.DataFrame, scenario: str, out, variant: int = 1, st
     note = "" if len(token_sets) == 1 else f"; tokens of {style.label(models[0])} (prompts differ between models)"
     label_note = "" if step == 1 else f"; every {step}th token labelled"
     fig.suptitle(f"Attention from the decision position (last token, {T} tokens), {scenario}, prompt variant "
-                 f"{variant}{note}{label_note}", fontsize=11, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    save_figure(fig, out)
+                 f"{variant}{note}{label_note}", fontsize=11, x=0.01, y=1 - 0.1 / height, ha="left", va="top")
+    save_figure(fig, out, tight=False)
