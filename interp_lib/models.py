@@ -109,18 +109,14 @@ def load_base_model(path: str, dtype: str = "float32", device: str = "cpu", name
     """A causal LM in `dtype` on `device`: HF's, with eager attention; or with `native` and a
     local safetensors checkpoint of a supported decoder, `native_decoder.NativeDecoder` (the
     same modules and weights, without importing HF's modelling code; HF's where it cannot)."""
-    config = None
-    if native and Path(path).is_dir():
-        from .native_decoder import read_config_json
-
-        config = read_config_json(path)  # without importing transformers, where the file allows
-    if config is None:
-        config = read_config(path, name, allow_download)
+    native = native and Path(path).is_dir()
+    if native:
+        from .native_decoder import NotNative, build_native, read_config_json
+    # config.json read without importing transformers where the file allows
+    config = (read_config_json(path) if native else None) or read_config(path, name, allow_download)
     check_dtype(config.model_type, dtype, name)
     device = resolve_device(device)
-    if native and Path(path).is_dir():
-        from .native_decoder import NotNative, build_native
-
+    if native:
         try:
             return build_native(path, config, torch_dtype(dtype), device)
         except NotNative as why:

@@ -78,7 +78,8 @@ class NotNative(ValueError):
 class _Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        self.weight = nn.Parameter(weight)
+        # a Parameter is kept as is: a tied lm_head shares the embedding's, as HF's does
+        self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight)
         self.bias = None if bias is None else nn.Parameter(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,9 +255,7 @@ def build_native(path: str | Path, config, dtype: torch.dtype, device: str) -> N
     if head is None or getattr(config, "tie_word_embeddings", False):
         if not getattr(config, "tie_word_embeddings", False):
             raise NotNative("no lm_head.weight and tie_word_embeddings is false")
-        lm_head = _Linear.__new__(_Linear)
-        nn.Module.__init__(lm_head)
-        lm_head.weight, lm_head.bias = body.embed_tokens.weight, None  # tied: one Parameter, as HF
+        lm_head = _Linear(body.embed_tokens.weight, None)
     else:
         lm_head = _Linear(head, None)
     unused = sorted(set(state) - used - {"lm_head.weight"})
