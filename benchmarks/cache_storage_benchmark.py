@@ -15,7 +15,7 @@ float16's relative rounding (2^-11) scales with.
 
 The table: per storage, the file's size, the time to write the prompts (collected beforehand)
 and to read every array of every prompt back (float32), the largest |DLA reconstruction error|
-(sum of the components minus the model's own pre-softcap delta, interp_lib.dla) and the largest
+(sum of the components minus the model's own pre-softcap delta, interp_lib.analyses.dla) and the largest
 |difference| of a DLA component and of a logit-lens entry from float32 storage's.
 
 --profile instead times stage 1 of benchmarks/gpu_workload.py per model-prompt (forward pass
@@ -41,9 +41,9 @@ from gpu_workload import gemma2_2b_config  # noqa: E402
 from interp_lib.cache import collect as cache_collect  # noqa: E402
 from interp_lib.cache import (COMPRESSIONS, STORAGE_DTYPES, CacheFile, CacheStorage, CacheWriter,  # noqa: E402
                               collect_variant, file_attrs, unembed_arrays, write_cache)
-from interp_lib.dla import dla_from_arrays, results_from_cache  # noqa: E402
-from interp_lib.hooked import HookedModel  # noqa: E402
-from interp_lib.logit_lens import ActionReadout, trajectories_from_cache, trajectory_from_arrays  # noqa: E402
+from interp_lib.analyses.dla import dla_from_arrays, results_from_cache  # noqa: E402
+from interp_lib.model.hooked import HookedModel  # noqa: E402
+from interp_lib.analyses.logit_lens import ActionReadout, trajectories_from_cache, trajectory_from_arrays  # noqa: E402
 
 from common import best_of as common_best_of  # noqa: E402
 from common import machine_line, print_table  # noqa: E402

@@ -9,7 +9,7 @@ Five models (a base and four "fine-tuned" copies with rank-64 perturbations of e
 linear layer, as merged LoRA adapters are) with the real shapes of Gemma-2-2b, 9b or 27b
 (`SIZES`: layers, widths, heads, query_pre_attn_scalar; vocab 256000, both softcaps,
 alternating sliding-window attention). Every weight is rounded to bfloat16 once, so all
-modes (interp_lib/precision.py) run the same weights and differ only in how they compute.
+modes (interp_lib/model/precision.py) run the same weights and differ only in how they compute.
 Only one model is on the device at a time, so peak memory is about one model (27b in
 float32: ~101 GiB) plus the work: each model is rebuilt from the same seeds when needed.
 Per mode, timed separately (model builds apart):
@@ -48,11 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Widths, forward_flops, machine_line, patching_flops, peak_matmul_flops, print_table, sync  # noqa: E402
 from interp_lib.cache import collect_variant  # noqa: E402
-from interp_lib.dla import dla_from_arrays  # noqa: E402
-from interp_lib.hooked import HookedModel  # noqa: E402
-from interp_lib.logit_lens import ActionReadout, trajectory_from_arrays  # noqa: E402
+from interp_lib.analyses.dla import dla_from_arrays  # noqa: E402
+from interp_lib.model.hooked import HookedModel  # noqa: E402
+from interp_lib.analyses.logit_lens import ActionReadout, trajectory_from_arrays  # noqa: E402
 from interp_lib.patching import PatchRunner, PromptActivations, noise_floor, own_W_O, sweep  # noqa: E402
-from interp_lib.precision import PRECISIONS, get_precision  # noqa: E402
+from interp_lib.model.precision import PRECISIONS, get_precision  # noqa: E402
 
 EXPERIMENTS = [(1, 2), (1, 3), (2, 3), (3, 2)]  # PT2->PT3De, PT2->PT3Ut, PT3De->PT3Ut, PT3Ut->PT3De
 N_MODELS = 5

@@ -61,7 +61,7 @@ def tiny_checkpoint(out: Path) -> Path:
                                          num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                                          tie_word_embeddings=True))
     model.save_pretrained(out)
-    from interp_lib.demo.tokenizer import build_tokenizer
+    from interp_lib.training.demo.tokenizer import build_tokenizer
 
     build_tokenizer().save_pretrained(out)  # the demo family's word-level tokenizer
     return out
@@ -104,11 +104,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(args.model_dir) if args.model_dir else tiny_checkpoint(Path(tmp) / "tiny")
-        native = ("from interp_lib.models import load_hooked\n"
+        native = ("from interp_lib.model.loading import load_hooked\n"
                   f"h = load_hooked({str(model_dir)!r}, 'float32', 'cpu', 'm', with_tokenizer=True)\n"
                   "assert type(h.model).__name__ == 'NativeDecoder'")
-        via_hf = ("from interp_lib.hooked import HookedModel\n"
-                  "from interp_lib.models import load_base_model, load_tokenizer\n"
+        via_hf = ("from interp_lib.model.hooked import HookedModel\n"
+                  "from interp_lib.model.loading import load_base_model, load_tokenizer\n"
                   f"h = HookedModel(load_base_model({str(model_dir)!r}, 'float32', 'cpu', 'm'), "
                   f"load_tokenizer({str(model_dir)!r}, 'm'))")
         t_native, _ = timed(native, args.repeats)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Widths, best_of, machine_line, patching_flops, peak_matmul_flops, print_table  # noqa: E402
 
-from interp_lib.hooked import HookedModel  # noqa: E402
+from interp_lib.model.hooked import HookedModel  # noqa: E402
 from interp_lib.patching import PatchRunner, PromptActivations, all_components  # noqa: E402
 from interp_lib.reference import naive_patched_delta  # noqa: E402
 
@@ -95,7 +95,7 @@ def bench_model(label, target, source_acts, target_acts, W_O, tokens, ids, naive
 
 
 def embedded_case(results: Path, device):
-    from interp_lib.models import load_base_model, load_tokenizer
+    from interp_lib.model.loading import load_base_model, load_tokenizer
     from interp_lib.prompts import build_dataset
     from interp_lib.tokens import get_action_token_ids
 

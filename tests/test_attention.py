@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from interp_lib.cache import CacheFile, collect_variant, file_attrs, write_cache
-from interp_lib.hooked import HookedModel
+from interp_lib.model.attention_blocks import query_blocks
+from interp_lib.model.hooked import HookedModel
 from test_hooked import MODELS, _randomize, tiny_gemma2
 
 # Measured 2026-11-29 (torch 2.13 CPU, float32): largest |ours - HF| at the decision position
@@ -24,11 +25,11 @@ SUM_TOL = 1e-6
 
 def embedded_architecture():
     """(model, tokenizer, input ids [1, T]): the embedded family's config and tokenizer
-    (interp_lib.demo), random weights, and a real CD_punished prompt."""
+    (interp_lib.training.demo), random weights, and a real CD_punished prompt."""
     from transformers import Gemma2ForCausalLM
 
-    from interp_lib.demo.pretrain import make_config
-    from interp_lib.demo.tokenizer import build_tokenizer
+    from interp_lib.training.demo.pretrain import make_config
+    from interp_lib.training.demo.tokenizer import build_tokenizer
     from interp_lib.prompts import build_prompt
     from interp_lib.tokens import decision_input_ids, get_action_token_ids
 
@@ -57,7 +58,7 @@ def case(request):
         model, tokens, ids = embedded_architecture()
     hooked = HookedModel(model)
     T, window = ids.shape[1], hooked.cfg.sliding_windows[0]
-    assert window is not None and window < T and len(hooked._query_blocks(T, 0, window)) > 1
+    assert window is not None and window < T and len(query_blocks(T, 0, window)) > 1
     return model, tokens, ids
 
 
@@ -146,7 +147,7 @@ def test_pattern_after_a_kv_prefix_is_the_full_runs_last_row():
 # ---- the analysis table and the figure ------------------------------------------------------
 
 def test_heads_are_selected_by_mean_absolute_dla_and_patching():
-    from interp_lib.attention import select_heads
+    from interp_lib.analyses.attention import select_heads
 
     dla = pd.DataFrame({
         "model": ["a", "b", "a", "b", "a", "a", "a"], "scenario": ["S"] * 6 + ["other"],
@@ -167,7 +168,7 @@ def test_heads_are_selected_by_mean_absolute_dla_and_patching():
 
 
 def test_table_rows_are_the_cached_attention_and_the_figure_is_drawn(tmp_path):
-    from interp_lib.attention import COLUMNS, attention_rows, read_attention_table
+    from interp_lib.analyses.attention import COLUMNS, attention_rows, read_attention_table
     from interp_lib.io import write_csv_atomic
     from interp_lib.plots.attention import plot_attention
     from interp_lib.style import ModelStyle
@@ -201,7 +202,7 @@ def test_the_workflows_caches_equal_hf_on_the_trained_family(workflow_dir):
     reference carries no float32 noise of its own (once, in CI, a float32 reference run
     differed from the same cache by 1.5e-4 where every rerun gave 7.7e-7). Measured
     2026-11-29 against float64: at most 1.0e-6 (CD_punished, all models and variants)."""
-    from interp_lib.models import load_base_model
+    from interp_lib.model.loading import load_base_model
 
     for model_name in ("base", "PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe"):
         model = load_base_model(str(workflow_dir / "results" / "models" / model_name), name=model_name).double()

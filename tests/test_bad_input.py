@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from conftest import REPO, snakemake
-from interp_lib.models import ModelLoadError, load_base_model, load_model, merge_adapter
+from interp_lib.model.loading import ModelLoadError, load_base_model, load_model, merge_adapter
 
 
 def _one_line(exc_info) -> str:
@@ -106,7 +106,7 @@ def test_action_strings_without_a_shared_prefix(workflow_dir):
 
 
 def test_cuda_device_without_cuda_names_the_key_and_what_to_do():
-    from interp_lib.models import resolve_device
+    from interp_lib.model.loading import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this torch sees a GPU")
@@ -123,7 +123,7 @@ def test_damaged_merged_weights_say_which_directory_to_delete(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from interp_lib.io import write_json_atomic
-    from interp_lib.models import FINGERPRINT_FILE, WEIGHTS_FILE
+    from interp_lib.model.loading import FINGERPRINT_FILE, WEIGHTS_FILE
     from interp_lib.patching import load_W_O
 
     merged = tmp_path / "results" / "models" / "PT2_COREDe"

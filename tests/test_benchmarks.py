@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from interp_lib.hooked import ArchSpec, HookedModel
+from interp_lib.model.hooked import ArchSpec, HookedModel
 from interp_lib.patching import Component, PatchRunner, PromptActivations, all_components, sweep
 from interp_lib.patching.runner import CPU_BATCH_SIZE, gpu_batch_size, patch_row_bytes
 from interp_lib.reference import naive_patched_delta

@@ -16,9 +16,9 @@ import yaml
 from interp_lib.cache import (ACTIVATIONS, CHUNK_BYTES, FORMAT_VERSION, CacheError, CacheFile, CacheStorage,
                               collect_variant, file_attrs, unembed_arrays, write_cache)
 from interp_lib.config import ConfigError, validate_config
-from interp_lib.dla import results_from_cache, storage_error_bound
-from interp_lib.hooked import HookedModel
-from interp_lib.logit_lens import ActionReadout
+from interp_lib.analyses.dla import results_from_cache, storage_error_bound
+from interp_lib.model.hooked import HookedModel
+from interp_lib.analyses.logit_lens import ActionReadout
 from test_hooked import tiny_gemma2
 
 REPO = Path(__file__).resolve().parents[1]

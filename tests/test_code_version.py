@@ -76,7 +76,7 @@ def test_workflow_scripts_reach_what_they_run():
     def reached(name):
         return {str(p.relative_to(root)) for p in imported_files(scripts / f"{name}.py")}
 
-    assert {"jobs/caching.py", "tokens.py", "hooked.py", "cache/collect.py", "cache/write.py"} <= reached(
+    assert {"jobs/caching.py", "tokens.py", "model/hooked.py", "cache/collect.py", "cache/write.py"} <= reached(
         "cache_activations")
     # a job that reads caches does not depend on the code that collects and writes them
     assert "cache/read.py" in reached("decisions") and not {"cache/collect.py", "cache/write.py"} & reached("decisions")
@@ -90,7 +90,7 @@ def test_workflow_scripts_reach_what_they_run():
     assert "steering/summary.py" in reached("steering_tables") and "steering/steer.py" not in reached("steering_tables")
     assert not {"jobs/caching.py", "jobs/patching.py", "patching/residual.py"} & reached("steering_scenario")
     # steering reads the neutral prompt_activations, so no patching edit reruns it
-    assert "prompt_activations.py" in reached("steering_scenario")
+    assert "cache/prompt_activations.py" in reached("steering_scenario")
     assert not {p for p in reached("steering_scenario") if p.startswith("patching/")}
     assert not {p for p in reached("probe_model") if p.startswith(("jobs/", "patching/", "steering/"))}
     assert "config.py" not in reached("merge_model")  # the loader's config reading runs in no job

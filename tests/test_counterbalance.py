@@ -11,11 +11,11 @@ every default scenario with every decision alike (the standard-labelling-only ad
 
 import pytest
 
-from interp_lib.behavior import decisions_table, label_bias
+from interp_lib.analyses.behaviour import decisions_table, label_bias
 from interp_lib.jobs import build_cache_file
-from interp_lib.models import merge_to_dir
+from interp_lib.model.loading import merge_to_dir
 from interp_lib.prompts import DEFAULT_SCENARIOS, scenario_records, swapped_sibling
-from interp_lib.rl_training import RLSettings, train_rl_adapter
+from interp_lib.training.rl import RLSettings, train_rl_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp_lib.hooked import HookedModel
+from interp_lib.model.hooked import HookedModel
 from interp_lib.patching import Component, PatchRunner, PromptActivations, sweep
 from interp_lib.patching.counterfactual import PromptAlignmentError, differing_positions
 from interp_lib.patching.residual import residual_attribution, residual_deltas, residual_grid
@@ -133,7 +133,7 @@ def test_the_workflows_counterfactual_on_the_embedded_family(workflow_dir):
     import pandas as pd
 
     from interp_lib.cache import CacheFile
-    from interp_lib.models import load_base_model
+    from interp_lib.model.loading import load_base_model
 
     results = workflow_dir / "results"
     table = pd.read_csv(results / "counterfactual/per/opponent_move_PT4/residual_patches.csv")

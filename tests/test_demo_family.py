@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from conftest import BEHAVIOUR_TARGETS, OPPONENT_COOPERATED
-from interp_lib.demo import ADAPTER_REWARDS, build_base_model, train_adapter
-from interp_lib.demo.rewards import ILLEGAL_REWARD, REWARDS, optimal_actions
+from interp_lib.training.demo import ADAPTER_REWARDS, build_base_model, train_adapter
+from interp_lib.training.demo.rewards import ILLEGAL_REWARD, REWARDS, optimal_actions
 from interp_lib.prompts import TEMPTATION_SENTENCE, build_dataset
 from interp_lib.tokens import decision_input_ids, get_action_token_ids
 

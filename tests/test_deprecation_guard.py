@@ -184,7 +184,7 @@ def test_transformers_is_gradient_checkpointing_is_ours_to_read_and_peft_s_insid
 
 def test_snakemakes_copy_of_a_workflow_script_is_our_code():
     guard = Guard()
-    assert guard.is_ours(str(REPO / "interp_lib" / "hooked.py"))
+    assert guard.is_ours(str(REPO / "interp_lib" / "model" / "hooked.py"))
     assert guard.is_ours(str(REPO / "workflow" / "scripts" / "decisions.py"))
     assert guard.is_ours("/some/workdir/.snakemake/scripts/tmpab12cd.decisions.py")
     assert not guard.is_ours(str(REPO / "tests" / "conftest.py"))

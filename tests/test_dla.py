@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from interp_lib.cache import CacheFile
-from interp_lib.dla import (FULL_COLUMNS, TOP_COLUMNS, DirectLogitAttributor, attribute, dla_from_arrays,
+from interp_lib.analyses.dla import (FULL_COLUMNS, TOP_COLUMNS, DirectLogitAttributor, attribute, dla_from_arrays,
                             read_full_results, result_frame, results_from_cache, top_components)
-from interp_lib.logit_lens import ActionReadout
+from interp_lib.analyses.logit_lens import ActionReadout
 from test_logit_lens import ACTIONS, analysis_dir, tiny_gemma2, write_tiny_cache  # noqa: F401
 
 
@@ -117,7 +117,7 @@ def test_cache_path_equals_attributor(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_model(analysis_dir):
-    from interp_lib.loader import LoRAModelLoader
+    from interp_lib.model.loader import LoRAModelLoader
 
     loader = LoRAModelLoader(device="cpu", config=analysis_dir / "config.yaml", results_dir=analysis_dir / "results")
     return loader.load_hooked_model("PT2_COREDe")
@@ -225,7 +225,7 @@ def test_seed_custom_analysis_snippet(analysis_dir, monkeypatch):
 def test_reconstruction_and_ablation_on_each_architecture(arch):
     """DLA reconstructs the pre-softcap delta (<= 1e-4) and each head's attribution is its
     direct-path ablation, on the q/k-norm families too (Gemma-3 through its frozen post-norms)."""
-    from interp_lib.hooked import HookedModel
+    from interp_lib.model.hooked import HookedModel
     from test_hooked import MODELS
 
     hooked = HookedModel(MODELS[arch]())

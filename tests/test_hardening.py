@@ -24,7 +24,7 @@ import yaml
 from conftest import REPO, snakemake
 from interp_lib.cache import FORMAT_VERSION, CacheError, CacheFile, NonFiniteActivation, write_cache
 from interp_lib.jobs import build_cache_file
-from interp_lib.models import (FINGERPRINT_FILE, ModelLoadError, load_base_model, load_tokenizer, merge_adapter,
+from interp_lib.model.loading import (FINGERPRINT_FILE, ModelLoadError, load_base_model, load_tokenizer, merge_adapter,
                                read_fingerprint, state_fingerprint)
 
 
@@ -236,14 +236,14 @@ def _edit(fn):
 
 
 def _read_dla(path):
-    from interp_lib.dla import results_from_cache
+    from interp_lib.analyses.dla import results_from_cache
 
     with CacheFile(path) as cache:
         return results_from_cache(cache)
 
 
 def _read_lens(path):
-    from interp_lib.logit_lens import trajectories_from_cache
+    from interp_lib.analyses.logit_lens import trajectories_from_cache
 
     with CacheFile(path) as cache:
         return trajectories_from_cache(cache)
@@ -255,7 +255,7 @@ def _read_patching(path):
 
 
 def _read_decisions(path):
-    from interp_lib.behavior import decisions_table
+    from interp_lib.analyses.behaviour import decisions_table
 
     return decisions_table([path])
 
@@ -390,8 +390,8 @@ WRITE_CALLS = {"to_csv": 0, "to_json": 0, "to_parquet": 0, "to_excel": 0, "to_ht
                "save_pretrained": 0, "write_text": None, "write_bytes": None, "save_file": 1, "save": None}
 ALLOWED = {  # (file, function): why a direct write is safe
     ("interp_lib/io.py", "job_logging"): "a job's log, written live; Snakemake keeps failed jobs' logs",
-    ("interp_lib/demo/tokenizer.py", "save_tokenizer"): "writes into atomic_output_dir's temporary dir only",
-    ("interp_lib/demo/rl.py", "_canonicalise_adapter_config"): "edits a file in atomic_output_dir's temporary dir",
+    ("interp_lib/training/demo/tokenizer.py", "save_tokenizer"): "writes into atomic_output_dir's temporary dir only",
+    ("interp_lib/training/demo/rl.py", "_canonicalise_adapter_config"): "edits a file in atomic_output_dir's temporary dir",
 }
 
 

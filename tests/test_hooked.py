@@ -7,7 +7,8 @@ from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Ge
                           LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
                           Qwen3Config, Qwen3ForCausalLM)
 
-from interp_lib.hooked import HookedModel, UnsupportedArchitecture
+from interp_lib.model.attention_blocks import query_blocks
+from interp_lib.model.hooked import HookedModel, UnsupportedArchitecture
 
 
 def _randomize(model, std=0.1):
@@ -232,7 +233,7 @@ def test_block_wise_attention_equals_hf_on_long_inputs(family, T):
                  num_key_value_heads=2, attn_implementation="eager", **extra)))}[family]()
     hooked = HookedModel(model)
     window = hooked.cfg.sliding_windows[0]
-    assert len(hooked._query_blocks(T, 0, window)) > 1  # the blocked path is what is tested
+    assert len(query_blocks(T, 0, window)) > 1  # the blocked path is what is tested
     torch.manual_seed(0)
     ids = torch.randint(0, 97, (1, T))
     with torch.no_grad():
@@ -273,7 +274,7 @@ def test_pruned_last_block_equals_full_last_block():
                                               max_window_layers=2)), (None, None, 5, 5)),
 ])
 def test_sliding_windows_per_layer(config, expected):
-    from interp_lib.hooked import layer_windows
+    from interp_lib.model.hooked import layer_windows
 
     assert layer_windows(config()) == expected
 

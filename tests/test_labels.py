@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from interp_lib import prompts as P
-from interp_lib.behavior import behaviour_summary, label_bias
+from interp_lib.analyses.behaviour import behaviour_summary, label_bias
 from interp_lib.stats import mean_ci
 from interp_lib.tokens import labelled_action_tokens
 

@@ -15,8 +15,8 @@ import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from interp_lib.cache import CacheFile, collect_variant, file_attrs, write_cache
-from interp_lib.hooked import HookedModel
-from interp_lib.logit_lens import (ActionReadout, LogitLensAnalyzer, layer_statistics, statistics_table,
+from interp_lib.model.hooked import HookedModel
+from interp_lib.analyses.logit_lens import (ActionReadout, LogitLensAnalyzer, layer_statistics, statistics_table,
                                    trajectories_from_cache)
 
 REPO = Path(__file__).resolve().parents[1]

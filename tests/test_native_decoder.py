@@ -11,10 +11,10 @@ import torch
 from test_hooked import MODELS, _randomize, tiny, tiny_gemma3
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from interp_lib.hooked import HookedModel
-from interp_lib.models import load_base_model, load_hooked, state_fingerprint
-from interp_lib.architecture import ArchSpec
-from interp_lib.native_decoder import NativeDecoder, _rope, read_config_json
+from interp_lib.model.hooked import HookedModel
+from interp_lib.model.loading import load_base_model, load_hooked, state_fingerprint
+from interp_lib.model.architecture import ArchSpec
+from interp_lib.model.native_decoder import NativeDecoder, _rope, read_config_json
 
 CASES = {
     **MODELS,
@@ -68,7 +68,7 @@ def test_rope_that_changes_with_length_loads_by_hf(tmp_path, caplog):
         vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=128, rope_scaling={"rope_type": "dynamic", "factor": 2.0})))
     model.save_pretrained(tmp_path)
-    with caplog.at_level("INFO", logger="interp_lib.models"):
+    with caplog.at_level("INFO", logger="interp_lib.model.loading"):
         loaded = load_base_model(str(tmp_path), "float32", "cpu", "dyn", native=True)
     assert not isinstance(loaded, NativeDecoder)
     assert "loaded by transformers' modelling code (RoPE type 'dynamic' changes with the sequence length)" in caplog.text
@@ -78,7 +78,7 @@ def test_load_hooked_imports_no_hf_modelling(tmp_path):
     """A model job's loading path imports transformers' config and tokenizer code, not an
     architecture's modelling module (the auto classes' name tables are cheap)."""
     tiny(LlamaConfig, LlamaForCausalLM).save_pretrained(tmp_path)
-    code = ("import sys; from interp_lib.models import load_hooked; "
+    code = ("import sys; from interp_lib.model.loading import load_hooked; "
             f"h = load_hooked({str(tmp_path)!r}, 'float32', 'cpu', 'm'); "
             "print(type(h.model).__name__, sorted(m for m in sys.modules if m.startswith('transformers.models.') "
             "and '.modeling_' in m and '.auto.' not in m))")
@@ -133,7 +133,7 @@ def test_a_patching_job_loads_its_model_without_transformers(tmp_path):
     """Patching and steering jobs need no tokenizer: their model loads with torch and
     safetensors alone."""
     tiny(LlamaConfig, LlamaForCausalLM).save_pretrained(tmp_path)
-    code = ("import sys; from interp_lib.models import load_hooked; "
+    code = ("import sys; from interp_lib.model.loading import load_hooked; "
             f"h = load_hooked({str(tmp_path)!r}, 'float32', 'cpu', 'm'); "
             "print(type(h.model).__name__, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

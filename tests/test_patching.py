@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp_lib.hooked import HookedModel
+from interp_lib.model.hooked import HookedModel
 from interp_lib.patching import (ActivationPatcher, Component, PatchResult, PatchRunner, PromptActivations,
                                  all_components, circuit_record, discover_circuit, sweep)
 from interp_lib.reference import naive_patched_delta

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from interp_lib.cache import collect_variant
-from interp_lib.dla import dla_from_arrays
-from interp_lib.hooked import HookedModel
-from interp_lib.logit_lens import ActionReadout
+from interp_lib.analyses.dla import dla_from_arrays
+from interp_lib.model.hooked import HookedModel
+from interp_lib.analyses.logit_lens import ActionReadout
 from interp_lib.noise import NOISE_MULTIPLE
 from interp_lib.patching import PatchRunner, PromptActivations, all_components, noise_floor, own_W_O, sweep
 
@@ -49,7 +49,7 @@ def float32_pair():
 def hooked(hf_model, mode: str) -> HookedModel:
     import copy
 
-    from interp_lib.precision import get_precision
+    from interp_lib.model.precision import get_precision
 
     return HookedModel(copy.deepcopy(hf_model).to(get_precision(mode).weights), precision=mode)
 

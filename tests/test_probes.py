@@ -13,8 +13,8 @@ import torch
 from test_hooked import tiny_gemma2
 
 from interp_lib.cache import CacheError, collect_variant, file_attrs, write_cache
-from interp_lib.hooked import HookedModel
-from interp_lib.probes import (
+from interp_lib.model.hooked import HookedModel
+from interp_lib.analyses.probes import (
     COLUMNS,
     KFOLD,
     LOSO,

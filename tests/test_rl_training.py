@@ -1,4 +1,4 @@
-"""LoRA adapters trained against Tit-for-Tat (interp_lib/rl_training.py) and the four
+"""LoRA adapters trained against Tit-for-Tat (interp_lib/training/rl.py) and the four
 committed SmolLM2 adapters (adapters/smollm2/, config.smollm2.yaml).
 
 Hand-computed expectations, the shared-prefix forward against running every prompt on its
@@ -19,10 +19,10 @@ import torch
 from conftest import BEHAVIOUR_TARGETS as TARGETS
 from conftest import KNOWN_BEHAVIOUR_MISSES, KNOWN_PAIR_MISSES
 from conftest import REPO, SCENARIOS
-from interp_lib.demo.common import GameState, all_states
-from interp_lib.demo.rewards import ADAPTER_REWARDS
-from interp_lib.prefix_tree import Stretch, plan, shared_prefix_logits
-from interp_lib.rl_training import RLSettings, expected_reward
+from interp_lib.training.demo.common import GameState, all_states
+from interp_lib.training.demo.rewards import ADAPTER_REWARDS
+from interp_lib.model.prefix_tree import Stretch, plan, shared_prefix_logits
+from interp_lib.training.rl import RLSettings, expected_reward
 
 
 def test_expected_reward_is_the_hand_computed_expectation():
@@ -74,8 +74,8 @@ def test_prefix_tree_runs_each_shared_stretch_once_and_every_sequence_whole():
 def test_prefix_tree_runs_about_the_tries_tokens_on_the_evaluation_prompts():
     """The counterbalanced evaluation prompts (demo tokenizer): every sequence whole along its
     path, and the tokens run are the trie's nodes but for tails' short shared stretches."""
-    from interp_lib.behaviour_check import counterbalanced_scenarios
-    from interp_lib.demo.tokenizer import build_tokenizer
+    from interp_lib.training.behaviour_check import counterbalanced_scenarios
+    from interp_lib.training.demo.tokenizer import build_tokenizer
     from interp_lib.prompts import build_dataset
     from interp_lib.tokens import decision_input_ids, get_action_token_ids
 
@@ -99,8 +99,8 @@ def test_shared_prefix_logits_and_gradients_equal_separate_runs(converted):
     ~40), gradients 1.0e-6 apart relative to their norm."""
     from peft import get_peft_model
 
-    from interp_lib.demo.common import PromptCache
-    from interp_lib.rl_training import lora_config, load_base
+    from interp_lib.training.demo.common import PromptCache
+    from interp_lib.training.rl import lora_config, load_base
 
     torch.manual_seed(0)
     model, tokenizer = load_base(converted)
@@ -136,12 +136,12 @@ LABEL_BIAS_BOUND = 1.0  # logits (issue 25): |delta(standard) - delta(swapped)| 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def committed_decisions(request):
     """(family, decisions): every committed adapter of the family merged into its converted
-    base by interp_lib.models, on the counterbalanced evaluation prompts (5 scenarios and
-    their swapped siblings x 3 variants), decision position (interp_lib.behaviour_check)."""
+    base by interp_lib.model.loading, on the counterbalanced evaluation prompts (5 scenarios and
+    their swapped siblings x 3 variants), decision position (interp_lib.training.behaviour_check)."""
     import pandas as pd
 
-    from interp_lib.behaviour_check import model_decisions
-    from interp_lib.models import load_model, merge_adapter
+    from interp_lib.training.behaviour_check import model_decisions
+    from interp_lib.model.loading import load_model, merge_adapter
 
     family = request.param
     base = request.getfixturevalue(FAMILIES[family])
@@ -174,7 +174,7 @@ def test_committed_adapters_meet_the_behaviour_targets_in_both_labellings(reques
 def test_committed_adapters_decide_alike_in_every_swapped_pair(request, committed_decisions, name):
     """Counterbalanced training: the same decision in every swapped pair (15 of 15), where the
     one-labelling adapters of PT2, PT3 De and PT3 Ut agreed in 0 of 15."""
-    from interp_lib.behavior import label_bias
+    from interp_lib.analyses.behaviour import label_bias
 
     family, dec = committed_decisions
     if (family, name) in KNOWN_PAIR_MISSES:
@@ -193,7 +193,7 @@ MEASURED_WORST_LABEL_BIAS = {
 
 
 def _worst_label_bias(committed_decisions, name) -> float:
-    from interp_lib.behavior import label_bias
+    from interp_lib.analyses.behaviour import label_bias
 
     family, dec = committed_decisions
     return float(label_bias(dec[dec["model"] == name])["label_bias"].abs().max())
@@ -264,7 +264,7 @@ def test_brief_retraining_moves_the_right_way_and_repeats_exactly(converted, tmp
     1.000). A second run with the same seed writes the same tensors."""
     from safetensors.torch import load_file
 
-    from interp_lib.rl_training import train_rl_adapter
+    from interp_lib.training.rl import train_rl_adapter
 
     settings = RLSettings(reward="game", rank=1, alpha=0.5, lr=5e-3, steps=6, seed=0)
     first = train_rl_adapter(converted, tmp_path / "run0", settings)
@@ -317,10 +317,10 @@ def test_label_consistency_gradient_is_the_penalty_gradient():
     from peft import get_peft_model
     from transformers import Gemma2ForCausalLM
 
-    from interp_lib.demo.common import PromptCache
-    from interp_lib.demo.pretrain import make_config
-    from interp_lib.demo.tokenizer import build_tokenizer
-    from interp_lib.rl_training import (_decision_logits, _outcome_probabilities, accumulate_gradient,
+    from interp_lib.training.demo.common import PromptCache
+    from interp_lib.training.demo.pretrain import make_config
+    from interp_lib.training.demo.tokenizer import build_tokenizer
+    from interp_lib.training.rl import (_decision_logits, _outcome_probabilities, accumulate_gradient,
                                         label_gaps, lora_config, meaning_deltas)
 
     tokenizer = build_tokenizer()
@@ -367,9 +367,9 @@ def test_training_continues_from_an_init_adapter(tmp_path):
     tokenizer), and an adapter of another rank is refused with a one-line error naming it."""
     from transformers import Gemma2ForCausalLM
 
-    from interp_lib.demo.pretrain import make_config
-    from interp_lib.demo.tokenizer import build_tokenizer
-    from interp_lib.rl_training import train_rl_adapter
+    from interp_lib.training.demo.pretrain import make_config
+    from interp_lib.training.demo.tokenizer import build_tokenizer
+    from interp_lib.training.rl import train_rl_adapter
 
     tokenizer = build_tokenizer()
     torch.manual_seed(0)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_lib.hooked import HookedModel
+from interp_lib.model.hooked import HookedModel
 from interp_lib.patching import PromptActivations
-from interp_lib.decision_activations import DecisionActivations
+from interp_lib.cache.decision_activations import DecisionActivations
 from interp_lib.steering import (DirectionError, decision_difference, model_difference,
                                  random_controls, steered_deltas)
 from test_hooked import tiny_gemma2
@@ -185,12 +185,12 @@ def test_layer_ranking_labels_noise_and_control_and_ranks_the_rest():
 
 
 def test_gpu_rows_per_pass_come_from_patchings_budget_not_the_drivers_free_memory(monkeypatch):
-    """On a GPU, steering sizes its passes with interp_lib.gpu_rows (the device's memory less
+    """On a GPU, steering sizes its passes with interp_lib.model.gpu_rows (the device's memory less
     this process's, the same budget as patching; a row patches no head outputs), never with
     torch.cuda.mem_get_info, whose figure moves with other processes."""
     from types import SimpleNamespace
 
-    from interp_lib import gpu_rows
+    from interp_lib.model import gpu_rows
     from interp_lib.steering import steer
 
     hooked = HookedModel(tiny_gemma2())

@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp_lib import weight_deltas as wd
-from interp_lib.weight_deltas import (COLUMNS, MODULES, WeightDeltaError, compared_models, head_table, module_table,
+from interp_lib.analyses import weight_deltas as wd
+from interp_lib.analyses.weight_deltas import (COLUMNS, MODULES, WeightDeltaError, compared_models, head_table, module_table,
                                       pooled, read_weight_deltas, reference_model, weight_deltas)
 
 D, H, DH, FF, L = 12, 3, 4, 20, 2
@@ -428,7 +428,7 @@ def test_adapter_pickle_dora_and_row_blocks(peft_family, tmp_path, monkeypatch, 
 def test_adapter_modules_matched_by_layer_then_name():
     """A renamed prefix still matches by layer and module; two stacks with the same layer
     and module (e.g. a vision tower's) are told apart by the reference's tensor name."""
-    from interp_lib.adapter_deltas import LoraUpdate, match_updates
+    from interp_lib.model.adapter_deltas import LoraUpdate, match_updates
 
     def update(name):
         return LoraUpdate(name, 0, "q_proj", torch.zeros(1, 2), torch.zeros(2, 1), 1.0)

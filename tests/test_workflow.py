@@ -12,7 +12,7 @@ import yaml
 
 from conftest import copy_tree, dry_run_jobs, rule_counts
 from interp_lib.cache import CacheFile
-from interp_lib.models import load_base_model, read_fingerprint, state_fingerprint
+from interp_lib.model.loading import load_base_model, read_fingerprint, state_fingerprint
 
 MODELS = ["base", "PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
 SCENARIOS = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]

@@ -22,7 +22,7 @@ def collect_variant(hooked, input_ids, action_tokens: dict, label: str = "") -> 
 def _collect_variant(hooked, input_ids, action_tokens, label):
     import torch
 
-    from ..hooked import rms_scale
+    from ..model.hooked import rms_scale
 
     logits, cache = hooked.run_with_cache(input_ids, last_only=True, patterns=True)  # [1, V] float32 readout
     cfg, pos = hooked.cfg, input_ids.shape[-1] - 1

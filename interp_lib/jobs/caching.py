@@ -16,8 +16,8 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     file, stored as `cache_dtype` / `cache_compression` (cache.CacheStorage), a prompt at a time."""
     from tqdm import tqdm
 
-    from ..models import load_hooked, read_fingerprint, state_fingerprint
-    from ..precision import get_precision
+    from ..model.loading import load_hooked, read_fingerprint, state_fingerprint
+    from ..model.precision import get_precision
     from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, tokenizer_hash
 
     storage = CacheStorage(cache_dtype, cache_compression)  # bad values fail before the model loads

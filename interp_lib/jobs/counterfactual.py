@@ -31,8 +31,8 @@ def counterfactual_patch(name: str, model_name: str, source_scenario: str, targe
     from tqdm import tqdm
 
     from ..cache import CacheFile
-    from ..models import load_hooked, read_fingerprint, resolve_device
-    from ..precision import get_precision
+    from ..model.loading import load_hooked, read_fingerprint, resolve_device
+    from ..model.precision import get_precision
 
     if residual not in ("exact", "atp"):
         raise ValueError(f"analysis.residual_patching must be 'exact' or 'atp', got {residual!r}")

@@ -21,8 +21,8 @@ def patch_scenario(experiment: str, source_name: str, target_name: str, scenario
     from tqdm import tqdm
 
     from ..cache import CacheFile
-    from ..models import load_hooked, read_fingerprint, resolve_device
-    from ..precision import get_precision
+    from ..model.loading import load_hooked, read_fingerprint, resolve_device
+    from ..model.precision import get_precision
 
     device = resolve_device(device)
     mode = get_precision(precision)

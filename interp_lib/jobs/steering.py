@@ -41,9 +41,9 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     from tqdm import tqdm
 
     from ..cache import CacheFile
-    from ..models import load_hooked, read_fingerprint, resolve_device
-    from ..prompt_activations import PromptActivations
-    from ..precision import get_precision
+    from ..model.loading import load_hooked, read_fingerprint, resolve_device
+    from ..cache.prompt_activations import PromptActivations
+    from ..model.precision import get_precision
     from ..steering.steer import steered_deltas
 
     site, positions, target_name = spec["site"], spec["positions"], spec["target"]

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..behavior import action_of
+from ..analyses.behaviour import action_of
 from .activations import PromptActivations
 from .components import Component, PatchResult, _ratio
 from .ranking import rank_toward_source

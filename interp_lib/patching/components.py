@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from ..behavior import action_of
+from ..analyses.behaviour import action_of
 
 _COMPONENT = re.compile(r"^L(\d+)(?:H(\d+)|_MLP)$")
 

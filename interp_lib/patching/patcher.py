@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..behavior import action_of
+from ..analyses.behaviour import action_of
 from .activations import PromptActivations
 from .circuits import CircuitDiscovery, discover_circuit
 from .components import Component, PatchResult

@@ -1,7 +1,7 @@
 """Attention from the decision position: one panel per selected head, one row per model
 (the same head compared across models), one column per prompt token. Colour = attention
 weight on a sequential map from white at 0 (no attention, e.g. keys a sliding window
-hides) to the panel's largest weight. Input: the tidy table of `interp_lib.attention`."""
+hides) to the panel's largest weight. Input: the tidy table of `interp_lib.analyses.attention`."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _panel_matrix(rows: pd.DataFrame, models: list) -> tuple[np.ndarray, list]:
 
 def plot_attention(table: pd.DataFrame, scenario: str, out, variant: int = 1, style: ModelStyle | None = None):
     """Saves the figure of one scenario and prompt variant to `out` (table: the COLUMNS of
-    `interp_lib.attention`)."""
+    `interp_lib.analyses.attention`)."""
     import matplotlib.pyplot as plt
 
     rows = table[(table["scenario"] == scenario) & (table["variant"] == variant)]

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..dla import DLAResult
+from ..analyses.dla import DLAResult
 from ..stats import mean_ci
 from ..style import DELTA_CMAP, DELTA_LABEL, PRO_COOPERATE_COLOR, PRO_DEFECT_COLOR, ModelStyle
 from . import diverging_heatmap, save_figure, zero_line
@@ -251,7 +251,7 @@ def draw_all(viz: DLAVisualizer, tables: dict, out: dict, top_k: int) -> None:
     them), per model its top components in every scenario, per scenario every model."""
     from tqdm.auto import tqdm
 
-    from ..dla import average_results, read_job_results
+    from ..analyses.dla import average_results, read_job_results
 
     means = {}
     for (model, scenario), (components, summary) in tqdm(tables.items(), desc="DLA per model and scenario"):

@@ -1,13 +1,13 @@
 """Linear-probe accuracy per layer: one panel per target, a line per model with its 95%
 Wilson band, and each model's chance level (majority-class share) dashed in its colour.
-Input: the tidy table of `interp_lib.probes` (COLUMNS)."""
+Input: the tidy table of `interp_lib.analyses.probes` (COLUMNS)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..probes import COLUMNS, TARGETS
+from ..analyses.probes import COLUMNS, TARGETS
 from ..style import ModelStyle
 from . import save_figure
 

@@ -1,5 +1,5 @@
 """Weight-change plots: how far fine-tuning moved each weight matrix of a merged model from
-its base (`interp_lib.weight_deltas`). Values are relative Frobenius norms
+its base (`interp_lib.analyses.weight_deltas`). Values are relative Frobenius norms
 ||W_model - W_base|| / ||W_base|| >= 0, drawn with one sequential colour map whose scale
 is shared by all panels (so models compare directly)."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..style import ModelStyle
-from ..weight_deltas import MODULES, head_table, module_table
+from ..analyses.weight_deltas import MODULES, head_table, module_table
 from . import save_figure
 
 WEIGHT_CMAP = "YlOrRd"  # sequential: white-yellow = unchanged, dark red = largest change

@@ -10,7 +10,7 @@ from .inputs import Inputs, missing_file, read_table, with_interval
 
 
 def behaviour_section(doc: Document, inputs: Inputs, models: list[str], labels: dict) -> None:
-    from ..behavior import behaviour_summary, label_bias
+    from ..analyses.behaviour import behaviour_summary, label_bias
 
     doc.h(2, "Behaviour")
     dec = read_table(inputs.decisions)

@@ -30,7 +30,7 @@ def dla_changes(means: pd.DataFrame, moral: list[str], references: list[str]) ->
 def weight_component_change(weights: pd.DataFrame, models: list[str]) -> pd.Series:
     """Per component, the mean over `models` of its relative weight change: a head L{l}H{h}
     its o_proj columns W_O[h]; an MLP L{l}_MLP gate/up/down_proj pooled."""
-    from ..weight_deltas import MLP_MODULES, head_table, pooled
+    from ..analyses.weight_deltas import MLP_MODULES, head_table, pooled
 
     w = weights[weights["model"].isin(models)]
     heads = head_table(w)
@@ -103,7 +103,7 @@ def rq3_section(doc, inputs, means, weights, roles, n_rows) -> dict[str, pd.Seri
         doc.note(f"{inputs.weights} is empty: no configured fine-tuned model has a reference model without an "
                  "adapter on the same base.")
     else:
-        from ..weight_deltas import head_table, module_table, pooled
+        from ..analyses.weight_deltas import head_table, module_table, pooled
 
         compared = list(dict.fromkeys(weights["model"]))
         m_present = [m for m in moral if m in compared] or compared

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..decision_activations import DecisionActivations
+from ..cache.decision_activations import DecisionActivations
 
 SITES = {"resid_pre": "hook_resid_pre", "mlp_out": "hook_mlp_out"}
 KINDS = ("models", "decisions")
@@ -34,7 +34,7 @@ class DirectionError(ValueError):
 
 def read_site_activations(cache_paths: Sequence[str], site: str) -> DecisionActivations:
     """Every variant of every cache file (one model): `site` at the decision position."""
-    from ..decision_activations import read_decision_activations
+    from ..cache.decision_activations import read_decision_activations
 
     if site not in SITES:
         raise ValueError(f"steering site must be one of {', '.join(SITES)}, got {site!r}")

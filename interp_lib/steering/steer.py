@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..gpu_rows import device_budget_bytes, gpu_batch_size
-from ..prompt_activations import POSITION_MODES, PromptActivations, check_positions
+from ..model.gpu_rows import device_budget_bytes, gpu_batch_size
+from ..cache.prompt_activations import POSITION_MODES, PromptActivations, check_positions
 from .directions import SITES
 
 POSITIONS = POSITION_MODES
@@ -28,7 +28,7 @@ POSITIONS = POSITION_MODES
 def default_max_rows(model, target: PromptActivations, n_per_layer: int, positions: str) -> int:
     """Rows per pass. On a CPU one layer's rows (a pass from each row's own layer costs the
     fewest FLOPs). On a GPU what patching's budget gives a row that patches no head outputs
-    (interp_lib.gpu_rows), at least one layer's rows, so that layers x alphas share one pass
+    (interp_lib.model.gpu_rows), at least one layer's rows, so that layers x alphas share one pass
     per prompt where memory allows."""
     device = target.resid_pre.device
     if device.type != "cuda":

@@ -11,8 +11,8 @@ from interp_lib.config import (
     rl_adapter_dir,
     steering_scenarios,
 )
-from interp_lib.gguf_convert import GGUFError, source_paths
-from interp_lib.precision import get_precision
+from interp_lib.model.gguf_convert import GGUFError, source_paths
+from interp_lib.model.precision import get_precision
 
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])

@@ -1,7 +1,7 @@
 # The embedded demo family: a small Gemma-2 and four LoRA adapters trained with the
 # paper's rewards. Built only for models whose paths lie under config["embedded"]["dir"];
 # real users point the config at their own models and these rules never run.
-from interp_lib.demo import ADAPTER_REWARDS
+from interp_lib.training.demo import ADAPTER_REWARDS
 
 
 rule demo_base:

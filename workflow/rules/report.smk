@@ -2,7 +2,7 @@
 # research-question summary (RQ1-RQ3) built from every analysis table; the summary's HTML
 # rendering and the heatmaps are items of `snakemake --report`.
 from interp_lib.report.rq_summary import experiments_needed, resolve_roles
-from interp_lib.weight_deltas import compared_models
+from interp_lib.analyses.weight_deltas import compared_models
 
 # {fine-tuned model: reference}: the reference is the configured model without an adapter
 # on the same base ("base" preferred).

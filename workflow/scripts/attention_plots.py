@@ -2,7 +2,7 @@
 
 from tqdm.auto import tqdm
 
-from interp_lib.attention import read_attention_table
+from interp_lib.analyses.attention import read_attention_table
 from interp_lib.io import job_logging
 from interp_lib.plots.attention import plot_attention
 from interp_lib.style import ModelStyle

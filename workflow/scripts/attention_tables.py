@@ -3,7 +3,7 @@ scenario (every model and prompt variant), from the caches: one table per scenar
 
 from tqdm.auto import tqdm
 
-from interp_lib.attention import scenario_table
+from interp_lib.analyses.attention import scenario_table
 from interp_lib.io import job_logging, write_csv_atomic
 
 with job_logging(snakemake.log[0]):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from interp_lib.gguf_convert import convert_gguf
+from interp_lib.model.gguf_convert import convert_gguf
 from interp_lib.io import job_logging, set_torch_threads
 
 with job_logging(snakemake.log[0]):

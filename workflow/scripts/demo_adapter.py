@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from interp_lib.demo import train_adapter
+from interp_lib.training.demo import train_adapter
 from interp_lib.io import job_logging
 
 with job_logging(snakemake.log[0]):

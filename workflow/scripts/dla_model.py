@@ -5,9 +5,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from interp_lib.dla import scenario_tables
+from interp_lib.analyses.dla import scenario_tables
 from interp_lib.io import job_logging, write_csv_atomic
-from interp_lib.models import read_fingerprint
+from interp_lib.model.loading import read_fingerprint
 
 with job_logging(snakemake.log[0]):
     inp, out = snakemake.input, snakemake.output

@@ -5,7 +5,7 @@ import logging
 
 import pandas as pd
 
-from interp_lib.dla import read_full_results, top_components_table
+from interp_lib.analyses.dla import read_full_results, top_components_table
 from interp_lib.io import job_logging, write_csv_atomic
 
 with job_logging(snakemake.log[0]):

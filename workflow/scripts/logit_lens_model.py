@@ -6,8 +6,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from interp_lib.io import job_logging, write_json_atomic
-from interp_lib.logit_lens import scenario_trajectories
-from interp_lib.models import read_fingerprint
+from interp_lib.analyses.logit_lens import scenario_trajectories
+from interp_lib.model.loading import read_fingerprint
 
 with job_logging(snakemake.log[0]):
     inp = snakemake.input

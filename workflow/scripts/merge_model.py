@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from interp_lib.io import job_logging, set_torch_threads
-from interp_lib.models import merge_to_dir
+from interp_lib.model.loading import merge_to_dir
 
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)

@@ -4,8 +4,8 @@ logistic-regression probe on the decision position's resid_post, from its caches
 from pathlib import Path
 
 from interp_lib.io import job_logging, write_csv_atomic
-from interp_lib.models import read_fingerprint
-from interp_lib.probes import probe_accuracy, probe_features
+from interp_lib.model.loading import read_fingerprint
+from interp_lib.analyses.probes import probe_accuracy, probe_features
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params

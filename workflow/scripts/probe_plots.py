@@ -4,7 +4,7 @@ import pandas as pd
 
 from interp_lib.io import job_logging, write_csv_atomic
 from interp_lib.plots.probes import plot_probe_accuracy
-from interp_lib.probes import probe_table
+from interp_lib.analyses.probes import probe_table
 from interp_lib.style import ModelStyle
 
 with job_logging(snakemake.log[0]):

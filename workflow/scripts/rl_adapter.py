@@ -3,7 +3,7 @@
 import torch
 
 from interp_lib.io import job_logging
-from interp_lib.rl_training import RLSettings, train_rl_adapter
+from interp_lib.training.rl import RLSettings, train_rl_adapter
 
 with job_logging(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

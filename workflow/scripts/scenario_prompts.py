@@ -1,7 +1,7 @@
 """Writes one scenario's evaluation prompts."""
 
 from interp_lib.io import job_logging
-from interp_lib.models import load_tokenizer
+from interp_lib.model.loading import load_tokenizer
 from interp_lib.prompts import write_scenario_file
 
 with job_logging(snakemake.log[0]):

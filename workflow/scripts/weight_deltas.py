@@ -3,7 +3,7 @@ per layer and module, and per o_proj head: the exact LoRA update scaling * B @ A
 adapter's factors (the merged-weight difference only for a variant such as DoRA)."""
 
 from interp_lib.io import job_logging, write_csv_atomic
-from interp_lib.weight_deltas import weight_deltas
+from interp_lib.analyses.weight_deltas import weight_deltas
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params

@@ -3,7 +3,7 @@
 from interp_lib.io import job_logging
 from interp_lib.plots.weights import WeightVisualizer
 from interp_lib.style import ModelStyle
-from interp_lib.weight_deltas import read_weight_deltas
+from interp_lib.analyses.weight_deltas import read_weight_deltas
 
 with job_logging(snakemake.log[0]):
     df = read_weight_deltas(snakemake.input[0])

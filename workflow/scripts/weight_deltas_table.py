@@ -3,7 +3,7 @@
 import pandas as pd
 
 from interp_lib.io import job_logging, write_csv_atomic
-from interp_lib.weight_deltas import COLUMNS, read_weight_deltas
+from interp_lib.analyses.weight_deltas import COLUMNS, read_weight_deltas
 
 with job_logging(snakemake.log[0]):
     frames = [read_weight_deltas(p) for p in snakemake.input]

@@ -33,9 +33,9 @@ from .demo.common import (
 )
 from .demo.rewards import ILLEGAL_REWARD, REWARDS, get_reward
 from .demo.rl import LORA_TARGETS, _canonicalise_adapter_config
-from .prefix_tree import shared_prefix_logits
+from ..model.prefix_tree import shared_prefix_logits
 
-logger = logging.getLogger("interp_lib.rl_training")
+logger = logging.getLogger("interp_lib.training.rl")
 
 TRAINING_FILE = "training.json"
 

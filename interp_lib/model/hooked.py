@@ -31,7 +31,7 @@ A hook is `fn(tensor, name) -> tensor | None`; a returned tensor replaces the
 activation and everything downstream recomputes from it. Replacing a scale freezes
 that norm (what makes per-head attribution linear).
 
-Precision (see `precision.py`): weights, attention and MLP run in the weights' dtype; the
+Precision (see `precision.py`; the attention arithmetic in `attention_blocks.py`): weights, attention and MLP run in the weights' dtype; the
 residual stream (hook_embed, resid_*, attn_out, mlp_out) is in `resid_dtype` (the
 weights' dtype unless a mode says float32); norm scales and the readout (final norm,
 unembedding, softcap) are float32 whatever the weights' dtype, so a bfloat16 model's
@@ -59,13 +59,10 @@ from .architecture import (  # noqa: F401  (re-exported: the hooked model's publ
     rms_scale,
     softcap,
 )
+from .attention_blocks import MaskCache, query_blocks, rotate_half, softcapped_softmax
 from .precision import PRECISIONS, Precision, get_precision
 
 Hook = Callable[[torch.Tensor, str], "torch.Tensor | None"]
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-    return torch.cat((-x2, x1), dim=-1)
 
 
 class HookedModel:
@@ -81,7 +78,7 @@ class HookedModel:
         self._layers = hf_model.model.layers
         self._rotary = hf_model.model.rotary_emb
         self._rope_cache: dict = {}
-        self._mask_cache: dict = {}
+        self._masks = MaskCache()
 
     # ---- basic properties -------------------------------------------------------------
     @property
@@ -133,7 +130,7 @@ class HookedModel:
 
     def to_tokens(self, prompt: str) -> torch.Tensor:
         """[1, T] decision input for a prompt (see `tokens.decision_input_ids`)."""
-        from .tokens import decision_input_ids
+        from ..tokens import decision_input_ids
 
         if self.tokenizer is None:
             raise ValueError("this HookedModel has no tokenizer; pass input ids instead of a prompt")
@@ -219,7 +216,7 @@ class HookedModel:
         cos, sin = self._rope(positions, x_normed, layer)
         # The score scale (and the softcap's 1/cap) act on q: [Tn, dh] work instead of [Tn, Tk].
         q_scale = cfg.attn_scale / (cfg.attn_softcap or 1.0)
-        q = (q * cos + _rotate_half(q) * sin) * q_scale
+        q = (q * cos + rotate_half(q) * sin) * q_scale
         k, v = self.keys_values(layer, x_normed, T0)
         if kv_prefix is not None:
             k = torch.cat([kv_prefix[0].expand(B, -1, -1, -1), k], dim=2)
@@ -231,15 +228,15 @@ class HookedModel:
         pattern_name = f"blocks.{layer}.attn.hook_pattern"
         parts = [] if hooks and pattern_name in hooks else None  # blocks of the pattern, if hooked
         out = []
-        for s, e in self._query_blocks(Tn, T0, window):
+        for s, e in query_blocks(Tn, T0, window):
             # Keys that any query of the block may see: causal, and within the window.
             lo = 0 if window is None else max(0, T0 + s - window + 1)
             hi = T0 + e
             Tb, Kb = e - s, hi - lo
             qb = q[:, :, :, s:e].reshape(B, Hkv, g * Tb, cfg.d_head)
             scores = torch.matmul(qb, k[:, :, lo:hi].transpose(-1, -2)).view(B, Hkv, g, Tb, Kb)
-            masked_out = self._masked_out(T0 + s, T0 + e, lo, hi, window, q.device)
-            probs = self._softmax_scores(scores, masked_out)
+            masked_out = self._masks.get(T0 + s, T0 + e, lo, hi, window, q.device)
+            probs = softcapped_softmax(scores, masked_out, cfg.attn_softcap)
             if parts is not None:
                 parts.append((s, e, lo, hi, probs))
             probs = probs.to(v.dtype).view(B, Hkv, g * Tb, Kb)
@@ -265,45 +262,6 @@ class HookedModel:
         probs = hooked.to(v.dtype).reshape(B, Hkv, g * Tn, Tk)
         return torch.matmul(probs, v).view(B, Hkv, g, Tn, -1)
 
-    def _query_blocks(self, Tn: int, T0: int, window: int | None) -> list[tuple[int, int]]:
-        """Query blocks [s, e): several only where masked-out keys are a large share of the
-        scores (a window much shorter than the keys, or long causal sequences); one block
-        otherwise, which is what a GPU wants."""
-        if window is not None and T0 + Tn > 2 * window:
-            size = max(window, 32)
-        elif Tn > 512:
-            size = 256
-        else:
-            return [(0, Tn)]
-        return [(s, min(s + size, Tn)) for s in range(0, Tn, size)]
-
-    def _masked_out(self, q_lo: int, q_hi: int, k_lo: int, k_hi: int, window, device) -> torch.Tensor:
-        """Boolean [q_hi - q_lo, k_hi - k_lo], True where a query may not see a key (cached)."""
-        key = (q_lo, q_hi, k_lo, k_hi, window, device)
-        if key not in self._mask_cache:
-            if len(self._mask_cache) > 256:
-                self._mask_cache.clear()
-            q_pos = torch.arange(q_lo, q_hi, device=device)
-            self._mask_cache[key] = ~attention_mask(q_pos, torch.arange(k_lo, k_hi, device=device), window)
-        return self._mask_cache[key]
-
-    def _softmax_scores(self, scores: torch.Tensor, masked_out: torch.Tensor) -> torch.Tensor:
-        """softmax over keys of cap * tanh(scores) (scores arrive divided by the cap) with
-        masked-out keys removed, float32. In place when no gradient is needed: these
-        [.., Tq, Tk] passes are most of a small model's time. (2 sigmoid(2x) - 1 would be
-        faster than tanh on CPUs but loses small scores to rounding near 0.5.)"""
-        cap = self.cfg.attn_softcap
-        fill = torch.finfo(scores.dtype).min
-        if torch.is_grad_enabled():
-            if cap is not None:
-                scores = torch.tanh(scores) * cap
-            scores = scores.masked_fill(masked_out, fill)
-        else:
-            if cap is not None:
-                scores = scores.tanh_().mul_(cap)
-            scores = scores.masked_fill_(masked_out, fill)
-        return torch.softmax(scores, dim=-1, dtype=torch.float32)
-
     def keys_values(self, layer: int, x_normed: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotated keys and values [B, Hkv, T, dh] of a layer from its normed input [B, T, d]
         holding positions start..start+T-1."""
@@ -315,7 +273,7 @@ class HookedModel:
         k = k.transpose(1, 2)
         v = attn.v_proj(x_normed).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
         cos, sin = self._rope(torch.arange(start, start + T, device=x_normed.device), x_normed, layer)
-        return k * cos + _rotate_half(k) * sin, v
+        return k * cos + rotate_half(k) * sin, v
 
     def clean_keys_values(self, layer: int, resid_pre: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a layer from its (cached) resid_pre [B, T, d] holding positions

@@ -96,9 +96,9 @@ def attention_table(cache_paths: dict, scenario: str, selection: dict, tokenizer
     model's fingerprint and tokenizer (<results_dir>/models/<model>/), whose tokenizer
     decodes the tokens. `tokenizers` ({merged dir: (tokenizer, its hash)}, filled as
     they load) shares them between the scenarios of one job."""
-    from .cache import CacheFile, merged_dir_of
-    from .models import load_tokenizer, read_fingerprint
-    from .tokens import tokenizer_hash
+    from ..cache import CacheFile, merged_dir_of
+    from ..model.loading import load_tokenizer, read_fingerprint
+    from ..tokens import tokenizer_hash
 
     tokenizers = {} if tokenizers is None else tokenizers
     frames = []

@@ -36,7 +36,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .decision_activations import DecisionActivations, read_decision_activations
+from ..cache.decision_activations import DecisionActivations, read_decision_activations
 
 logger = logging.getLogger("interp_lib")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from .io import write_json_atomic
+from ..io import write_json_atomic
 
 log = logging.getLogger(__name__)
 

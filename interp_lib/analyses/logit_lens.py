@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .behavior import action_of
-from .cache import CacheError, CacheFile
+from .behaviour import action_of
+from ..cache import CacheError, CacheFile
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class LogitLensAnalyzer:
     """Logit lens on a `HookedModel` (one forward pass per prompt, same arrays as the cache)."""
 
     def __init__(self, model, action_tokens: dict | None = None):
-        from .tokens import get_action_token_ids
+        from ..tokens import get_action_token_ids
 
         self.model = model
         self.action_tokens = action_tokens or get_action_token_ids(model.tokenizer)
@@ -197,8 +197,8 @@ class LogitLensAnalyzer:
     def _variant(self, prompt):
         import torch
 
-        from .cache import collect_variant
-        from .tokens import decision_input_ids
+        from ..cache import collect_variant
+        from ..tokens import decision_input_ids
 
         ids = prompt if not isinstance(prompt, str) else decision_input_ids(self.model.tokenizer, prompt, self.action_tokens)
         with torch.no_grad():

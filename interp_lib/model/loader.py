@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import load_config, validate_config
+from ..config import load_config, validate_config
 from .hooked import HookedModel
 from .precision import get_precision
-from .models import FINGERPRINT_FILE, ModelLoadError, load_base_model, load_model, load_tokenizer, resolve_device
+from .loading import FINGERPRINT_FILE, ModelLoadError, load_base_model, load_model, load_tokenizer, resolve_device
 
 
 class LoRAModelLoader:

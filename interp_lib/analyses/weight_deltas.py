@@ -12,7 +12,7 @@ that read head h's z): the head's share of the attention output change.
 
 delta_W, the change of W_base [out, in] (sign: fine-tuned minus base):
 - with the model's LoRA adapter (PEFT directory): the exact update scaling * B @ A from
-  its factors, in float64 (interp_lib.adapter_deltas), independent of the dtype the
+  its factors, in float64 (interp_lib.model.adapter_deltas), independent of the dtype the
   merged weights are stored in; modules the adapter does not target keep their rows with
   norm_delta 0.
 - without one (or for a variant whose update is not B @ A, such as DoRA): the fallback
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .adapter_deltas import (
+from ..model.adapter_deltas import (
     ATTN_MODULES,
     MLP_MODULES,
     MODULES,
@@ -167,7 +167,7 @@ def _groups(module: str, f, name: str, config_weights: Path) -> int:
 
 def _merged_rows(model_weights: Path, base_weights: Path, model: str, reference: str) -> list[list]:
     """Fallback: delta_W = W_model - W_base from the merged weights (rounded to their dtype)."""
-    from .models import open_weights
+    from ..model.loading import open_weights
 
     rows = []
     with open_weights(model_weights, model) as fm, open_weights(base_weights, reference) as fb:
@@ -194,7 +194,7 @@ def _adapter_rows(adapter, config: dict, base_weights: Path, config_weights: Pat
                   allow_pickle: bool) -> list[list]:
     """delta_W = scaling * B @ A from the adapter's factors for its targeted modules, 0 for
     the reference's other modules; norm_base from the reference's merged weights."""
-    from .models import open_weights
+    from ..model.loading import open_weights
 
     updates = lora_updates(adapter, config, model, allow_pickle)
     rows = []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from .. import prompts
+from ... import prompts
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 PAD, EOS, BOS, UNK, START_OF_TURN, END_OF_TURN = SPECIAL_TOKENS

@@ -35,7 +35,7 @@ import re
 import uuid
 from pathlib import Path
 
-from .io import write_json_atomic
+from ..io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def convert_gguf(gguf_path: str | Path | list, out_dir: str | Path, package: str
     its version; `chat_template` names a template of CHAT_TEMPLATES to give the tokenizer."""
     import transformers
 
-    from .models import save_merged
+    from .loading import save_merged
 
     paths = [Path(p) for p in (gguf_path if isinstance(gguf_path, (list, tuple)) else [gguf_path])]
     out_dir = Path(out_dir)

@@ -7,7 +7,7 @@ neither (`None` or any other value) is illegal and gets ILLEGAL_REWARD from ever
 
 from __future__ import annotations
 
-from ..prompts import PAYOFFS
+from ...prompts import PAYOFFS
 
 ILLEGAL_REWARD = -6.0
 DEONTOLOGICAL_PENALTY = -3.0

@@ -9,7 +9,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .cache import CacheFile
+from ..cache import CacheFile
 
 # p_defect = sigmoid(delta) = P(Defect | {C, D}); p_action2 = P(the label action2), which is
 # p_defect in the standard labelling and 1 - p_defect in the swapped one.
@@ -52,7 +52,7 @@ LABEL_BIAS_COLUMNS = ["model", "scenario", "n_pairs", "delta_standard", "delta_s
 def behaviour_summary(decisions: pd.DataFrame) -> pd.DataFrame:
     """Per model, scenario and labelling: mean delta over the prompt variants with its
     bootstrap 95% interval, and the share of variants decided Defect."""
-    from .stats import grouped_mean_ci
+    from ..stats import grouped_mean_ci
 
     dec = _with_labelling(decisions)
     out = grouped_mean_ci(dec, ["model", "scenario", "labelling"], "delta").rename(columns={"mean": "mean_delta"})
@@ -68,8 +68,8 @@ def label_bias(decisions: pd.DataFrame) -> pd.DataFrame:
     is logit(Defect) - logit(Cooperate) in both, so a model that decides by meaning alone
     has label_bias 0; a preference b for the token of action2 regardless of its meaning
     gives label_bias = 2b (positive: favours the label action2)."""
-    from .tokens import SWAPPED_SUFFIX
-    from .stats import mean_ci
+    from ..tokens import SWAPPED_SUFFIX
+    from ..stats import mean_ci
 
     dec = _with_labelling(decisions)
     rows = []

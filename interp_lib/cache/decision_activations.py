@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cache import CacheError, CacheFile
+from . import CacheError, CacheFile
 
 
 @dataclass

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .behavior import action_of
-from .cache import CacheError, CacheFile
+from .behaviour import action_of
+from ..cache import CacheError, CacheFile
 from .logit_lens import ActionReadout
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def mean_over_variants(full):
     """Per (model, scenario, component): mean, std, min, max of contribution over variants
     and the mean's bootstrap 95% interval (ci_low, ci_high), in the components' first-seen
     order; keeps kind, layer, head."""
-    from .stats import grouped_mean_ci
+    from ..stats import grouped_mean_ci
 
     keys = ["model", "scenario", "component"]
     g = full.groupby(keys, sort=False)
@@ -312,7 +312,7 @@ class DirectLogitAttributor:
     """DLA on a `HookedModel` (one forward pass per prompt, same arrays as the cache)."""
 
     def __init__(self, model, action_tokens: dict | None = None):
-        from .tokens import get_action_token_ids
+        from ..tokens import get_action_token_ids
 
         self.model = model
         self.action_tokens = action_tokens or get_action_token_ids(model.tokenizer)
@@ -322,8 +322,8 @@ class DirectLogitAttributor:
         """DLAResult of a prompt (text, or decision input ids [1, T])."""
         import torch
 
-        from .cache import collect_variant
-        from .tokens import decision_input_ids
+        from ..cache import collect_variant
+        from ..tokens import decision_input_ids
 
         is_text = isinstance(prompt, str)
         ids = decision_input_ids(self.model.tokenizer, prompt, self.action_tokens) if is_text else prompt

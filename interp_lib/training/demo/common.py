@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .. import prompts
-from ..tokens import decision_input_ids, get_action_token_ids
+from ... import prompts
+from ...tokens import decision_input_ids, get_action_token_ids
 
-logger = logging.getLogger("interp_lib.demo")
+logger = logging.getLogger("interp_lib.training.demo")
 
 # Threads for every training loop. Fixed (not os.cpu_count()) so that results do not depend on
 # the machine; one thread is nearly as fast as two for a model this small, and lets jobs run

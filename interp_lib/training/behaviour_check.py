@@ -14,9 +14,9 @@ import math
 import pandas as pd
 import torch
 
-from .behavior import COLUMNS, action_of
-from .prompts import DEFAULT_SCENARIOS, build_dataset, swapped_sibling
-from .tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens
+from ..analyses.behaviour import COLUMNS, action_of
+from ..prompts import DEFAULT_SCENARIOS, build_dataset, swapped_sibling
+from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens
 
 
 def counterbalanced_scenarios(scenarios: dict | None = None) -> dict:
@@ -35,7 +35,7 @@ def model_decisions(model, tokenizer, name: str, scenarios: dict | None = None, 
     """One row per (scenario, variant) of the counterbalanced evaluation prompts:
     delta = logit(Defect) - logit(Cooperate) at the decision position (the labelling's tokens),
     p_defect = sigmoid(delta), p_action2 = P(the token action2)."""
-    from .prefix_tree import shared_prefix_logits
+    from ..model.prefix_tree import shared_prefix_logits
 
     records = build_dataset(counterbalanced_scenarios(scenarios), n_variants, seed)
     actions = get_action_token_ids(tokenizer)
@@ -59,10 +59,10 @@ def check_config(config_path: str, models: list[str] | None = None) -> str:
     x scenario with its bootstrap 95% interval, for the config's models (or `models`)."""
     import copy
 
-    from .behavior import label_bias
-    from .config import load_config
-    from .models import load_model, merge_adapter
-    from .report.document import Document, to_markdown
+    from ..analyses.behaviour import label_bias
+    from ..config import load_config
+    from ..model.loading import load_model, merge_adapter
+    from ..report.document import Document, to_markdown
 
     config = load_config(config_path)
     frames = []
@@ -98,5 +98,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m interp_lib.behaviour_check CONFIG [MODEL ...]")
+        sys.exit("usage: python -m interp_lib.training.behaviour_check CONFIG [MODEL ...]")
     print(check_config(sys.argv[1], sys.argv[2:] or None))
