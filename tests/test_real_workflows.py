@@ -41,6 +41,10 @@ CI_SCENARIOS = ("CC_continue", "CD_punished")
 TARGETS_RUN = {"gemma3": "all", "smollm2": "main"}
 MAIN_TARGETS = ["patching/cross_experiment_summary.csv", "behavior/decisions.csv"]
 FAMILIES = {"smollm2": (30, 9), "gemma3": (18, 4)}  # family -> (layers, heads)
+# SmolLM2's run converts its GGUF file through the workflow's convert_gguf rule; Gemma-3's
+# reuses, where INTERP_TEST_GEMMA3 names one, the conversion that .ci/run's stage "real
+# weights" made with the same code (interp_lib.model.gguf_convert; about a minute of CI).
+REUSE_CONVERTED = {"gemma3"}
 
 
 def n_components(family: str) -> int:
@@ -53,6 +57,10 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
     (adapters named by absolute path), and a one-experiment, one-scenario, one-variant,
     all-position variant with its own results_dir."""
     cfg = yaml.safe_load((REPO / f"config.{family}.yaml").read_text())
+    converted = os.environ.get(f"INTERP_TEST_{family.upper()}")
+    if family in REUSE_CONVERTED and converted and (Path(converted) / "source.json").is_file():
+        (base,) = cfg.pop("gguf")
+        cfg = yaml.safe_load(yaml.safe_dump(cfg, sort_keys=False).replace(base, str(Path(converted).resolve())))
     cfg["scenarios"] = {name: spec for name, spec in cfg["scenarios"].items() if name in CI_SCENARIOS}
     for spec in cfg["steering"].values():
         spec["direction"]["scenarios"] = [s for s in spec["direction"]["scenarios"] if s in CI_SCENARIOS]

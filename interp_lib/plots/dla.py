@@ -83,7 +83,7 @@ class DLAVisualizer:
         if fig is not None:
             fig.tight_layout()
             if save_path is not None:
-                save_figure(fig, save_path)
+                save_figure(fig, save_path)  # the title may be wider than a narrow heatmap: cropped to fit
         return ax.figure
 
     def plot_mlp_contributions(self, result: DLAResult, variants: list | None = None, ax=None, save_path=None):
@@ -125,7 +125,7 @@ class DLAVisualizer:
         if fig is not None:
             fig.tight_layout()
             if save_path is not None:
-                save_figure(fig, save_path)
+                save_figure(fig, save_path, tight=False)  # tight_layout has set the margins
         return ax.figure
 
     def _top_bars(self, ax, result: DLAResult, top_k: int) -> None:
@@ -167,7 +167,7 @@ class DLAVisualizer:
         first = next(iter(results.values()))
         for ax, (scenario, res) in zip(axes.flat, results.items()):
             self._top_bars(ax, res, top_k)
-            ax.set_title(f"{scenario} ({_what(res)}; {_residual(res)})", fontsize=10)
+            ax.set_title(f"{scenario}\n({_what(res)}; {_residual(res)})", fontsize=10)
         for ax in axes.flat[n:]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
@@ -177,7 +177,7 @@ class DLAVisualizer:
                      "grey band: the reconstruction residual)")
         fig.tight_layout()
         if save_path is not None:
-            save_figure(fig, save_path)
+            save_figure(fig, save_path, tight=False)  # tight_layout has set the margins
         return fig
 
     def plot_model_comparison(self, results: dict, model_labels: dict | None = None, scenario: str = "",
@@ -237,7 +237,7 @@ class DLAVisualizer:
                      f"> 0 pro-Defect, < 0 pro-Cooperate; largest reconstruction residual {residual:.2g} (grey band)")
         fig.tight_layout()
         if save_path is not None:
-            save_figure(fig, save_path)
+            save_figure(fig, save_path, tight=False)  # tight_layout has set the margins
         return fig
 
 
