@@ -65,6 +65,11 @@ def decision_input_ids(tokenizer, prompt: str, action_tokens: dict | None = None
     return torch.tensor([ids + action_tokens["prefix"]], dtype=torch.long)
 
 
+def token_texts(tokenizer, input_ids) -> list[str]:
+    """Each id decoded on its own (special tokens kept): what the cache stores as `tokens`."""
+    return [tokenizer.decode([int(i)]) for i in input_ids]
+
+
 def tokenizer_hash(tokenizer) -> str:
     """sha256 over the vocabulary, special tokens and chat template."""
     h = hashlib.sha256()

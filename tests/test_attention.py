@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from interp_lib.cache import CacheFile, collect_variant, file_attrs, write_cache
+from interp_lib.cache import CacheError, CacheFile, collect_variant, file_attrs, write_cache
 from interp_lib.model.attention_blocks import query_blocks
 from interp_lib.model.hooked import HookedModel
 from test_hooked import MODELS, _randomize, tiny_gemma2
@@ -177,16 +177,23 @@ def test_table_rows_are_the_cached_attention_and_the_figure_is_drawn(tmp_path):
     ids = torch.randint(0, 97, (1, 40), generator=torch.Generator().manual_seed(6))
     data = collect_variant(hooked, ids, tokens)
     data["attrs"]["prompt"] = "p"
-    write_cache(tmp_path / "c.h5", file_attrs(hooked, "m", "s", "fp", "th", tokens),
-                {"W_U_actions": np.zeros((2, 64), np.float32), "ln_final_gain": np.ones(64, np.float32)}, {1: data})
+    # token texts as a caching job stores them: a line break, non-ASCII text, an empty string
+    words = ["\n" if i % 7 == 0 else "é" if i % 11 == 0 else "" if i % 13 == 0 else f"t{i}" for i in ids[0].tolist()]
+    unembed = {"W_U_actions": np.zeros((2, 64), np.float32), "ln_final_gain": np.ones(64, np.float32)}
+    write_cache(tmp_path / "old.h5", file_attrs(hooked, "m", "s", "fp", "th", tokens), unembed, {1: data})
+    data["arrays"]["tokens"] = np.array(words, dtype=object)
+    write_cache(tmp_path / "c.h5", file_attrs(hooked, "m", "s", "fp", "th", tokens), unembed, {1: data})
     selection = {(1, 3): "dla", (2, 0): "dla+patching"}
-    words = lambda ids: ["\n" if i % 7 == 0 else f"t{i}" for i in ids]  # noqa: E731
     with CacheFile(tmp_path / "c.h5") as cache:
-        rows = [attention_rows(cache, m, "s", selection, words) for m in ("m1", "m2")]
+        assert cache.token_texts(1) == words
+        rows = [attention_rows(cache, m, "s", selection) for m in ("m1", "m2")]
         with pytest.raises(ValueError, match="head L4H0 is not in a model with 4 layers and 4 heads"):
-            attention_rows(cache, "m", "s", {(4, 0): "dla"}, words)
+            attention_rows(cache, "m", "s", {(4, 0): "dla"})
+    with CacheFile(tmp_path / "old.h5") as cache, pytest.raises(CacheError, match="no token texts .*format 5.*rerun"):
+        attention_rows(cache, "m", "s", selection)
     table = pd.concat(rows, ignore_index=True)
     assert list(table.columns) == COLUMNS and len(table) == 2 * 2 * 40
+    assert table["token"].tolist() == words * 4
     got = table[(table["model"] == "m2") & (table["component"] == "L1H3")]
     assert np.array_equal(got["weight"].to_numpy(), data["arrays"]["attn_decision"][1, 3])
     write_csv_atomic(table, tmp_path / "attention_s.csv")
@@ -213,3 +220,18 @@ def test_the_workflows_caches_equal_hf_on_the_trained_family(workflow_dir):
                 expected = np.stack([a[0, :, -1].numpy() for a in hf_attentions(model, ids)])
                 assert np.abs(attn.sum(-1) - 1).max() < SUM_TOL
                 assert np.abs(attn - expected).max() < 1e-5, (model_name, variant)
+
+
+def test_the_workflows_caches_store_each_tokens_text(workflow_dir):
+    """What the attention tables show: each cached input id decoded alone by the model's own
+    tokenizer (the caching job wrote it; the tables load no tokenizer)."""
+    from interp_lib.model.loading import load_tokenizer
+
+    results = workflow_dir / "results"
+    tokenizer = load_tokenizer(str(results / "models" / "PT3_COREDe"))
+    with CacheFile(results / "cache" / "PT3_COREDe" / "CC_continue_swapped.h5") as cache:
+        for variant in cache.variants:
+            ids = cache[variant]["input_ids"].tolist()
+            assert cache.token_texts(variant) == [tokenizer.decode([i]) for i in ids]
+    table = pd.read_csv(results / "attention" / "attention_CC_continue_swapped.csv", keep_default_na=False)
+    assert set(table["token"]) <= {tokenizer.decode([i]) for i in range(len(tokenizer))}

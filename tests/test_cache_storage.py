@@ -100,7 +100,7 @@ def test_attrs_record_storage(model, variants, tmp_path):
     path = write(model, variants, tmp_path / "c.h5", "float16", "gzip")
     with CacheFile(path) as cache:
         assert (cache.attrs["storage_dtype"], cache.attrs["compression"]) == ("float16", "gzip")
-        assert cache.attrs["format_version"] == FORMAT_VERSION == 4
+        assert cache.attrs["format_version"] == FORMAT_VERSION == 5
         assert cache.attrs["dtype"] == "float32"  # the model's, unchanged
     with h5py.File(path) as f:
         assert f["1/z"].dtype == np.float16 and f["1/ln1_scale"].dtype == np.float32
@@ -161,7 +161,7 @@ def test_version_3_files_are_read_as_float32_and_others_refused(model, variants,
         f.attrs["format_version"] = 2
     with pytest.raises(CacheError) as info:
         CacheFile(path)
-    assert str(info.value) == (f"{path} has cache format version 2, this interp_lib reads versions 3, 4; delete {path} "
+    assert str(info.value) == (f"{path} has cache format version 2, this interp_lib reads versions 3, 4, 5; delete {path} "
                                f"and rerun the workflow (snakemake --cores 1 {path})")
 
 

@@ -5,7 +5,8 @@ variants; the DLA table's head rows) and the top-k by mean |delta_change| of exa
 patches (over experiments and variants; the patching table's head rows). For every
 selected head, model and variant, the cache's `attn_decision[layer, head]` ([T]
 probabilities >= 0 that sum to 1; 0 where a sliding window hides a key) becomes one row
-per prompt position, with the token's text from the model's tokenizer.
+per prompt position, with the token's text that the cache stores (decoded by the model's tokenizer
+when it was cached: no tokenizer is loaded here).
 """
 
 from __future__ import annotations
@@ -64,21 +65,15 @@ def select_heads(dla: pd.DataFrame, patching: pd.DataFrame | None, k: int, scena
     return {h: "+".join(why[h]) for h in sorted(why)}
 
 
-def token_texts(tokenizer, input_ids) -> list[str]:
-    """Each id decoded on its own (special tokens kept)."""
-    return [tokenizer.decode([int(i)]) for i in input_ids]
-
-
-def attention_rows(cache, model: str, scenario: str, selection: dict, tokens_of) -> pd.DataFrame:
+def attention_rows(cache, model: str, scenario: str, selection: dict) -> pd.DataFrame:
     """COLUMNS rows of one model's cache (an open CacheFile) for the selected heads, every
-    variant; `tokens_of(input_ids)` gives the tokens' texts."""
+    variant, with the tokens' texts the cache stores."""
     frames = []
     for variant in cache.variants:
         group = cache[variant]
         attn = group["attn_decision"]  # [L, H, T]
-        ids = group["input_ids"]
         L, H, T = attn.shape
-        tokens = tokens_of(ids)
+        tokens = cache.token_texts(variant)
         for (layer, head), why in selection.items():
             if not (0 <= layer < L and 0 <= head < H):
                 raise ValueError(f"{cache.path}: head {head_name(layer, head)} is not in a model with {L} layers "
@@ -90,34 +85,26 @@ def attention_rows(cache, model: str, scenario: str, selection: dict, tokens_of)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 
-def attention_table(cache_paths: dict, scenario: str, selection: dict, tokenizers: dict | None = None) -> pd.DataFrame:
+def attention_table(cache_paths: dict, scenario: str, selection: dict) -> pd.DataFrame:
     """The tidy table (COLUMNS) of one scenario: `cache_paths` maps model -> its cache file
     (<results_dir>/cache/<model>/<scenario>.h5); each cache is checked against its merged
-    model's fingerprint and tokenizer (<results_dir>/models/<model>/), whose tokenizer
-    decodes the tokens. `tokenizers` ({merged dir: (tokenizer, its hash)}, filled as
-    they load) shares them between the scenarios of one job."""
+    model's fingerprint (<results_dir>/models/<model>/fingerprint.json) and holds the
+    tokens' texts, so no tokenizer is loaded."""
     from ..cache import CacheFile, merged_dir_of
-    from ..model.loading import load_tokenizer, read_fingerprint
-    from ..tokens import tokenizer_hash
+    from ..model.loading import read_fingerprint
 
-    tokenizers = {} if tokenizers is None else tokenizers
     frames = []
     for model, path in cache_paths.items():
-        merged = merged_dir_of(path, model)
-        if merged not in tokenizers:
-            tokenizer = load_tokenizer(str(merged), model)
-            tokenizers[merged] = tokenizer, tokenizer_hash(tokenizer)
-        tokenizer, token_hash = tokenizers[merged]
-        with CacheFile(path, fingerprint=read_fingerprint(merged)["fingerprint"], tokenizer_hash=token_hash) as cache:
-            frames.append(attention_rows(cache, model, scenario, selection,
-                                         lambda ids: token_texts(tokenizer, ids)))
+        fingerprint = read_fingerprint(merged_dir_of(path, model))["fingerprint"]
+        with CacheFile(path, fingerprint=fingerprint) as cache:
+            frames.append(attention_rows(cache, model, scenario, selection))
     table = pd.concat(frames, ignore_index=True)
     logger.info("%s: %d heads (%s) x %d models", scenario, len(selection),
                 ", ".join(f"{head_name(*h)} {w}" for h, w in selection.items()), len(cache_paths))
     return table[COLUMNS]
 
 
-def scenario_table(scenario: str, inputs: dict, top_k: int, tokenizers: dict | None = None) -> pd.DataFrame:
+def scenario_table(scenario: str, inputs: dict, top_k: int) -> pd.DataFrame:
     """The attention table of one scenario (an attention_tables job's item). `inputs`:
     {"caches": {model: cache file}, "dla": [each model's DLA CSV of the scenario],
     "patches": [each experiment's patches.csv of it; none when the scenario is not patched
@@ -125,7 +112,7 @@ def scenario_table(scenario: str, inputs: dict, top_k: int, tokenizers: dict | N
     dla = pd.concat([pd.read_csv(f) for f in inputs["dla"]], ignore_index=True)
     patching = pd.concat([pd.read_csv(f) for f in inputs["patches"]], ignore_index=True) if inputs["patches"] else None
     selection = select_heads(dla, patching=patching, k=top_k, scenario=scenario)
-    return attention_table(dict(inputs["caches"]), scenario, selection, tokenizers)
+    return attention_table(dict(inputs["caches"]), scenario, selection)
 
 
 def read_attention_table(path) -> pd.DataFrame:

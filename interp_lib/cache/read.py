@@ -77,6 +77,16 @@ class CacheFile:
         attrs = self.group(variant).attrs
         return {k: int(attrs.get(f"token_{k}", self.attrs[f"token_{k}"])) for k in ("C", "D")}
 
+    def token_texts(self, variant: int) -> list[str]:
+        """[T] each input token's text as the model's tokenizer decodes it alone (format 5)."""
+        group = self.group(variant)
+        if "tokens" not in group:
+            raise CacheError(f"{self.path} holds no token texts (made before cache format 5); {_rebuild_hint(self.path)}")
+        try:
+            return [str(text) for text in group._group["tokens"].asstr()[()]]
+        except (OSError, TypeError) as exc:
+            raise CacheError(f"cannot read variant {variant}, tokens of {self.path} ({exc}); {_rebuild_hint(self.path)}") from None
+
     def require_precision(self, name: str) -> None:
         """Raises CacheError unless the file was cached in precision mode `name`."""
         if self.attrs.get("precision") != name:

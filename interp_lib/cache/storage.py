@@ -18,6 +18,8 @@ the analyses read them ([:, pos]) or whole; uncompressed ones are contiguous (se
     /{variant}/            attrs: prompt, decision_position, delta (post-softcap logit D - C),
                            delta_pre_softcap, p_action2
       input_ids          [T]       int64, the model's input (chat template + action prefix)
+      tokens             [T]       UTF-8 strings: each input token decoded alone by the model's
+                                   tokenizer, special tokens kept (format 5)
       embed              [T, d]    hook_embed (scaled embedding)
       resid_pre          [L, T, d] blocks.{l}.hook_resid_pre
       resid_post         [L, T, d] blocks.{l}.hook_resid_post
@@ -53,8 +55,10 @@ import numpy as np
 # 2: attr precision, float32 readout; 3: attn_decision (older caches lack it); 4: activations may be
 # stored as float16 and compressed (attrs storage_dtype, compression), which a version-3 reader
 # would hand on as float16. A version-3 file is a version-4 file stored as float32, uncompressed.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (3, 4)
+# 5: tokens, each input token's text (the attention tables read it instead of loading a
+# tokenizer); a version-4 file is a version-5 file without it.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (3, 4, 5)
 STACKED = {
     "resid_pre": "hook_resid_pre",
     "resid_post": "hook_resid_post",

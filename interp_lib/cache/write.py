@@ -53,6 +53,9 @@ class CacheWriter:
         g.attrs.update(data["attrs"])
         for key, value in data["arrays"].items():
             value = np.asarray(value)
+            if value.dtype.kind in "OSU":  # texts (tokens): variable-length UTF-8, stored as they are
+                g.create_dataset(key, data=value.astype(object), dtype=h5py.string_dtype())
+                continue
             stored, options = self.storage.dataset(key, value)
             if stored.dtype != value.dtype and not np.isfinite(stored).all():  # finite before: out of range
                 raise CacheError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from ..cache import CacheError, CacheStorage, CacheWriter, collect_variant, file_attrs, unembed_arrays
 
 
@@ -18,7 +20,7 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
 
     from ..model.loading import load_hooked, read_fingerprint, state_fingerprint
     from ..model.precision import get_precision
-    from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, tokenizer_hash
+    from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, token_texts, tokenizer_hash
 
     storage = CacheStorage(cache_dtype, cache_compression)  # bad values fail before the model loads
     mode = get_precision(precision)
@@ -50,7 +52,9 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
         for rec in tqdm(records, desc=f"cache {model_name}/{scenario}"):
             labelling = rec.get("labelling", "standard")
             tokens = labelled_action_tokens(action_tokens, labelling)
-            data = collect_variant(hooked, inputs[rec["variant"]], tokens, f"{scenario}/{rec['variant']}")
+            ids = inputs[rec["variant"]]
+            data = collect_variant(hooked, ids, tokens, f"{scenario}/{rec['variant']}")
+            data["arrays"]["tokens"] = np.array(token_texts(tokenizer, ids[0].tolist()), dtype=object)
             data["attrs"].update(prompt=rec["prompt"], labelling=labelling, template=int(rec.get("template", 0)),
                                  token_C=int(tokens["C"]), token_D=int(tokens["D"]))
             p_defect = 1.0 / (1.0 + math.exp(-data["attrs"]["delta"]))

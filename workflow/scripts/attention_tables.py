@@ -8,6 +8,5 @@ from interp_lib.io import job_logging, write_csv_atomic
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params
-    tokenizers = {}  # each model's, loaded once
     for (scenario, inputs), out in tqdm(list(zip(p.scenarios.items(), snakemake.output)), desc="attention"):
-        write_csv_atomic(scenario_table(scenario, inputs, p.top_k, tokenizers), out)
+        write_csv_atomic(scenario_table(scenario=scenario, inputs=inputs, top_k=p.top_k), out)
