@@ -105,13 +105,54 @@ def test_decisions_table(workflow_dir):
             assert math.isclose(c[row.variant].attrs["delta"], row.delta, abs_tol=1e-9)
 
 
+def test_interaction_tables_equal_np_corrcoef_of_the_dla_tables(workflow_dir):
+    """The component interaction outputs of `all`: per model the Pearson r of every pair of
+    heads and MLPs over all 18 prompts (both labellings) equals np.corrcoef of the DLA table;
+    each compared pair's difference is r_a - r_b; the figures and the RQ section exist."""
+    res = workflow_dir / "results"
+    full = pd.read_csv(res / "dla/dla_full_results.csv")
+    corr = pd.read_csv(res / "interactions/correlations.csv")
+    diff = pd.read_csv(res / "interactions/differences.csv")
+    summary = pd.read_csv(res / "interactions/summary.csv")
+    comps = full[full["kind"].isin(["head", "mlp"])]
+    order = list(dict.fromkeys(comps["component"]))
+    iu = np.triu_indices(len(order), 1)
+    for m in MODELS:
+        wide = comps[comps["model"] == m].pivot_table(index=["scenario", "variant"], columns="component",
+                                                      values="contribution")
+        assert len(wide) == 3 * N
+        rows = corr[corr["model"] == m]
+        assert rows["component_a"].tolist() == [order[i] for i in iu[0]]
+        assert rows["component_b"].tolist() == [order[j] for j in iu[1]]
+        np.testing.assert_allclose(rows["r"], np.corrcoef(wide[order].to_numpy().T)[iu], atol=1e-9)
+        assert (rows["n_prompts"] == 3 * N).all() and (rows["ci_low"] <= rows["r"]).all()
+        assert (workflow_dir / f"results/interactions/correlations_{m}.png").stat().st_size > 10_000
+    # the RQ role pairs (deontological vs utilitarian, strategic vs each moral model) and the experiments'
+    pairs = [["PT3_COREDe", "PT3_COREUt"], ["PT2_COREDe", "PT3_COREDe"], ["PT2_COREDe", "PT3_COREUt"],
+             ["PT2_COREDe", "PT4_COREDe"]]
+    assert summary[["model_a", "model_b"]].values.tolist() == pairs
+    for a, b in pairs:
+        rows = diff[(diff["model_a"] == a) & (diff["model_b"] == b)]
+        r_a, r_b = (corr.loc[corr["model"] == m, "r"].to_numpy() for m in (a, b))
+        np.testing.assert_allclose(rows["difference"], r_a - r_b, atol=1e-12)
+        assert (rows["significant"] == (rows["q_fdr"] <= 0.05)).all()
+        row = summary[(summary["model_a"] == a) & (summary["model_b"] == b)].iloc[0]
+        assert row["n_significant"] == rows["significant"].sum() and row["n_permutations"] == 1000
+        assert (workflow_dir / f"results/interactions/differences_{a}_vs_{b}.png").stat().st_size > 10_000
+    text = (res / "rq_summary.md").read_text()
+    de_ut = summary.iloc[0]
+    assert "### Component interactions: the same components, wired differently?" in text
+    assert f"Do PT3_COREDe and PT3_COREUt wire the same components differently? {de_ut['n_significant']} of" in text
+
+
 EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
 # Aggregates that read every model and scenario, so any new model or scenario reruns them:
 # since issue 26 item 2 also the figures and tables of an analysis that load no model (DLA
 # figures, attention tables and figures), one job each instead of one per scenario.
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
               "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
-              "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "all": 1}
+              "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "interaction_tables": 1,
+              "interaction_plots": 1, "all": 1}
 # Jobs that run a model or build a scenario's prompts: adding a scenario adds one prompt job,
 # one cache per model, one patching job per experiment and one steering job per steering
 # experiment (those steering it), and reruns none of the old ones.
@@ -222,7 +263,7 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))
     assert rule_counts(jobs) == {
         "dla_plots": 1, "logit_lens_plots": 1, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
-        "attention_plots": 1, "probe_plots": 1, "rq_summary": 1, "all": 1}
+        "attention_plots": 1, "probe_plots": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert not [(r, wc) for r, wc in jobs if "model" in wc or "scenario" in wc]  # no per-model table reruns
 

@@ -30,6 +30,7 @@ from .behaviour import behaviour_section
 from .counterfactual import counterfactual_section
 from .document import Document, fmt
 from .inputs import Inputs, component_sort_key, missing_file, read_table, standard_rows
+from .interactions import interactions_section
 from .interventions import probe_section, steering_section
 from .rq3 import MORAL_ROLES, rq3_section
 
@@ -241,6 +242,7 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     behaviour_section(doc, inputs, configured, labels)
     _rq1(doc, inputs, means, full, role_model, rel, n_rows)
     _rq2(doc, inputs, means, role_model, rel, n_rows)
+    interactions_section(doc, inputs, role_model, n_rows)
     measures = rq3_section(doc, inputs, means, weights, role_model, n_rows)
     steering_section(doc, inputs, measures, n_rows)
     probe_section(doc, inputs, n_rows)

@@ -118,6 +118,8 @@ rule rq_summary:
             R("steering/steering_layers_{steering}.csv"), steering=STEERING
         ),
         probes=R("probes/probe_accuracy.csv"),
+        interactions_summary=R("interactions/summary.csv"),
+        interactions_differences=R("interactions/differences.csv"),
     output:
         md=R("rq_summary.md"),
         html=report(

@@ -24,6 +24,12 @@ def all_targets():
         ),
         expand(R("dla/dla_top_components_{model}.png"), model=MODELS),
         expand(R("dla/dla_model_comparison_{scenario}.png"), scenario=SCENARIOS),
+        # component interaction matrices (rules/interactions.smk)
+        R("interactions/correlations.csv"),
+        R("interactions/differences.csv"),
+        R("interactions/summary.csv"),
+        expand(R("interactions/correlations_{model}.png"), model=MODELS),
+        [R(f"interactions/differences_{a}_vs_{b}.png") for a, b in INTERACTION_PAIRS],
         expand(
             R("attention/attention_{scenario}.{ext}"),
             scenario=SCENARIOS,

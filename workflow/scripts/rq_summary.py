@@ -1,5 +1,6 @@
 """The research-question summary: <results_dir>/rq_summary.md and its HTML rendering (the
-report item), from the DLA, behaviour, patching, weight-delta, steering and probe tables."""
+report item), from the DLA, behaviour, patching, weight-delta, steering, probe and
+component-interaction tables."""
 
 from interp_lib.io import job_logging
 from interp_lib.report.document import write_summary
@@ -13,6 +14,8 @@ with job_logging(snakemake.log[0]):
                     circuits=dict(zip(p.experiments, inp.circuits)),
                     counterfactual_residual=dict(zip(p.counterfactuals, inp.counterfactual_residual)),
                     counterfactual_components=dict(zip(p.counterfactuals, inp.counterfactual_components)),
-                    steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes)
+                    steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes,
+                    interactions_summary=inp.interactions_summary,
+                    interactions_differences=inp.interactions_differences)
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)
