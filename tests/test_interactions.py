@@ -295,3 +295,19 @@ def test_rq_section_says_plainly_when_nothing_survives():
     doc = Document()
     interactions_section(doc, Inputs(interactions_summary=str(d / "absent.csv")), {}, 5)
     assert "does not exist" in to_markdown(doc)
+
+
+def test_too_few_prompts_give_nan_and_say_so(tmp_path):
+    from interp_lib.report.document import Document, to_markdown
+    from interp_lib.report.inputs import Inputs
+    from interp_lib.report.interactions import interactions_section
+
+    x = np.random.default_rng(0).normal(size=(2, 6))
+    corr, diff, summary = interaction_tables(dla_rows({"De": x, "Ut": x[::-1].copy()}, ["S0"], 2), [("De", "Ut")])
+    assert corr["r"].isna().all() and diff["p_perm"].isna().all() and not diff["significant"].any()
+    assert summary.iloc[0]["n_tested"] == 0
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    doc = Document()
+    interactions_section(doc, Inputs(interactions_summary=str(tmp_path / "summary.csv")),
+                         {"deontological": "De", "utilitarian": "Ut"}, 5)
+    assert "No pair of components could be tested (too few prompts, 2" in to_markdown(doc)

@@ -85,13 +85,17 @@ def interactions_section(doc: Document, inputs: Inputs, roles: dict, n_rows: int
     row = row.iloc[0]
     k = int(row["n_significant"])
     limit = row["detectable_difference"]
+    if int(row["n_tested"]) == 0:
+        doc.p(f"Do {de} and {ut} wire the same components differently? No pair of components could be tested "
+              f"(too few prompts, {n}, or constant components): the data cannot say.")
+        return
     if k == 0:
         doc.p(f"Do {de} and {ut} wire the same components differently? No pair of components' correlation "
               f"differs between them beyond the permutation null after Benjamini-Hochberg (0 of "
               f"{int(row['n_tested'])} pairs; largest |difference| {fmt(row['max_abs_difference'])} at "
               f"{row['max_difference_pair']}). This does not show that they are wired alike: with {n} prompts only "
               f"differences of about {_limit(limit)} or more could pass alone, and with "
-              f"{int(row['n_permutations'])} permutations at least {int(row['min_discoveries'])} pairs must pass "
+              f"{int(row['n_permutations'])} permutations at least {fmt(row['min_discoveries'])} pairs must pass "
               "together.")
     else:
         doc.p(f"Do {de} and {ut} wire the same components differently? {k} of {int(row['n_tested'])} pairs of "
