@@ -107,7 +107,8 @@ def test_decisions_table(workflow_dir):
 
 def test_interaction_tables_equal_np_corrcoef_of_the_dla_tables(workflow_dir):
     """The component interaction outputs of `all`: per model the Pearson r of every pair of
-    heads and MLPs over all 18 prompts (both labellings) equals np.corrcoef of the DLA table;
+    heads and MLPs over all 18 prompts (both labellings, each labelling's mean removed: the
+    default analysis.interaction_centring) equals np.corrcoef of the DLA table so centred;
     each compared pair's difference is r_a - r_b; the figures and the RQ section exist."""
     res = workflow_dir / "results"
     full = pd.read_csv(res / "dla/dla_full_results.csv")
@@ -121,6 +122,8 @@ def test_interaction_tables_equal_np_corrcoef_of_the_dla_tables(workflow_dir):
         wide = comps[comps["model"] == m].pivot_table(index=["scenario", "variant"], columns="component",
                                                       values="contribution")
         assert len(wide) == 3 * N
+        swapped = wide.index.get_level_values("scenario").str.endswith("_swapped")
+        wide = wide - wide.groupby(swapped).transform("mean")
         rows = corr[corr["model"] == m]
         assert rows["component_a"].tolist() == [order[i] for i in iu[0]]
         assert rows["component_b"].tolist() == [order[j] for j in iu[1]]
