@@ -118,6 +118,7 @@ rule rq_summary:
             R("steering/steering_layers_{steering}.csv"), steering=STEERING
         ),
         probes=R("probes/probe_accuracy.csv"),
+        path_saturation=R("patching/path_patching_saturation.csv"),
     output:
         md=R("rq_summary.md"),
         html=report(
