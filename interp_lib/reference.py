@@ -30,3 +30,24 @@ def naive_patched_delta(target, ids: torch.Tensor, source, source_W_O: torch.Ten
 
     logits = target.run_with_hooks(ids, [(name, hook)], last_only=True)
     return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])
+
+
+@torch.no_grad()
+def naive_range_patched_delta(target, ids: torch.Tensor, source_cache: dict, site: str, first: int, last: int,
+                              positions: str, tokens: dict) -> float:
+    """delta of the target with `site` ("attn_out", "mlp_out" or "both") of layers
+    first..last replaced at `positions` by the source's: one full forward pass with a hook on
+    blocks.{l}.hook_attn_out and/or hook_mlp_out per layer, writing the source's own values
+    of those hook points (`source_cache`, from the source's `run_with_cache`, [1, T, d])."""
+    pos = slice(None) if positions == "all" else slice(-1, None)
+    names = [n for n, on in (("hook_attn_out", site in ("attn_out", "both")),
+                             ("hook_mlp_out", site in ("mlp_out", "both"))) if on]
+
+    def hook(act, name):
+        act = act.clone()
+        act[0, pos] = source_cache[name][0, pos].to(act.dtype)
+        return act
+
+    hooks = [(f"blocks.{layer}.{n}", hook) for layer in range(first, last + 1) for n in names]
+    logits = target.run_with_hooks(ids, hooks, last_only=True)
+    return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])

@@ -106,6 +106,13 @@ def test_workflow_scripts_reach_what_they_run():
     # one job per experiment draws its scenario heatmaps, circuit figures and rankings
     assert {"report/patching_tables.py", "plots/patching_grids.py", "plots/patching_circuits.py",
             "plots/patching_rankings.py"} <= reached("patch_plots_experiment")
+    # path patching runs in the patching job; its table and figure jobs run no model
+    assert {"patching/paths.py", "patching/saturation.py"} <= reached("patch_scenario")
+    assert "patching/saturation.py" in reached("path_patch_tables") and "plots/path_patching.py" in reached(
+        "path_patch_plots")
+    for name in ("path_patch_tables", "path_patch_plots"):
+        assert not {"patching/runner.py", "jobs/patching.py", "model/hooked.py"} & reached(name), name
+    assert "patching/paths.py" not in reached("path_patch_plots")
 
 
 def test_every_rule_hashes_the_script_it_runs():

@@ -46,6 +46,7 @@ USER_JOBS = {
     "patch_scenario": 1, "patch_experiment_tables": 1, "patch_plots_experiment": 1,
     "cross_experiment_summary": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1,
     "probe_model": 2, "probe_plots": 1, "interaction_tables": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1,
+    "path_patch_tables": 1, "path_patch_plots": 1,  # path patching: one table and one figure job in all
 }
 
 
@@ -92,8 +93,9 @@ def test_a_scenario_adds_only_its_prompts_caches_patches_and_steering(tmp_path):
                     "patch_scenario": len(cfg["experiments"]), "steering_scenario": len(cfg["steering"])}
     assert added == {rule: 3 * n for rule, n in per_scenario.items()}
     assert sum(per_scenario.values()) == 12
-    # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more
-    assert sum(counts[1].values()) == 133 + 12  # 131 before the interaction table and figure jobs
+    # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more (135: 131 before the
+    # interaction and path-patching table and figure jobs, which a scenario does not add to)
+    assert sum(counts[1].values()) == 135 + 12
 
 
 def test_without_a_configfile_the_default_config_is_used(tmp_path):
@@ -129,8 +131,8 @@ def test_every_output_lies_under_results_dir(tmp_path):
     proc = snakemake(wd, "-n", "--cores", "1", "--summary", "all")
     rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
     paths = [row[0] for row in rows if row[0] != "output_file"]
-    assert len(paths) == 61  # every output of `all` for this config (55 before the 3 interaction tables,
-    # 2 per-model and 1 pair figure)
+    assert len(paths) == 65  # every output of `all` for this config (55 before the 3 interaction tables,
+    # 2 per-model and 1 pair figure, and path patching's 4)
     assert all(p.startswith("out/run1/") for p in paths), [p for p in paths if not p.startswith("out/run1/")]
     # logs and benchmarks too
     proc = snakemake(wd, "-n", "--cores", "1", "all")

@@ -76,7 +76,8 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
     cfg["roles"] = {role: m for role, m in cfg.get("roles", {}).items() if m in cfg["models"]}
     cfg["counterfactuals"], cfg["steering"] = {}, {}
     cfg["results_dir"] = "results_allpos"
-    cfg["analysis"].update(patch_positions="all", patch_scenarios=[ALLPOS_SCENARIO])
+    # path patching at every position (~1.3x the component sweep) runs in the decision-position jobs only
+    cfg["analysis"].update(patch_positions="all", patch_scenarios=[ALLPOS_SCENARIO], path_patching=False)
     cfg["variants_per_scenario"] = 1  # one all-position job: ~110 s per prompt on SmolLM2
     allpos = wd / "config.allpos.yaml"
     allpos.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -155,6 +156,27 @@ def test_one_all_position_job_patches_every_position(real_run):
     res = pd.read_csv(wd / f"results_allpos/patching/per/{ALLPOS_EXPERIMENT}/{ALLPOS_SCENARIO}/patches.csv")
     assert (res["positions"] == "all").all() and res["component"].nunique() == n_components(family)
     assert res["delta_change"].abs().max() > 3 * res["noise_floor"].max()
+
+
+def test_path_patching_runs_in_every_patching_job(real_run):
+    """Path patching on real weights (decision position): every range of the default 4 starts
+    at 3 sites for 3 variants, a small noise floor, Game -> Utilitarian's full range of both
+    block outputs above it; with `all` the table, figure and RQ-summary section."""
+    family, wd = real_run
+    layers, _ = FAMILIES[family]
+    starts = [i * layers // 4 for i in range(4)]
+    per = pd.read_csv(wd / f"results_{family}/patching/per/PT2_to_PT3Ut/CD_punished/path_patches.csv")
+    assert len(per) == 3 * 3 * sum(layers - a for a in starts) and sorted(per["layer_from"].unique()) == starts
+    assert (per["positions"] == "decision").all() and per["noise_floor"].max() < 1e-3
+    full = per[(per["site"] == "both") & (per["layer_from"] == 0) & (per["layer_to"] == layers - 1)]
+    assert (~full["below_noise"].astype(bool)).all()
+    assert (full["patched_delta"] - full["source_delta"]).abs().max() < 1e-3  # every block output: the source
+    assert ((per["saturation_layer"] >= per["layer_from"]) & (per["saturation_layer"] < layers)).all()
+    if TARGETS_RUN[family] == "all":
+        sat = pd.read_csv(wd / f"results_{family}/patching/path_patching_saturation.csv")
+        assert len(sat) == 4 * 2 * len(CI_SCENARIOS) * 3 * 4  # experiments x scenarios x sites x starts
+        assert (wd / f"results_{family}/patching/path_patching_PT2_to_PT3Ut.png").stat().st_size > 10_000
+        assert "## Path patching: where the effect saturates" in (wd / f"results_{family}/rq_summary.md").read_text()
 
 
 def test_steering_counterfactuals_and_probes(real_run):

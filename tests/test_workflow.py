@@ -155,7 +155,7 @@ EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
               "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
               "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "interaction_tables": 1,
-              "interaction_plots": 1, "all": 1}
+              "interaction_plots": 1, "all": 1, "path_patch_tables": 1, "path_patch_plots": 1}
 # Jobs that run a model or build a scenario's prompts: adding a scenario adds one prompt job,
 # one cache per model, one patching job per experiment and one steering job per steering
 # experiment (those steering it), and reruns none of the old ones.
@@ -266,7 +266,8 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))
     assert rule_counts(jobs) == {
         "dla_plots": 1, "logit_lens_plots": 1, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
-        "attention_plots": 1, "probe_plots": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1}
+        "attention_plots": 1, "probe_plots": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1,
+        "path_patch_plots": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert not [(r, wc) for r, wc in jobs if "model" in wc or "scenario" in wc]  # no per-model table reruns
 
@@ -276,3 +277,38 @@ def test_a_new_description_reruns_only_the_prompt_dataset(workflow_dir, tmp_path
                        lambda c: c["scenarios"]["CD_punished"].update(description="Betrayed last round."))
     assert rule_counts(dry_run_jobs(workflow_dir, "all", "--configfile", str(cfg))) == {"prompt_dataset": 1,
                                                                                          "all": 1}
+
+
+def test_path_patching_outputs_and_each_range_against_a_naive_forward_pass(workflow_dir):
+    """Path patching on the embedded family (all positions): the patching job's table holds
+    every range of every curve, each equal to one full forward pass of the target with hooks
+    writing the source's own hook_attn_out / hook_mlp_out; the noise floor is present and
+    small; the table, figure and summary outputs of `all` exist."""
+    from interp_lib.model.loading import load_hooked
+    from interp_lib.patching import PATH_COLUMNS
+    from interp_lib.reference import naive_range_patched_delta
+
+    res = workflow_dir / "results"
+    per = pd.read_csv(res / "patching/per/PT2_to_PT3De/CD_punished/path_patches.csv")
+    assert list(per.columns) == PATH_COLUMNS
+    L = 4  # the embedded model's layers: the default 4 starts are every layer
+    assert len(per) == 3 * 3 * L * (L + 1) // 2  # variants x sites x ranges
+    assert (per["noise_floor"] > 0).all() and per["noise_floor"].max() < 1e-4
+    assert per["delta_change"].abs().max() > 1e4 * per["noise_floor"].max()
+    target, source = (load_hooked(res / "models" / m, "float32", "cpu", m) for m in ("PT3_COREDe", "PT2_COREDe"))
+    with CacheFile(res / "cache/PT3_COREDe/CD_punished.h5") as c:
+        ids = torch.as_tensor(c[1]["input_ids"])[None]
+        tokens = c.action_tokens(1)
+    _, cache = source.run_with_cache(ids, last_only=True)
+    for r in per[per["variant"] == 1].itertuples():
+        expected = naive_range_patched_delta(target, ids, cache, r.site, r.layer_from, r.layer_to, "all", tokens)
+        assert abs(r.patched_delta - expected) < 1e-4, (r.site, r.layer_from, r.layer_to)
+    full = per[(per["variant"] == 1) & (per["site"] == "both") & (per["layer_from"] == 0) & (per["layer_to"] == L - 1)]
+    assert abs(full["patched_delta"].iat[0] - full["source_delta"].iat[0]) < 1e-4  # the source itself
+    sat = pd.read_csv(res / "patching/path_patching_saturation.csv")
+    assert len(sat) == len(EXPERIMENTS) * len(ALL_SCENARIOS) * 3 * L
+    assert ((sat["saturation_layer"] >= sat["layer_from"]) & (sat["saturation_layer"] <= L - 1)).all()
+    assert (res / "patching/path_patching_summary.csv").is_file()
+    for e in EXPERIMENTS:
+        assert (res / f"patching/path_patching_{e}.png").stat().st_size > 10_000
+    assert "## Path patching: where the effect saturates" in (res / "rq_summary.md").read_text()

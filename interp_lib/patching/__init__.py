@@ -23,7 +23,8 @@ A delta_change within NOISE_MULTIPLE times it is flagged `below_noise`.
 
 Modules: components (names, result rows), activations (what a patch reads), runner (exact
 batched patching, noise floor), atp (attribution patching), circuits, patcher (the design's
-text API), ranking (the circuits' order, numpy only). The workflow job is
+text API), ranking (the circuits' order, numpy only), paths (path patching: block outputs over
+layer ranges), saturation (where a path-patching curve saturates, numpy only). The workflow job is
 `interp_lib.jobs.patch_scenario`. Names are exported lazily (interp_lib/lazy.py): importing
 the package loads no torch.
 """
@@ -51,6 +52,16 @@ _EXPORTS = {
     "noise_floor": "runner",
     "sweep": "runner",
     "rank_toward_source": "ranking",
+    "PATH_COLUMNS": "paths",
+    "PATH_SITES": "paths",
+    "PathResult": "paths",
+    "path_noise_floor": "paths",
+    "path_sweep": "paths",
+    "progressive_ranges": "paths",
+    "range_components": "paths",
+    "start_layers": "paths",
+    "saturation_layer": "saturation",
+    "with_saturation": "saturation",
 }
 
 __all__ = sorted(_EXPORTS)

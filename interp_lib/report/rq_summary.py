@@ -32,6 +32,7 @@ from .document import Document, fmt
 from .inputs import Inputs, component_sort_key, missing_file, read_table, standard_rows
 from .interactions import interactions_section
 from .interventions import probe_section, steering_section
+from .path_patching import path_patching_section
 from .rq3 import MORAL_ROLES, rq3_section
 
 PT3_ROLES = ("deontological", "utilitarian")  # RQ1 patching targets, RQ2 pair
@@ -247,6 +248,7 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     steering_section(doc, inputs, measures, n_rows)
     probe_section(doc, inputs, n_rows)
     counterfactual_section(doc, inputs, n_rows)
+    path_patching_section(doc, inputs, n_rows)
     return doc
 
 

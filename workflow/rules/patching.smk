@@ -6,6 +6,7 @@ rule patch_scenario:
     output:
         results=R("patching/per/{experiment}/{scenario}/patches.csv"),
         circuits=R("patching/per/{experiment}/{scenario}/circuits.csv"),
+        path_patches=R("patching/per/{experiment}/{scenario}/path_patches.csv"),
     log:
         R("logs/patching/{experiment}/{scenario}.log"),
     benchmark:
@@ -25,6 +26,8 @@ rule patch_scenario:
         max_components=config["analysis"]["max_circuit_components"],
         atp=config["analysis"]["atp"],
         circuit_ranking=config["analysis"]["circuit_ranking"],
+        path_patching=config["analysis"]["path_patching"],
+        path_starts=config["analysis"]["path_patch_starts"],
         precision=config["analysis"]["precision"],
         device=config["analysis"]["device"],
         code=code_version("patch_scenario"),
@@ -76,3 +79,28 @@ rule cross_experiment_summary:
         code=code_version("cross_experiment_summary"),
     script:
         "../scripts/cross_experiment_summary.py"
+
+
+# Path patching (computed by patch_scenario): one table job for every experiment and scenario.
+localrules:
+    path_patch_tables,
+
+
+rule path_patch_tables:
+    input:
+        expand(
+            R("patching/per/{experiment}/{scenario}/path_patches.csv"),
+            experiment=EXPERIMENTS,
+            scenario=PATCH_SCENARIOS,
+        ),
+    output:
+        summary=R("patching/path_patching_summary.csv"),
+        saturation=R("patching/path_patching_saturation.csv"),
+    log:
+        R("logs/patching/path_patch_tables.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        code=code_version("path_patch_tables"),
+    script:
+        "../scripts/path_patch_tables.py"

@@ -64,3 +64,37 @@ rule patch_plots_experiment:
         code=code_version("patch_plots_experiment"),
     script:
         "../scripts/patch_plots_experiment.py"
+
+
+# Path patching: the progressive curves of every experiment, one job.
+rule path_patch_plots:
+    input:
+        summary=R("patching/path_patching_summary.csv"),
+    output:
+        [
+            report(
+                R(f"patching/path_patching_{e}.png"),
+                caption="../report/path_patching.rst",
+                category="Activation patching",
+                subcategory="Path patching",
+                labels={"experiment": e, "figure": "path patching"},
+            )
+            for e in EXPERIMENTS
+        ],
+    log:
+        R("logs/patching/path_patch_plots.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        experiments=EXPERIMENTS,
+        labels={
+            m: model_label(m)
+            for e in EXPERIMENTS
+            for m in (
+                config["experiments"][e]["source"],
+                config["experiments"][e]["target"],
+            )
+        },
+        code=code_version("path_patch_plots"),
+    script:
+        "../scripts/path_patch_plots.py"

@@ -120,6 +120,7 @@ rule rq_summary:
         probes=R("probes/probe_accuracy.csv"),
         interactions_summary=R("interactions/summary.csv"),
         interactions_differences=R("interactions/differences.csv"),
+        path_saturation=R("patching/path_patching_saturation.csv"),
     output:
         md=R("rq_summary.md"),
         html=report(

@@ -47,6 +47,8 @@ def all_targets():
             experiment=EXPERIMENTS,
         ),
         R("patching/cross_experiment_summary.csv"),
+        R("patching/path_patching_saturation.csv"),
+        expand(R("patching/path_patching_{experiment}.png"), experiment=EXPERIMENTS),
         expand(
             R("counterfactual/{plot}_{counterfactual}.png"),
             plot=["residual_heatmap", "component_heatmap"],

@@ -1,4 +1,5 @@
-"""Patches every head and MLP from source into target on one scenario's prompts."""
+"""Patches every head and MLP from source into target on one scenario's prompts, and the
+block outputs over the layer ranges of path patching."""
 
 import os
 
@@ -11,7 +12,7 @@ from interp_lib.patching import CIRCUIT_COLUMNS
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     p, i = snakemake.params, snakemake.input
-    results, circuits = patch_scenario(
+    results, circuits, paths = patch_scenario(
         snakemake.wildcards.experiment,
         source_name=p.source,
         target_name=p.target,
@@ -28,6 +29,9 @@ with job_logging(snakemake.log[0]):
         device=p.device,
         atp=p.atp,
         circuit_ranking=p.circuit_ranking,
+        path_patching=p.path_patching,
+        path_starts=p.path_starts,
     )
     write_csv_atomic(results, snakemake.output.results)
     write_csv_atomic(pd.DataFrame(circuits, columns=CIRCUIT_COLUMNS), snakemake.output.circuits)
+    write_csv_atomic(paths, snakemake.output.path_patches)

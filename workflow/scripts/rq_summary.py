@@ -16,6 +16,7 @@ with job_logging(snakemake.log[0]):
                     counterfactual_components=dict(zip(p.counterfactuals, inp.counterfactual_components)),
                     steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes,
                     interactions_summary=inp.interactions_summary,
-                    interactions_differences=inp.interactions_differences)
+                    interactions_differences=inp.interactions_differences,
+                    path_saturation=inp.path_saturation)
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)
