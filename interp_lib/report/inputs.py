@@ -25,6 +25,7 @@ class Inputs:
     counterfactual_components: dict = field(default_factory=dict)  # counterfactual -> component_patches.csv
     steering_layers: dict = field(default_factory=dict)  # steering experiment -> steering_layers_{name}.csv
     probes: str | None = None  # probe_accuracy.csv
+    adapter_edits: dict = field(default_factory=dict)  # "summary", "verdicts", "sets" -> adapter_edits/*.csv
     # scenarios in the swapped labelling (from the behaviour table): left out of the RQ
     # means, which would otherwise mix labellings; the label bias section reports them
     swapped_scenarios: set = field(default_factory=set)

@@ -118,6 +118,7 @@ rule rq_summary:
             R("steering/steering_layers_{steering}.csv"), steering=STEERING
         ),
         probes=R("probes/probe_accuracy.csv"),
+        adapter_edits=ADAPTER_EDIT_TABLES,
     output:
         md=R("rq_summary.md"),
         html=report(

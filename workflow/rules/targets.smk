@@ -60,4 +60,5 @@ def all_targets():
         R("weights/weight_deltas_heads.png"),
         R("rq_summary.md"),
         R("rq_summary.html"),
+        adapter_edit_targets(),
     ]

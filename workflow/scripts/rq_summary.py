@@ -13,6 +13,7 @@ with job_logging(snakemake.log[0]):
                     circuits=dict(zip(p.experiments, inp.circuits)),
                     counterfactual_residual=dict(zip(p.counterfactuals, inp.counterfactual_residual)),
                     counterfactual_components=dict(zip(p.counterfactuals, inp.counterfactual_components)),
-                    steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes)
+                    steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes,
+                    adapter_edits=dict(zip(("summary", "verdicts", "sets"), inp.adapter_edits)))
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)
