@@ -47,6 +47,8 @@ USER_JOBS = {
     "cross_experiment_summary": 1, "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1,
     "probe_model": 2, "probe_plots": 1, "interaction_tables": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1,
     "path_patch_tables": 1, "path_patch_plots": 1,  # path patching: one table and one figure job in all
+    # issue 27 item 1: the fine-tune's adapter edits (one job per scenario), their tables and figure
+    "adapter_edits_scenario": 1, "adapter_edits_tables": 1, "adapter_edits_plots": 1,
 }
 
 
@@ -89,13 +91,16 @@ def test_a_scenario_adds_only_its_prompts_caches_patches_and_steering(tmp_path):
         counts[n] = rule_counts(dry_run_jobs(wd, "all", "--configfile", "config.yaml", "extra.yaml"))
     added = {rule: counts[4][rule] - counts[1].get(rule, 0) for rule in counts[4]
              if counts[4][rule] != counts[1].get(rule, 0)}
+    fine_tunes = sum(1 for spec in cfg["models"].values() if spec.get("adapter"))
     per_scenario = {"scenario_prompts": 1, "cache_activations": len(cfg["models"]),
-                    "patch_scenario": len(cfg["experiments"]), "steering_scenario": len(cfg["steering"])}
+                    "patch_scenario": len(cfg["experiments"]), "steering_scenario": len(cfg["steering"]),
+                    "adapter_edits_scenario": fine_tunes}  # issue 27 item 1: one per fine-tune
     assert added == {rule: 3 * n for rule, n in per_scenario.items()}
-    assert sum(per_scenario.values()) == 12
-    # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more (135: 131 before the
-    # interaction and path-patching table and figure jobs, which a scenario does not add to)
-    assert sum(counts[1].values()) == 135 + 12
+    assert sum(per_scenario.values()) == 16
+    # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more (131 + 12 before
+    # issue 27; its adapter edits add one job per fine-tune and scenario, and the adapter edits',
+    # interactions' and path patching's table and figure jobs are one each)
+    assert sum(counts[1].values()) == 161 + 16
 
 
 def test_without_a_configfile_the_default_config_is_used(tmp_path):
@@ -131,8 +136,8 @@ def test_every_output_lies_under_results_dir(tmp_path):
     proc = snakemake(wd, "-n", "--cores", "1", "--summary", "all")
     rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
     paths = [row[0] for row in rows if row[0] != "output_file"]
-    assert len(paths) == 65  # every output of `all` for this config (55 before the 3 interaction tables,
-    # 2 per-model and 1 pair figure, and path patching's 4)
+    assert len(paths) == 72  # every output of `all` for this config (55 before issue 27: the 3 interaction
+    # tables, 2 per-model and 1 pair figure, path patching's 4, the adapter edits' 7)
     assert all(p.startswith("out/run1/") for p in paths), [p for p in paths if not p.startswith("out/run1/")]
     # logs and benchmarks too
     proc = snakemake(wd, "-n", "--cores", "1", "all")

@@ -160,7 +160,8 @@ AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logi
 # one cache per model, one patching job per experiment and one steering job per steering
 # experiment (those steering it), and reruns none of the old ones.
 MODEL_JOBS = {"demo_base", "demo_adapter", "convert_gguf", "rl_adapter", "merge_model", "scenario_prompts",
-              "cache_activations", "patch_scenario", "counterfactual_patch", "steering_scenario"}
+              "cache_activations", "patch_scenario", "counterfactual_patch", "steering_scenario",
+              "adapter_edits_scenario"}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
@@ -178,11 +179,13 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
         "self_last": "D", "opponent_last": "D", "extra_sentence": "A played action2 for many rounds.",
         "description": "test"}}}))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
-    per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "patch_scenario": 4, "steering_scenario": 2}
+    per_scenario = {"scenario_prompts": 1, "cache_activations": 5, "patch_scenario": 4, "steering_scenario": 2,
+                    "adapter_edits_scenario": 4}
     # per-model / per-experiment tables and figures across scenarios (a probe pools every
     # scenario of its model)
     per_group = {"logit_lens_model": 5, "dla_model": 5, "probe_model": 5, "patch_experiment_tables": 4,
-                 "patch_plots_experiment": 4, "steering_tables": 2, "steering_plots": 2}
+                 "patch_plots_experiment": 4, "steering_tables": 2, "steering_plots": 2,
+                 "adapter_edits_tables": 1, "adapter_edits_plots": 1}
     assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
     for rule, wc in jobs:
         if rule in per_scenario:
@@ -190,11 +193,14 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
         else:  # no other job is per scenario
             assert "scenario" not in wc, (rule, wc)
     assert {wc["model"] for r, wc in jobs if r == "cache_activations"} == set(MODELS)
-    # issue 26 item 2: at most one model-running job per model, experiment and steering
-    # experiment, plus the prompts; everything else is a grouped table or figure job
+    # issue 26 item 2: at most one model-running job per model, experiment, steering
+    # experiment and (issue 27 item 1) fine-tune, plus the prompts; everything else is a
+    # grouped table or figure job
     cfg = yaml.safe_load((workflow_dir / "config.yaml").read_text())
     model_jobs = [r for r, _ in jobs if r in MODEL_JOBS]
-    assert len(model_jobs) <= len(cfg["models"]) + len(cfg["experiments"]) + 1 + len(cfg["steering"]) == 12
+    fine_tunes = sum(1 for spec in cfg["models"].values() if spec.get("adapter"))
+    assert len(model_jobs) <= (len(cfg["models"]) + len(cfg["experiments"]) + 1 + len(cfg["steering"])
+                               + fine_tunes) == 16
     assert set(rule_counts(jobs)) - MODEL_JOBS == set(per_group) | set(AGGREGATES)
 
 
@@ -211,8 +217,12 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
     per_model = {"merge_model": 1, "cache_activations": N, "logit_lens_model": 1, "dla_model": 1,
                  "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1, "probe_model": 1}
     per_experiment = {"patch_scenario": N, "patch_experiment_tables": 1, "patch_plots_experiment": 1}
+    # adapter edits (issue 27 item 1): the new fine-tune's on every scenario, and its
+    # experiment's target's again (PT4_copy's update is now transplanted into PT2_COREDe)
+    edits = {"adapter_edits_scenario": 2 * N, "adapter_edits_tables": 1, "adapter_edits_plots": 1}
     aggregates = {k: v for k, v in AGGREGATES.items() if k != "prompt_dataset"}
-    assert rule_counts(jobs) == {**per_model, **per_experiment, **aggregates}
+    assert rule_counts(jobs) == {**per_model, **per_experiment, **edits, **aggregates}
+    assert {wc["model"] for r, wc in jobs if r == "adapter_edits_scenario"} == {"PT4_copy", "PT2_COREDe"}
     for rule, wc in jobs:
         if rule in per_model and "model" in wc:
             assert wc["model"] == "PT4_copy", (rule, wc)
@@ -267,7 +277,7 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     assert rule_counts(jobs) == {
         "dla_plots": 1, "logit_lens_plots": 1, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
         "attention_plots": 1, "probe_plots": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1,
-        "path_patch_plots": 1}
+        "path_patch_plots": 1, "adapter_edits_plots": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert not [(r, wc) for r, wc in jobs if "model" in wc or "scenario" in wc]  # no per-model table reruns
 
@@ -312,3 +322,81 @@ def test_path_patching_outputs_and_each_range_against_a_naive_forward_pass(workf
     for e in EXPERIMENTS:
         assert (res / f"patching/path_patching_{e}.png").stat().st_size > 10_000
     assert "## Path patching: where the effect saturates" in (res / "rq_summary.md").read_text()
+
+
+def _peft_delta(adapter_dir, ids, tokens) -> float:
+    """logit(D) - logit(C) of the demo base with `adapter_dir` merged by PEFT, in one full forward pass."""
+    from peft import PeftModel
+
+    base = load_base_model("results/demo/base", "float32", "cpu", "base")
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
+    with torch.no_grad():
+        logits = merged(torch.as_tensor(ids)[None]).logits[0, -1]
+    return float(logits[tokens["D"]] - logits[tokens["C"]])
+
+
+def test_adapter_edits_of_every_fine_tune_are_in_all(workflow_dir, tmp_path, monkeypatch):
+    """Issue 27 item 1: every fine-tune's adapter edits on every scenario (with the swapped
+    sibling) are built by `all`; one ablation row and one transplant row equal PEFT's merge of
+    the hand-edited adapter run in full; the unedited recomputations sit at float32 rounding;
+    the summary's means are the rows' and every minimal set passes its leave-one-out check."""
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.chdir(workflow_dir)
+    out = Path("results/adapter_edits")
+    fine_tunes = MODELS[1:]
+    for m in fine_tunes:
+        assert (out / f"adapter_edits_{m}.png").stat().st_size > 20_000
+    rows = pd.read_csv(out / "edit_results.csv")
+    assert set(rows["model"]) == set(fine_tunes) and set(rows["scenario"]) == set(ALL_SCENARIOS)
+    assert rows.groupby(["model", "scenario"])["variant"].nunique().eq(3).all()
+    unedited = rows[rows["kind"] == "unedited"]
+    assert len(unedited) == 2 * 4 * 3 * N and unedited["delta_change"].abs().max() < 1e-4
+    assert rows["noise_floor"].max() < 1e-4
+    assert set(rows[rows["kind"] == "transplant"]["source"]) == {"PT2_COREDe", "PT3_COREUt", "PT3_COREDe"}
+
+    def one(**where):
+        sel = rows
+        for k, v in where.items():
+            sel = sel[sel[k] == v]
+        assert len(sel) == 1, where
+        return sel.iloc[0]
+
+    with CacheFile("results/cache/PT3_COREDe/CD_punished_swapped.h5") as c:
+        ids, tokens = c[2]["input_ids"], c.action_tokens(2)
+    adapter = Path("results/demo/adapters/PT3_COREDe")
+    donor = load_file("results/demo/adapters/PT2_COREDe/adapter_model.safetensors")
+    for kind, layer in (("ablation", 2), ("transplant", 1)):
+        state = load_file(adapter / "adapter_model.safetensors")
+        edited = tmp_path / kind
+        edited.mkdir()
+        for key in state:
+            if f"layers.{layer}." in key:  # same rank and alpha: the donor's factors fit as they are
+                state[key] = torch.zeros_like(state[key]) if kind == "ablation" else donor[key]
+        save_file(state, edited / "adapter_model.safetensors")
+        (edited / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+        row = one(model="PT3_COREDe", scenario="CD_punished_swapped", variant=2, kind=kind, group="block",
+                  layer=layer, **({"source": "PT2_COREDe"} if kind == "transplant" else {}))
+        expected = _peft_delta(edited, ids, tokens)
+        assert abs(row["delta"] - expected) < 1e-4, (kind, row["delta"], expected)
+        assert abs(row["delta_change"]) > 1e-2
+
+    summary = pd.read_csv(out / "edit_summary.csv")
+    sel = summary[(summary["model"] == "PT4_COREDe") & (summary["kind"] == "sufficiency")
+                  & (summary["group"] == "block") & (summary["layer"] == 3) & (summary["scenario"] == "ALL")
+                  & (summary["labelling"] == "standard")].iloc[0]
+    mine = rows[(rows["model"] == "PT4_COREDe") & (rows["kind"] == "sufficiency") & (rows["group"] == "block")
+                & (rows["layer"] == 3) & (rows["labelling"] == "standard")]
+    assert sel["n"] == len(mine) == 15 and math.isclose(sel["mean_delta_change"], mine["delta_change"].mean())
+    assert sel["ci_low"] <= sel["mean_delta_change"] <= sel["ci_high"]
+    sets = pd.read_csv(out / "minimal_sets.csv")
+    assert len(sets) == 4 * N and set(sets["set_kind"]) <= {"minimal", "greedy", "none"}
+    for s in sets[sets["set_kind"] == "minimal"].itertuples():
+        assert all(item.endswith(":fails") for item in str(s.leave_one_out).split(";") if item), s
+        members = rows[(rows["model"] == s.model) & (rows["scenario"] == s.scenario)
+                       & (rows["kind"] == "minimal_set")]
+        assert members["reproduces"].all()
+    verdicts = pd.read_csv(out / "layer_verdicts.csv")
+    assert set(verdicts["model"]) == set(fine_tunes)
+    text = (workflow_dir / "results/rq_summary.md").read_text()
+    assert "## Adapter edits: necessary and sufficient layers" in text

@@ -28,6 +28,7 @@ class Inputs:
     interactions_summary: str | None = None  # interactions/summary.csv
     interactions_differences: str | None = None  # interactions/differences.csv
     path_saturation: str | None = None  # patching/path_patching_saturation.csv
+    adapter_edits: dict = field(default_factory=dict)  # "summary", "verdicts", "sets" -> adapter_edits/*.csv
     # scenarios in the swapped labelling (from the behaviour table): left out of the RQ
     # means, which would otherwise mix labellings; the label bias section reports them
     swapped_scenarios: set = field(default_factory=set)

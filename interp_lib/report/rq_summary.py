@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..noise import NOISE_MULTIPLE, below_noise, largest_floor
+from .adapter_edits import adapter_edits_section
 from .behaviour import behaviour_section
 from .counterfactual import counterfactual_section
 from .document import Document, fmt
@@ -249,6 +250,7 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     probe_section(doc, inputs, n_rows)
     counterfactual_section(doc, inputs, n_rows)
     path_patching_section(doc, inputs, n_rows)
+    adapter_edits_section(doc, inputs, config, n_rows)
     return doc
 
 

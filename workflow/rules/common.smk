@@ -298,3 +298,68 @@ def steering_spec(name):
 
 def steering_outputs(name):
     return [R(f"steering/per/{name}/{s}.csv") for s in steering_scenarios(config, name)]
+
+
+# LoRA adapter edits (rules/adapter_edits.smk): per (fine-tune, scenario) jobs.
+from interp_lib.adapter_edits.plan import edit_models, transplant_sources
+
+# {fine-tune: reference model without an adapter on its base}, {skipped model: reason}
+EDIT_MODELS, EDIT_SKIPPED = (
+    edit_models(config) if config["adapter_edits"]["enabled"] else ({}, {})
+)
+EDIT_SETTINGS = {k: v for k, v in config["adapter_edits"].items() if k != "enabled"}
+
+
+def adapter_edit_donors(model):
+    """{source model: its adapter and experiment} of the transplants into `model`."""
+    sources, _ = transplant_sources(config, model)
+    return {
+        src: {"adapter": config["models"][src]["adapter"], "experiment": exp}
+        for src, exp in sources.items()
+    }
+
+
+def adapter_edit_inputs(wc):
+    ref, donors = EDIT_MODELS[wc.model], adapter_edit_donors(wc.model)
+    return {
+        "finetune_cache": R(f"cache/{wc.model}/{wc.scenario}.h5"),
+        "finetune_fingerprint": R(f"models/{wc.model}/fingerprint.json"),
+        "base_cache": R(f"cache/{ref}/{wc.scenario}.h5"),
+        "reference_weights": R(f"models/{ref}/model.safetensors"),
+        "reference_fingerprint": R(f"models/{ref}/fingerprint.json"),
+        "adapter": model_dir_inputs(config["models"][wc.model]["adapter"]),
+        "donor_caches": [R(f"cache/{s}/{wc.scenario}.h5") for s in donors],
+        "donor_fingerprints": [R(f"models/{s}/fingerprint.json") for s in donors],
+        "donor_adapters": [
+            f for s in donors for f in model_dir_inputs(config["models"][s]["adapter"])
+        ],
+    }
+
+
+def adapter_edit_outputs(name):
+    return expand(
+        R(f"adapter_edits/per/{{model}}/{{scenario}}/{name}.csv"),
+        model=EDIT_MODELS,
+        scenario=SCENARIOS,
+    )
+
+
+# What the RQ summary reads (summary, verdicts, minimal sets; none without a fine-tune to edit).
+ADAPTER_EDIT_TABLES = (
+    [
+        R(f"adapter_edits/{name}.csv")
+        for name in ("edit_summary", "layer_verdicts", "minimal_sets")
+    ]
+    if EDIT_MODELS
+    else []
+)
+
+
+def adapter_edit_targets():
+    """The outputs of `all` (none when no model has an adapter and a base to edit)."""
+    if not EDIT_MODELS:
+        return []
+    return [
+        R(f"adapter_edits/{name}.csv")
+        for name in ("edit_results", "edit_summary", "layer_verdicts", "minimal_sets")
+    ] + expand(R("adapter_edits/adapter_edits_{model}.png"), model=EDIT_MODELS)

@@ -121,6 +121,7 @@ rule rq_summary:
         interactions_summary=R("interactions/summary.csv"),
         interactions_differences=R("interactions/differences.csv"),
         path_saturation=R("patching/path_patching_saturation.csv"),
+        adapter_edits=ADAPTER_EDIT_TABLES,
     output:
         md=R("rq_summary.md"),
         html=report(

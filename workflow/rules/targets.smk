@@ -68,4 +68,5 @@ def all_targets():
         R("weights/weight_deltas_heads.png"),
         R("rq_summary.md"),
         R("rq_summary.html"),
+        adapter_edit_targets(),
     ]

@@ -17,6 +17,7 @@ with job_logging(snakemake.log[0]):
                     steering_layers=dict(zip(p.steering, inp.steering_layers)), probes=inp.probes,
                     interactions_summary=inp.interactions_summary,
                     interactions_differences=inp.interactions_differences,
-                    path_saturation=inp.path_saturation)
+                    path_saturation=inp.path_saturation,
+                    adapter_edits=dict(zip(("summary", "verdicts", "sets"), inp.adapter_edits)))
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)
