@@ -14,7 +14,10 @@ configs' `all` is 163 jobs a family (385 before issue 26 grouped the tables and 
 analysis); its runs behind the headlines are timed in docs/real-results.md. The exact residual
 grid is checked against fresh patches on the embedded family (tests/test_counterfactual.py), and
 the committed adapters' decisions on all five scenarios in the fast tier
-(tests/test_rl_training.py). Every rule runs on Gemma-3.
+(tests/test_rl_training.py). Every rule runs on Gemma-3 but the adapter edits (issue 27), which
+would add 16 model jobs (one per fine-tune and scenario, about 3 minutes of CI): they are checked
+against PEFT merges on the embedded family (tests/test_adapter_edits.py, tests/test_workflow.py),
+and their time on real weights is in docs/analyses.md (Adapter edits).
 
 INTERP_TEST_<FAMILY>_WORKDIR=<dir> (SMOLLM2, GEMMA3) keeps a run there and reuses it.
 """
@@ -68,6 +71,7 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
         if spec.get("adapter"):
             spec["adapter"] = str(REPO / spec["adapter"])
     cfg["analysis"].update(patch_positions="decision", residual_patching="atp")
+    cfg["adapter_edits"] = {**cfg.get("adapter_edits", {}), "enabled": False}  # module docstring
     main = wd / "config.decision.yaml"
     main.write_text(yaml.safe_dump(cfg, sort_keys=False))
     exp = cfg["experiments"][ALLPOS_EXPERIMENT]
