@@ -14,7 +14,8 @@ configs' `all` is 163 jobs a family (385 before issue 26 grouped the tables and 
 analysis); its runs behind the headlines are timed in docs/real-results.md. The exact residual
 grid is checked against fresh patches on the embedded family (tests/test_counterfactual.py), and
 the committed adapters' decisions on all five scenarios in the fast tier
-(tests/test_rl_training.py). Every rule runs on Gemma-3 but the adapter edits (issue 27), which
+(tests/test_rl_training.py). Path patching sweeps from 2 start layers (the configs' default is
+4). Every rule runs on Gemma-3 but the adapter edits (issue 27), which
 would add 16 model jobs (one per fine-tune and scenario, about 3 minutes of CI): they are checked
 against PEFT merges on the embedded family (tests/test_adapter_edits.py, tests/test_workflow.py),
 and their time on real weights is in docs/analyses.md (Adapter edits).
@@ -48,6 +49,7 @@ FAMILIES = {"smollm2": (30, 9), "gemma3": (18, 4)}  # family -> (layers, heads)
 # reuses, where INTERP_TEST_GEMMA3 names one, the conversion that .ci/run's stage "real
 # weights" made with the same code (interp_lib.model.gguf_convert; about a minute of CI).
 REUSE_CONVERTED = {"gemma3"}
+CI_PATH_STARTS = 2  # path patching's start layers: 0 and n_layers // 2
 
 
 def n_components(family: str) -> int:
@@ -70,7 +72,8 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
     for spec in cfg["models"].values():
         if spec.get("adapter"):
             spec["adapter"] = str(REPO / spec["adapter"])
-    cfg["analysis"].update(patch_positions="decision", residual_patching="atp")
+    # path patching from 2 start layers instead of the default 4 (CI's hour; module docstring)
+    cfg["analysis"].update(patch_positions="decision", residual_patching="atp", path_patch_starts=CI_PATH_STARTS)
     cfg["adapter_edits"] = {**cfg.get("adapter_edits", {}), "enabled": False}  # module docstring
     main = wd / "config.decision.yaml"
     main.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -163,12 +166,12 @@ def test_one_all_position_job_patches_every_position(real_run):
 
 
 def test_path_patching_runs_in_every_patching_job(real_run):
-    """Path patching on real weights (decision position): every range of the default 4 starts
-    at 3 sites for 3 variants, a small noise floor, Game -> Utilitarian's full range of both
+    """Path patching on real weights (decision position): every range of CI's 2 starts (the
+    default is 4) at 3 sites for 3 variants, a small noise floor, Game -> Utilitarian's full range of both
     block outputs above it; with `all` the table, figure and RQ-summary section."""
     family, wd = real_run
     layers, _ = FAMILIES[family]
-    starts = [i * layers // 4 for i in range(4)]
+    starts = [i * layers // CI_PATH_STARTS for i in range(CI_PATH_STARTS)]
     per = pd.read_csv(wd / f"results_{family}/patching/per/PT2_to_PT3Ut/CD_punished/path_patches.csv")
     assert len(per) == 3 * 3 * sum(layers - a for a in starts) and sorted(per["layer_from"].unique()) == starts
     assert (per["positions"] == "decision").all() and per["noise_floor"].max() < 1e-3
@@ -178,7 +181,7 @@ def test_path_patching_runs_in_every_patching_job(real_run):
     assert ((per["saturation_layer"] >= per["layer_from"]) & (per["saturation_layer"] < layers)).all()
     if TARGETS_RUN[family] == "all":
         sat = pd.read_csv(wd / f"results_{family}/patching/path_patching_saturation.csv")
-        assert len(sat) == 4 * 2 * len(CI_SCENARIOS) * 3 * 4  # experiments x scenarios x sites x starts
+        assert len(sat) == 4 * 2 * len(CI_SCENARIOS) * 3 * CI_PATH_STARTS  # experiments x scenarios x sites x starts
         assert (wd / f"results_{family}/patching/path_patching_PT2_to_PT3Ut.png").stat().st_size > 10_000
         assert "## Path patching: where the effect saturates" in (wd / f"results_{family}/rq_summary.md").read_text()
 
