@@ -295,7 +295,8 @@ def _fake_rows():
                                      experiment="", background="finetune", start_layer=layer, baseline_delta=1.0,
                                      delta=1.0 + change + 0.01 * v, delta_change=change + 0.01 * v,
                                      baseline_p_defect=0.7, p_defect=0.5, p_defect_change=-0.2,
-                                     finetune_delta=1.0, base_delta=-2.0, goal_delta=-2.0, gap_fraction=0.5,
+                                     finetune_delta=1.0, base_delta=-2.0, goal_delta=-2.0,
+                                     toward_goal=-(change + 0.01 * v), gap_fraction=0.5,
                                      flipped=layer == 1 and kind == "ablation", reproduces=rep, noise_floor=0.01,
                                      below_noise=False, precision="float32"))
     return pd.DataFrame(rows)
@@ -307,6 +308,8 @@ def test_summary_and_verdicts():
     one = summary[(summary["scenario"] == "S") & (summary["kind"] == "ablation") & (summary["layer"] == 1)].iloc[0]
     assert one["n"] == 3 and one["mean_delta_change"] == pytest.approx(-2.98)
     assert one["ci_low"] <= one["mean_delta_change"] <= one["ci_high"]
+    assert one["mean_toward_goal"] == pytest.approx(2.98) and one["toward_ci_low"] <= 2.98 <= one["toward_ci_high"]
+    assert (one["mean_goal_change"], one["mean_goal_gap"]) == (-3.0, 3.0)
     assert not one["below_noise"] and one["flip_share"] == 1.0
     small = summary[(summary["scenario"] == "S") & (summary["kind"] == "ablation") & (summary["layer"] == 0)].iloc[0]
     assert small["below_noise"]  # mean |0.01| within 3 x the floor of 0.01
@@ -331,7 +334,9 @@ def test_figure_and_rq_section_from_the_tables(tmp_path):
     from interp_lib.report.inputs import Inputs
 
     rows = _fake_rows()
-    summary, verdicts = edit_summary(rows), None
+    moved = rows[rows["kind"] == "ablation"].assign(kind="transplant", source="d", experiment="d_to_m",
+                                                    toward_goal=lambda df: df["delta_change"])
+    summary, verdicts = edit_summary(pd.concat([rows, moved], ignore_index=True)), None
     sets = pd.DataFrame([{"model": "m", "reference": "b", "scenario": s, "labelling": "standard", "margin": 0.1,
                           "n_prompts": 3, "set_kind": "minimal", "layers": "1", "size": 1, "greedy_size": 1,
                           "ranking": "1:2.5;0:0.1", "attempts": "0:no;1:yes", "leave_one_out": "1:fails",
@@ -353,7 +358,10 @@ def test_figure_and_rq_section_from_the_tables(tmp_path):
     assert (row["fine-tune"], row["scenarios"]) == ("m", 2)
     assert row["necessary in every scenario"] == "L1" and row["sufficient alone in every scenario"] == "L1"
     assert row["minimal sufficient sets"] == "{L1} minimal (S, S_swapped)"
-    assert "no transplant" in text
+    transplants = [b[1].df for b in doc.blocks if b[0] == "table"][-1]
+    first = transplants.iloc[0]
+    assert (first["experiment"], first["source"], first["labelling"], first["layer"]) == ("d_to_m", "d", "standard", "L0")
+    assert first["towards the source"].startswith("+") and "[" in first["towards the source"]
 
 
 def test_pruning_rechecks_members_that_were_droppable_together():
@@ -379,3 +387,45 @@ def test_pruning_rechecks_members_that_were_droppable_together():
     assert (2, 4) in checked  # 1 checked again after 0 went
     assert [ok for _, ok in found.leave_one_out] == [False, False, False]
     assert found.deltas[0] == pytest.approx(delta([1, 2, 4]))
+
+
+def test_which_models_are_edited_and_which_are_skipped():
+    from interp_lib.adapter_edits.plan import edit_models, transplant_sources
+
+    config = {"models": {"base": {"base": "b"}, "tuned": {"base": "b", "adapter": "a1"},
+                         "other": {"base": "b", "adapter": "a2"}, "merged": {"base": "m"},
+                         "orphan": {"base": "c", "adapter": "a3"}, "plain": {"base": "b"}},
+              "experiments": {"e1": {"source": "other", "target": "tuned"}, "e2": {"source": "merged", "target": "tuned"},
+                              "e3": {"source": "orphan", "target": "tuned"}, "e4": {"source": "tuned", "target": "base"}}}
+    edited, skipped = edit_models(config)
+    assert edited == {"tuned": "base", "other": "base"}
+    assert set(skipped) == {"merged", "orphan", "plain"}
+    assert skipped["merged"].startswith("no adapter (merged-only weights)")
+    assert "no configured model without an adapter on its base c" in skipped["orphan"]
+    sources, why = transplant_sources(config, "tuned")
+    assert sources == {"other": "e1"} and set(why) == {"e2", "e3"}
+    assert "has no adapter" in why["e2"] and "on base c" in why["e3"]
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"groups": ["heads"]}, "adapter_edits.groups.0: 'heads' is not one of"),
+    ({"margin": 1.5}, "adapter_edits.margin: 1.5 is greater than or equal to the maximum of 1"),
+    ({"group_layer": 3}, "unknown key adapter_edits.group_layer"),
+])
+def test_bad_settings_are_one_line_errors(section, message):
+    from interp_lib.config import ConfigError, validate_config
+
+    cfg = {"models": {"m": {"base": "b"}}, "scenarios": {"S": {"self_last": "C", "opponent_last": "C"}},
+           "adapter_edits": section}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_defaults_of_the_section():
+    from interp_lib.config import validate_config
+    from interp_lib.jobs.adapter_edits import DEFAULTS
+
+    cfg = validate_config({"models": {"m": {"base": "b"}}, "scenarios": {"S": {"self_last": "C", "opponent_last": "C"}}})
+    assert {k: v for k, v in cfg["adapter_edits"].items() if k != "enabled"} == DEFAULTS
+    assert cfg["adapter_edits"]["enabled"] is True

@@ -18,8 +18,9 @@ from ..stats import grouped_mean_ci
 
 ALL = "ALL"  # the scenario of rows pooled over scenarios
 SUMMARY_KEYS = ["model", "kind", "group", "layer", "layers", "source", "experiment", "scenario", "labelling"]
-SUMMARY_COLUMNS = [*SUMMARY_KEYS, "n", "mean_delta_change", "ci_low", "ci_high", "mean_p_defect", "p_ci_low",
-                   "p_ci_high", "mean_p_defect_change", "mean_goal_change", "median_gap_fraction", "flip_share", "reproduce_share",
+SUMMARY_COLUMNS = [*SUMMARY_KEYS, "n", "mean_delta_change", "ci_low", "ci_high", "mean_toward_goal", "toward_ci_low",
+                   "toward_ci_high", "mean_p_defect", "p_ci_low", "p_ci_high", "mean_p_defect_change",
+                   "mean_goal_change", "mean_goal_gap", "median_gap_fraction", "flip_share", "reproduce_share",
                    "noise_floor", "below_noise"]
 VERDICT_COLUMNS = ["model", "scenario", "labelling", "group", "layer", "n_scenarios", "n_prompts", "necessary",
                    "sufficient", "in_minimal_set", "ablation_flips", "ablation_mean", "sufficiency_mean",
@@ -39,22 +40,27 @@ def _summarise(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     change = grouped_mean_ci(df, keys, "delta_change")
     p = grouped_mean_ci(df, keys, "p_defect").rename(columns={"mean": "mean_p_defect", "ci_low": "p_ci_low",
                                                                "ci_high": "p_ci_high"})
-    g = df.assign(goal_change=df["goal_delta"] - df["baseline_delta"]).groupby(keys, sort=False)
+    toward = grouped_mean_ci(df, keys, "toward_goal").rename(columns={
+        "mean": "mean_toward_goal", "ci_low": "toward_ci_low", "ci_high": "toward_ci_high"})
+    goal = df["goal_delta"] - df["baseline_delta"]
+    g = df.assign(goal_change=goal, goal_gap=goal.abs()).groupby(keys, sort=False)
     extra = g.agg(mean_p_defect_change=("p_defect_change", "mean"), mean_goal_change=("goal_change", "mean"),
-                  median_gap_fraction=("gap_fraction", "median"),
+                  mean_goal_gap=("goal_gap", "mean"), median_gap_fraction=("gap_fraction", "median"),
                   flip_share=("flipped", "mean"), reproduce_share=("reproduces", "mean"),
                   noise_floor=("noise_floor", "max")).reset_index()
     out = change.rename(columns={"mean": "mean_delta_change"}).merge(p.drop(columns="n"), on=keys)
-    return out.merge(extra, on=keys)
+    return out.merge(toward.drop(columns="n"), on=keys).merge(extra, on=keys)
 
 
 def edit_summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per model x kind x group x layer x source and scenario (and pooled over the scenarios
     of one labelling: scenario ALL): the mean delta change over prompts with its 95%
-    bootstrap interval, the mean P(Defect) with its interval, the mean change the edit
-    aims at (mean_goal_change: base - fine-tune for an ablation, fine-tune - base for
-    sufficiency, source - target for a transplant), the median gap fraction (the share of
-    that change made, per prompt),
+    bootstrap interval; the mean change towards the edit's aim (toward_goal = delta change x
+    sign(goal - baseline): the base for an ablation, the fine-tune for sufficiency, the source
+    for a transplant; comparable across scenarios and labellings) with its interval; the mean
+    P(Defect) with its interval; the mean change the edit aims at (mean_goal_change, signed,
+    and mean_goal_gap, its size); the median gap fraction (the share of that change made,
+    per prompt),
     the shares of prompts flipped and reproduced, the largest noise floor, and whether the
     mean lies within 3 x that floor (below_noise)."""
     df = _keyed(results)

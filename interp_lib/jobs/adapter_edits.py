@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["model", "reference", "scenario", "variant", "labelling", "kind", "group", "layer", "layers", "source",
            "experiment", "background", "start_layer", "baseline_delta", "delta", "delta_change", "baseline_p_defect",
-           "p_defect", "p_defect_change", "finetune_delta", "base_delta", "goal_delta", "gap_fraction", "flipped",
+           "p_defect", "p_defect_change", "finetune_delta", "base_delta", "goal_delta", "toward_goal", "gap_fraction", "flipped",
            "reproduces", "noise_floor", "below_noise", "precision"]
 MINIMAL_SET_COLUMNS = ["model", "reference", "scenario", "labelling", "margin", "n_prompts", "set_kind", "layers",
                        "size", "greedy_size", "ranking", "attempts", "leave_one_out", "max_error", "reason",
@@ -188,7 +188,9 @@ def _row(common, variant, meta, kind, group, layer, layers, source, experiment, 
             "layer": layer, "layers": layers, "source": source, "experiment": experiment, "background": background,
             "start_layer": start, "baseline_delta": baseline, "delta": delta, "delta_change": change,
             "baseline_p_defect": p0, "p_defect": p, "p_defect_change": p - p0, "finetune_delta": ft,
-            "base_delta": base, "goal_delta": goal, "gap_fraction": _ratio(change, goal - baseline),
+            "base_delta": base, "goal_delta": goal,
+            "toward_goal": change * float(np.sign(goal - baseline)) if math.isfinite(goal) else math.nan,
+            "gap_fraction": _ratio(change, goal - baseline),
             "flipped": action_of(delta) != action_of(baseline),
             "reproduces": bool(reproduces([delta], [ft], [base], [both_floor], margin)[0]),
             "noise_floor": floor, "below_noise": below_noise(change, floor)}

@@ -1,11 +1,12 @@
 """The figure of one fine-tune's adapter edits (from adapter_edits.summary's table).
 
-Left: removing the fine-tune's update layer by layer (ablation), mean delta change over the
-prompts of every scenario of a labelling with 95% intervals (standard labelling solid,
-swapped dashed), module groups at the top layers as markers, the full change (base minus
-fine-tune) dotted, the noise band grey. Middle: adding it alone to the base (sufficiency),
-likewise (dotted: fine-tune minus base). Right: each transplant's curve by layer (dotted:
-source minus target).
+Every panel shows the change towards the edit's aim (toward_goal: delta change x the sign of
+aim minus baseline, in logits; comparable across scenarios whose decisions differ), mean over
+the prompts of every scenario of a labelling with 95% intervals (standard labelling solid,
+swapped dashed), the mean size of the whole change dotted, and the noise band grey. Left:
+removing the fine-tune's update layer by layer (ablation; aim: the base), module groups at
+the top layers as markers. Middle: adding it alone to the base (sufficiency; aim: the
+fine-tune). Right: each transplant's curve by layer (aim: the source).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import save_figure, zero_line
 STYLES = {"standard": "-", "swapped": "--"}
 GROUP_MARKERS = {"attn": "^", "mlp": "s"}  # single modules: "o"
 KIND_COLORS = {"ablation": "#2166ac", "sufficiency": "#b2182b"}
+YLABEL = "change towards the aim (logits), mean, 95% CI"
 
 
 def _pooled(summary: pd.DataFrame) -> pd.DataFrame:
@@ -28,16 +30,16 @@ def _pooled(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _curve(ax, rows: pd.DataFrame, color: str, style: str, label: str) -> None:
     rows = rows.sort_values("layer")
-    x, y = rows["layer"].to_numpy(float), rows["mean_delta_change"].to_numpy(float)
+    x, y = rows["layer"].to_numpy(float), rows["mean_toward_goal"].to_numpy(float)
     ax.plot(x, y, style, marker="o", markersize=3, color=color, label=label)
-    lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+    lo, hi = rows["toward_ci_low"].to_numpy(float), rows["toward_ci_high"].to_numpy(float)
     if np.isfinite(lo).any():
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
 
 
-def _goal(ax, rows: pd.DataFrame, color: str, style: str) -> None:
-    if len(rows) and np.isfinite(rows["mean_goal_change"]).any():
-        ax.axhline(float(rows["mean_goal_change"].mean()), color=color, linestyle=":", linewidth=0.9)
+def _goal(ax, rows: pd.DataFrame, color: str) -> None:
+    if len(rows) and np.isfinite(rows["mean_goal_gap"]).any():
+        ax.axhline(float(rows["mean_goal_gap"].mean()), color=color, linestyle=":", linewidth=0.9)
 
 
 def _band(ax, rows: pd.DataFrame) -> None:
@@ -55,16 +57,16 @@ def _kind_panel(ax, pooled: pd.DataFrame, kind: str, title: str, goal: str) -> N
         if whole.empty:
             continue
         _curve(ax, whole, color, style, f"whole layer ({labelling})")
-        _goal(ax, whole, color, style)
+        _goal(ax, whole, color)
         for group, g in sub[sub["group"] != "block"].groupby("group", sort=False):
-            ax.scatter(g["layer"], g["mean_delta_change"], marker=GROUP_MARKERS.get(group, "o"), s=22,
+            ax.scatter(g["layer"], g["mean_toward_goal"], marker=GROUP_MARKERS.get(group, "o"), s=22,
                        facecolors="none" if labelling == "swapped" else color, edgecolors=color, zorder=3,
                        label=f"{group} ({labelling})")
     _band(ax, rows)
     zero_line(ax)
     ax.set_title(f"{title}\n(dotted: {goal})", fontsize=10)
     ax.set_xlabel("layer")
-    ax.set_ylabel("delta change (D - C), mean with 95% CI")
+    ax.set_ylabel(YLABEL)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
 
@@ -82,12 +84,13 @@ def _transplant_panel(ax, pooled: pd.DataFrame, model: str) -> None:
             part = sub[sub["labelling"] == labelling]
             if len(part):
                 _curve(ax, part, color, style, f"{source}'s update ({labelling})")
-                _goal(ax, part, color, style)
+                _goal(ax, part, color)
     _band(ax, pooled[pooled["kind"] == "transplant"])
     zero_line(ax)
-    ax.set_title(f"transplant: a source's update in place of {model}'s\n(dotted: source minus {model})", fontsize=10)
+    ax.set_title(f"transplant: a source's update in place of {model}'s (aim: the source)\n(dotted: |source - {model}|)",
+                 fontsize=10)
     ax.set_xlabel("layer")
-    ax.set_ylabel("delta change (D - C), mean with 95% CI")
+    ax.set_ylabel(YLABEL)
     ax.legend(fontsize=7, loc="best")
 
 
@@ -101,9 +104,10 @@ def plot_adapter_edits(summary: pd.DataFrame, path, label: str | None = None) ->
     model = str(summary["model"].iloc[0]) if len(summary) else (label or "")
     pooled = _pooled(summary)
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    _kind_panel(axes[0], pooled, "ablation", f"ablation: {model} without one layer's update", "base minus fine-tune")
-    _kind_panel(axes[1], pooled, "sufficiency", f"sufficiency: the base with one layer's update of {model}",
-                "fine-tune minus base")
+    _kind_panel(axes[0], pooled, "ablation", f"ablation: {model} without one layer's update (aim: the base)",
+                "|base - fine-tune|")
+    _kind_panel(axes[1], pooled, "sufficiency", f"sufficiency: the base with one layer's update (aim: {model})",
+                "|fine-tune - base|")
     _transplant_panel(axes[2], pooled, model)
     layers = pooled["layer"].dropna()
     if len(layers):

@@ -87,18 +87,17 @@ def _transplants(doc, summary, path, n_rows: int) -> None:
     if rows.empty:
         doc.note("no transplant: no configured experiment pairs two fine-tunes with adapters on one base.")
         return
-    doc.p(f"Per experiment and labelling, the layers whose transplanted update moves the target most towards the "
-          f"source (mean delta change over every scenario's prompts with its 95% interval; towards = the sign of "
-          f"source minus target, mean_goal_change); share of the way = median gap fraction; flipped = share of "
-          f"prompts whose decision changes. From `{path}`.")
+    doc.p(f"Per experiment and labelling, the three layers whose transplanted update moves the target most towards "
+          f"the source: the change towards it (delta change x sign(source - target) per prompt, mean over every "
+          f"scenario's prompts with its 95% interval) against the whole way |source - target|; share of the way = "
+          f"median gap fraction; flipped = share of prompts whose decision changes. From `{path}`.")
     out = []
     for (exp, labelling), g in rows.groupby(["experiment", "labelling"], sort=False):
-        sign = 1.0 if g["mean_goal_change"].mean() >= 0 else -1.0
-        g = g.assign(toward=g["mean_delta_change"] * sign).sort_values("toward", ascending=False).head(3)
-        for r in g.itertuples():
-            out.append({"experiment": exp, "source": r.source, "target": r.model, "labelling": labelling,
-                        "layer": f"L{int(r.layer)}",
-                        "delta change": with_interval(pd.Series(r._asdict()), "mean_delta_change"),
-                        "source - target": r.mean_goal_change, "share of the way": r.median_gap_fraction,
-                        "flipped": r.flip_share, "below noise": bool(r.below_noise)})
-    doc.table(pd.DataFrame(out).head(4 * n_rows), signed=["source - target"])
+        for _, r in g.sort_values("mean_toward_goal", ascending=False).head(3).iterrows():
+            interval = pd.Series({"toward": r["mean_toward_goal"], "ci_low": r["toward_ci_low"],
+                                  "ci_high": r["toward_ci_high"]})
+            out.append({"experiment": exp, "source": r["source"], "target": r["model"], "labelling": labelling,
+                        "layer": f"L{int(r['layer'])}", "towards the source": with_interval(interval, "toward"),
+                        "whole way": r["mean_goal_gap"], "share of the way": r["median_gap_fraction"],
+                        "flipped": r["flip_share"], "below noise": bool(r["below_noise"])})
+    doc.table(pd.DataFrame(out).head(4 * n_rows))
