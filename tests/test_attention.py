@@ -229,9 +229,9 @@ def test_the_workflows_caches_store_each_tokens_text(workflow_dir):
 
     results = workflow_dir / "results"
     tokenizer = load_tokenizer(str(results / "models" / "PT3_COREDe"))
-    with CacheFile(results / "cache" / "PT3_COREDe" / "CC_continue_swapped.h5") as cache:
+    with CacheFile(results / "cache" / "PT3_COREDe" / "CD_punished_swapped.h5") as cache:
         for variant in cache.variants:
             ids = cache[variant]["input_ids"].tolist()
             assert cache.token_texts(variant) == [tokenizer.decode([i]) for i in ids]
-    table = pd.read_csv(results / "attention" / "attention_CC_continue_swapped.csv", keep_default_na=False)
+    table = pd.read_csv(results / "attention" / "attention_CD_punished_swapped.csv", keep_default_na=False)
     assert set(table["token"]) <= {tokenizer.decode([i]) for i in range(len(tokenizer))}
