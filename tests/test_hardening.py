@@ -275,7 +275,7 @@ DAMAGE = {
     "unembed NaN": (_edit(lambda f: f["unembed/W_U_actions"].__setitem__((0, 0), np.nan)), _read_dla,
                     "{p}: NaN or Inf in unembed/W_U_actions; "),
     "other format version": (_edit(lambda f: f.attrs.__setitem__("format_version", 0)), _read_dla,
-                             "{p} has cache format version 0, this interp_lib reads versions 3, %d; " % FORMAT_VERSION),
+                             "{p} has cache format version 0, this interp_lib reads versions 3, 4, %d; " % FORMAT_VERSION),
 }
 
 
