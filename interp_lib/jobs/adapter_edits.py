@@ -19,6 +19,7 @@ from ..adapter_edits.conditions import Condition, ablation, layers_text, suffici
 from ..adapter_edits.minimal import minimal_sufficient_set, reproduces, set_record
 from ..analyses.behaviour import action_of
 from ..noise import below_noise
+from ..patching.components import _ratio  # gap fraction as component patching computes it
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ DEFAULTS = {"group_layers": 3, "groups": ["attn", "mlp"], "transplant_groups": [
 
 def _sigmoid(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-x))) if math.isfinite(x) else math.nan
-
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if abs(den) > 1e-12 else math.nan
 
 
 def _prompt(view, device, mode):
