@@ -15,6 +15,9 @@ DEFAULT_CONFIG_PATH = "config.yaml"
 NAME_CHARS = "A-Z a-z 0-9 _ . -"
 
 
+# Config keys that name a subset of the scenarios: (section, key); null or absent = all.
+SCENARIO_SUBSETS = (("analysis", "patch_scenarios"), ("adapter_edits", "scenarios"))
+
 class ConfigError(ValueError):
     """A bad configuration; the message is one line naming the key."""
 
@@ -213,14 +216,15 @@ def _add_swapped_scenarios(config: dict) -> None:
         description = spec.get("description") or name
         out[sibling] = {**sibling_spec, "description": f"{description} (labels exchanged: action1 = Defect)"}
     config["scenarios"] = out
-    subset = config["analysis"].get("patch_scenarios")
-    if subset:  # a counterbalanced scenario is patched with its sibling
-        with_siblings = []
-        for scen in subset:
-            with_siblings.append(scen)
-            if out.get(scen, {}).get("counterbalance"):
-                with_siblings.append(scen + SWAPPED_SUFFIX)
-        config["analysis"]["patch_scenarios"] = list(dict.fromkeys(with_siblings))
+    for section, key in SCENARIO_SUBSETS:  # a counterbalanced scenario comes with its sibling
+        subset = (config.get(section) or {}).get(key)
+        if subset:
+            with_siblings = []
+            for scen in subset:
+                with_siblings.append(scen)
+                if out.get(scen, {}).get("counterbalance"):
+                    with_siblings.append(scen + SWAPPED_SUFFIX)
+            config[section][key] = list(dict.fromkeys(with_siblings))
 
 
 def _check_references(config: dict) -> None:
@@ -247,12 +251,10 @@ def _check_references(config: dict) -> None:
         if labellings[0] != labellings[1]:
             raise ConfigError(f"counterfactuals.{name}: source {cf['source']!r} is in the {labellings[0]} labelling, "
                               f"target {cf['target']!r} in the {labellings[1]}; their prompts cannot align")
-    subset = config["analysis"].get("patch_scenarios")
-    for scen in subset or ():
-        if scen not in scenarios:
-            raise ConfigError(
-                f"analysis.patch_scenarios: unknown scenario {scen!r} (known: {', '.join(scenarios)})"
-            )
+    for section, key in SCENARIO_SUBSETS:
+        for scen in (config.get(section) or {}).get(key) or ():
+            if scen not in scenarios:
+                raise ConfigError(f"{section}.{key}: unknown scenario {scen!r} (known: {', '.join(scenarios)})")
     for role, model in (config.get("roles") or {}).items():
         if model not in models:
             raise ConfigError(f"roles.{role}: unknown model {model!r} (known models: {known})")
@@ -352,6 +354,12 @@ def embedded_path(config: dict, path: str | None) -> str | None:
 
 def patch_scenarios(config: dict) -> list[str]:
     subset = config["analysis"].get("patch_scenarios")
+    return list(subset) if subset else list(config["scenarios"])
+
+
+def adapter_edit_scenarios(config: dict) -> list[str]:
+    """The scenarios the adapter edits run on (default every scenario)."""
+    subset = (config.get("adapter_edits") or {}).get("scenarios")
     return list(subset) if subset else list(config["scenarios"])
 
 

@@ -173,6 +173,8 @@ def test_names_outside_the_safe_alphabet_are_refused(name):
 def test_unknown_patch_scenario():
     assert "analysis.patch_scenarios: unknown scenario 'XX'" in check(
         lambda c: c["analysis"].update(patch_scenarios=["XX"]))
+    assert "adapter_edits.scenarios: unknown scenario 'XX'" in check(
+        lambda c: c.setdefault("adapter_edits", {}).update(scenarios=["CC_continue", "XX"]))
 
 
 def test_scenarios_that_would_repeat_prompts():

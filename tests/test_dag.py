@@ -103,6 +103,22 @@ def test_a_scenario_adds_only_its_prompts_caches_patches_and_steering(tmp_path):
     assert sum(counts[1].values()) == 161 + 16
 
 
+
+def test_adapter_edits_on_a_subset_of_scenarios_schedule_only_those(tmp_path):
+    """adapter_edits.scenarios: the counterbalanced CD_punished brings its swapped sibling, so
+    each fine-tune gets two edit jobs and the tables one."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (wd / "subset.yaml").write_text(yaml.safe_dump({"adapter_edits": {"scenarios": ["CD_punished"]}}))
+    jobs = dry_run_jobs(wd, "all", "--configfile", "config.yaml", "subset.yaml")
+    edits = [wc for rule, wc in jobs if rule == "adapter_edits_scenario"]
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    fine_tunes = {name for name, spec in cfg["models"].items() if spec.get("adapter")}
+    assert sorted((wc["model"], wc["scenario"]) for wc in edits) == sorted(
+        (m, s) for m in fine_tunes for s in ("CD_punished", "CD_punished_swapped"))
+    assert rule_counts(jobs)["adapter_edits_tables"] == 1
+
 def test_without_a_configfile_the_default_config_is_used(tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from interp_lib.code_version import code_version as _code_version
 from interp_lib.config import (
+    adapter_edit_scenarios,
     embedded_path,
     gguf_dir,
     patch_scenarios,
@@ -307,7 +308,13 @@ from interp_lib.adapter_edits.plan import edit_models, transplant_sources
 EDIT_MODELS, EDIT_SKIPPED = (
     edit_models(config) if config["adapter_edits"]["enabled"] else ({}, {})
 )
-EDIT_SETTINGS = {k: v for k, v in config["adapter_edits"].items() if k != "enabled"}
+# The scenario list decides which jobs exist, not what a job computes: not a parameter.
+EDIT_SETTINGS = {
+    k: v
+    for k, v in config["adapter_edits"].items()
+    if k not in ("enabled", "scenarios")
+}
+EDIT_SCENARIOS = adapter_edit_scenarios(config)
 
 
 def adapter_edit_donors(model):
@@ -340,7 +347,7 @@ def adapter_edit_outputs(name):
     return expand(
         R(f"adapter_edits/per/{{model}}/{{scenario}}/{name}.csv"),
         model=EDIT_MODELS,
-        scenario=SCENARIOS,
+        scenario=EDIT_SCENARIOS,
     )
 
 
