@@ -195,7 +195,7 @@ def test_gpu_rows_per_pass_come_from_patchings_budget_not_the_drivers_free_memor
 
     hooked = HookedModel(tiny_gemma2())
     budgets = []
-    monkeypatch.setattr(steer, "device_budget_bytes", lambda device: budgets[-1])
+    monkeypatch.setattr(gpu_rows, "device_budget_bytes", lambda device: budgets[-1])
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: pytest.fail("mem_get_info was called"))
     target = SimpleNamespace(resid_pre=SimpleNamespace(device=torch.device("cuda"), shape=(4, 210, 64)))
     rows = {}

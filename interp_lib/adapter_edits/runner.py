@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..cache.prompt_activations import PromptActivations
-from ..model.gpu_rows import CPU_BATCH_SIZE, device_budget_bytes, gpu_batch_size
+from ..model.gpu_rows import CPU_BATCH_SIZE, device_rows
 from .conditions import Condition, unedited
 from .weights import EditableWeights
 
@@ -45,8 +45,7 @@ class EditRunner:
         device = self.hooked.device
         if device.type != "cuda":
             return CPU_BATCH_SIZE
-        d_mlp = self.hooked.model.config.intermediate_size
-        return gpu_batch_size(self.hooked.cfg, d_mlp, T, device_budget_bytes(device), "all", "z")
+        return device_rows(self.hooked, T, "all", "z")
 
     def deltas(self, conditions: Sequence[Condition], prompts: dict[str, PromptActivations],
                controls: dict[str, dict] | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.adapter_deltas import (ATTN_MODULES, MODULES, LoraUpdate, adapter_config, check_fit, lora_updates,
+from ..model.adapter_deltas import (MODULES, LoraUpdate, adaptable_modules, adapter_config, check_fit, lora_updates,
                                     match_updates, unsupported)
 from .conditions import EditError
 
@@ -43,20 +43,6 @@ class AdapterUpdates:
         return max((u.a.shape[0] for u in self.updates.values()), default=0)
 
 
-def module_of(hooked, layer: int, module: str) -> nn.Module:
-    """The nn.Linear-like module `module` (a MODULES name) of a hooked model's layer."""
-    block = hooked._layers[layer]
-    return getattr(block.self_attn if module in ATTN_MODULES else block.mlp, module)
-
-
-def _tensor_names(hooked) -> dict:
-    """{(layer, module): the weight's name in the model} of every adaptable module."""
-    part = lambda m: "self_attn" if m in ATTN_MODULES else "mlp"  # noqa: E731
-    return {(layer, m): f"model.layers.{layer}.{part(m)}.{m}.weight" for layer in range(hooked.n_layers)
-            for m in MODULES if hasattr(hooked._layers[layer].self_attn if m in ATTN_MODULES
-                                        else hooked._layers[layer].mlp, m)}
-
-
 def load_adapter(name: str, path: str | Path, hooked, allow_pickle: bool = False) -> AdapterUpdates:
     """The LoRA adapter at `path` (model `name`'s) matched to the hooked model's modules;
     EditError for an adapter whose update is not scaling * B @ A (e.g. DoRA) or that does
@@ -66,10 +52,11 @@ def load_adapter(name: str, path: str | Path, hooked, allow_pickle: bool = False
     if reason is not None:
         raise EditError(f"model {name}: adapter {path} has {reason}: its update is not scaling * B @ A, so it "
                         "cannot be edited layer by layer")
-    names = _tensor_names(hooked)
+    modules = adaptable_modules(hooked)
+    names = {key: tensor for key, (tensor, _) in modules.items()}
     matched = match_updates(lora_updates(path, config, name, allow_pickle), names, path, name)
-    for (layer, module), update in matched.items():
-        check_fit(update, module_of(hooked, layer, module).weight.shape, names[(layer, module)], path, name)
+    for key, update in matched.items():
+        check_fit(update, modules[key][1].weight.shape, names[key], path, name)
     if not matched:
         log.warning("model %s: adapter %s updates none of %s", name, path, ", ".join(MODULES))
     return AdapterUpdates(name, str(path), matched)
@@ -91,7 +78,7 @@ class EditableWeights:
     def __init__(self, hooked, adapters: dict[str, AdapterUpdates]):
         self.hooked = hooked
         self.adapters = adapters
-        self.modules = {key: module_of(hooked, *key) for key in _tensor_names(hooked)}
+        self.modules = {key: linear for key, (_, linear) in adaptable_modules(hooked).items()}
         self.originals = {key: mod.weight for key, mod in self.modules.items()}
         self.current = {key: None for key in self.modules}
         self._made: dict = {}

@@ -44,6 +44,19 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 MODULES = ATTN_MODULES + MLP_MODULES
 
 
+def adaptable_modules(hooked) -> dict:
+    """{(layer, module): (the weight's name in the model, the nn.Linear-like module)} of every
+    MODULES entry a hooked model's layers have (a LoRA target)."""
+    out = {}
+    for layer, block in enumerate(hooked._layers):
+        for module in MODULES:
+            part = "self_attn" if module in ATTN_MODULES else "mlp"
+            linear = getattr(getattr(block, part), module, None)
+            if linear is not None:
+                out[(layer, module)] = (f"model.layers.{layer}.{part}.{module}.weight", linear)
+    return out
+
+
 class WeightDeltaError(ValueError):
     """Weights that cannot be compared; the message names the model and the tensor."""
 

@@ -45,3 +45,11 @@ def device_budget_bytes(device) -> int:
     import torch
 
     return torch.cuda.get_device_properties(device).total_memory - torch.cuda.memory_allocated(device)
+
+
+def device_rows(hooked, T: int, positions: str = "all", head_site: str = "result", device=None) -> int:
+    """gpu_batch_size for a HookedModel's passes over prompts of T positions, with the budget
+    of its CUDA device (or `device`) now (device_budget_bytes)."""
+    d_mlp = hooked.model.config.intermediate_size
+    budget = device_budget_bytes(hooked.device if device is None else device)
+    return gpu_batch_size(hooked.cfg, d_mlp, T, budget, positions, head_site)

@@ -9,7 +9,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..model.gpu_rows import CPU_BATCH_SIZE, MAX_GPU_BATCH_SIZE, device_budget_bytes, gpu_batch_size, patch_row_bytes  # noqa: F401
+from ..model.gpu_rows import (CPU_BATCH_SIZE, MAX_GPU_BATCH_SIZE, device_rows, gpu_batch_size,  # noqa: F401
+                               patch_row_bytes)
 from ..cache.prompt_activations import POSITION_MODES, PromptActivations, check_positions  # noqa: F401
 from .components import Component, PatchResult, all_components
 
@@ -85,9 +86,8 @@ class PatchRunner:
         if device.type != "cuda":
             return CPU_BATCH_SIZE
         if T not in self._gpu_rows:  # once per length: a sweep and its noise floor batch alike
-            free = device_budget_bytes(device)  # reproducible: see interp_lib.model.gpu_rows
-            d_mlp = self.target.model.config.intermediate_size
-            self._gpu_rows[T] = gpu_batch_size(self.target.cfg, d_mlp, T, free, self.positions, self.head_site)
+            # reproducible: see interp_lib.model.gpu_rows
+            self._gpu_rows[T] = device_rows(self.target, T, self.positions, self.head_site)
         return self._gpu_rows[T]
 
     def _plan(self, starts: list[int], T: int, batch_size: int) -> list[list[int]]:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..model.gpu_rows import device_budget_bytes, gpu_batch_size
+from ..model.gpu_rows import device_rows
 from ..cache.prompt_activations import POSITION_MODES, PromptActivations, check_positions
 from .directions import SITES
 
@@ -33,9 +33,7 @@ def default_max_rows(model, target: PromptActivations, n_per_layer: int, positio
     device = target.resid_pre.device
     if device.type != "cuda":
         return n_per_layer
-    T = target.resid_pre.shape[1]
-    d_mlp = model.model.config.intermediate_size
-    return max(n_per_layer, gpu_batch_size(model.cfg, d_mlp, T, device_budget_bytes(device), positions, head_site="z"))
+    return max(n_per_layer, device_rows(model, target.resid_pre.shape[1], positions, head_site="z", device=device))
 
 
 @torch.no_grad()
