@@ -35,16 +35,14 @@ def _atp_columns(g: pd.DataFrame, pooled: bool) -> dict:
     finds (measured 2026-12-07: 0.0 for a top group AtP ranks 3rd-4th instead of 1st)."""
     if "atp_delta_change" not in g or g["atp_delta_change"].isna().all():
         return {"atp_spearman": np.nan, "atp_top10_recall": np.nan}
-    exact, estimate = g["delta_change"].to_numpy(), g["atp_delta_change"].to_numpy()
-    out = atp_agreement(exact, estimate, 10)
-    if pooled:
-        per_component = (g[["component", "delta_change", "atp_delta_change"]].set_index("component")
-                         .abs().groupby(level=0, sort=False).mean())
-        by_component = atp_agreement(per_component["delta_change"].to_numpy(),
-                                     per_component["atp_delta_change"].to_numpy(), 10)
-        recall = [key for key in out if key.endswith("_recall")][0]
-        out[recall] = next(v for key, v in by_component.items() if key.endswith("_recall"))
-    return out
+    out = atp_agreement(g["delta_change"].to_numpy(), g["atp_delta_change"].to_numpy(), 10)
+    if not pooled:
+        return out
+    per_component = (g[["component", "delta_change", "atp_delta_change"]].set_index("component")
+                     .abs().groupby(level=0, sort=False).mean())
+    by_component = atp_agreement(per_component["delta_change"].to_numpy(),
+                                 per_component["atp_delta_change"].to_numpy(), 10)
+    return {**by_component, "atp_spearman": out["atp_spearman"]}  # the recall over components
 
 
 def prompt_summary(results: pd.DataFrame) -> pd.DataFrame:
