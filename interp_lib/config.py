@@ -113,6 +113,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
             )
         raise ConfigError(f"{source}: {_describe(error)}")
     try:
+        _check_games(config)
         _add_swapped_scenarios(config)
         _check_references(config)
         _check_steering(config)
@@ -227,6 +228,27 @@ def _add_swapped_scenarios(config: dict) -> None:
             config[section][key] = list(dict.fromkeys(with_siblings))
 
 
+def _check_games(config: dict) -> None:
+    """Every configured game is well formed and every scenario names a known game."""
+    from .games import GameError, configured_games
+
+    try:
+        games = configured_games(config.get("games"))
+    except GameError as exc:
+        raise ConfigError(str(exc)) from None
+    for name, spec in config["scenarios"].items():
+        if spec.get("game", "ipd") not in games:
+            raise ConfigError(f"scenarios.{name}.game: unknown game {spec['game']!r} (known: {', '.join(games)})")
+
+
+def scenario_game(config: dict, scenario: str) -> dict:
+    """The config form of a scenario's game with its `name` (what its prompts depend on)."""
+    from .games import configured_games
+
+    name = config["scenarios"][scenario].get("game", "ipd")
+    return {"name": name, **configured_games(config.get("games"))[name].to_spec()}
+
+
 def _check_references(config: dict) -> None:
     models, scenarios = config["models"], config["scenarios"]
     known = ", ".join(models)
@@ -263,10 +285,11 @@ def _check_references(config: dict) -> None:
         raise ConfigError(f"prompt_tokenizer_model: unknown model {ref!r} (known models: {known})")
     seen = {}
     for name, spec in scenarios.items():
-        key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), spec.get("labelling", "standard"))
+        key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), spec.get("labelling", "standard"),
+               spec.get("game", "ipd"))
         if key in seen:
             raise ConfigError(
-                f"scenarios.{name}: same state and extra sentence as scenarios.{seen[key]}; prompts would repeat"
+                f"scenarios.{name}: same state, game and extra sentence as scenarios.{seen[key]}; prompts would repeat"
             )
         seen[key] = name
 

@@ -20,11 +20,12 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from .games import IPD, Game, get_game
 from .tokens import SWAPPED_SUFFIX, chat_prompt, decision_input_ids
 
 ACTION_NAMES = {"C": "action1", "D": "action2"}
-# Row player (the model) first: PAYOFFS[(own, opponent)] = (own points, opponent points).
-PAYOFFS = {("C", "C"): (3, 3), ("C", "D"): (0, 4), ("D", "C"): (4, 0), ("D", "D"): (1, 1)}
+# The IPD's: row player (the model) first, PAYOFFS[(own, opponent)] = (own points, opponent points).
+PAYOFFS = IPD.payoffs
 TEMPTATION_SENTENCE = (
     "However, you notice that if you had played action2 while they played action1, "
     "you would have gotten 4 points instead of 3."
@@ -115,15 +116,19 @@ def relabel(text: str) -> str:
     return re.sub(r"action([12])", lambda m: "action" + ("2" if m.group(1) == "1" else "1"), text)
 
 
-def payoff_table(labelling: str = STANDARD) -> str:
+def payoff_table(labelling: str = STANDARD, game: Game = IPD) -> str:
     """Rows: the model's label (action1, action2); columns: A's; cells: (own points, A's points)."""
     move_of = {label: move for move, label in action_names(labelling).items()}
+    payoffs = game.payoffs
     rows = ["|  | A: action1 | A: action2 |"]
     for own in ("action1", "action2"):
-        cells = " | ".join(f"{PAYOFFS[(move_of[own], move_of[opp])][0]}, {PAYOFFS[(move_of[own], move_of[opp])][1]}"
-                           for opp in ("action1", "action2"))
+        cells = " | ".join(_points(payoffs[(move_of[own], move_of[opp])]) for opp in ("action1", "action2"))
         rows.append(f"| {own} | {cells} |")
     return "\n".join(rows)
+
+
+def _points(cell: tuple) -> str:
+    return ", ".join(f"{p:g}" for p in cell)
 
 
 def build_prompt(
@@ -134,9 +139,12 @@ def build_prompt(
     swap_answer: bool = False,
     labelling: str = STANDARD,
     template: int = 0,
+    game: Game | dict | str | None = None,
 ) -> str:
-    """The user-turn text for one game state; moves are "C" or "D". The extra sentence is
-    written in the standard labelling (relabelled here for the swapped one)."""
+    """The user-turn text for one state of `game` (default the IPD; interp_lib.games.get_game);
+    moves are "C" (its first action) or "D" (its second). The extra sentence is written in the
+    standard labelling (relabelled here for the swapped one)."""
+    game = get_game(game)
     names = action_names(labelling)
     for move in (self_last, opponent_last):
         if move not in names:
@@ -145,14 +153,14 @@ def build_prompt(
         raise ValueError(f"template must be between 0 and {len(TEMPLATES) - 1}, got {template}")
     first, second = _either(swap_opening)
     ans_first, ans_second = _either(swap_answer)
-    own_points, opp_points = PAYOFFS[(self_last, opponent_last)]
+    own_points, opp_points = (f"{p:g}" for p in game.payoffs[(self_last, opponent_last)])
     if extra_sentence and labelling == SWAPPED:
         extra_sentence = relabel(extra_sentence)
     opening, closing = TEMPLATES[template]
     fields = dict(first=first, second=second, own=names[self_last], opp=names[opponent_last],
                   own_points=own_points, opp_points=opp_points, extra=f" {extra_sentence}" if extra_sentence else "",
                   ans_first=ans_first, ans_second=ans_second)
-    return "\n".join([opening.format(**fields), payoff_table(labelling), closing.format(**fields)])
+    return "\n".join([opening.format(**fields), payoff_table(labelling, game), closing.format(**fields)])
 
 
 def variant_settings(scenario: str, n_variants: int, seed: int) -> list[tuple[int, bool, bool]]:
@@ -177,16 +185,19 @@ def variant_orderings(scenario: str, n_variants: int, seed: int) -> list[tuple[b
 
 
 def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[dict]:
-    """Prompt records `{scenario, variant, prompt, description, template, labelling}`
-    (variant numbered from 1) in the spec's `labelling`; with `variants_of`, that scenario's
-    wordings and orderings (the swapped sibling of a counterbalanced scenario)."""
+    """Prompt records `{scenario, variant, prompt, description, template, labelling, game}`
+    (variant numbered from 1) in the spec's `labelling` and `game` (default the IPD); with
+    `variants_of`, that scenario's wordings and orderings (the swapped sibling of a
+    counterbalanced scenario)."""
     labelling = spec.get("labelling") or STANDARD
+    game = get_game(spec.get("game"))
     records = []
     for template, swap_opening, swap_answer in variant_settings(spec.get("variants_of") or name, n_variants, seed):
         text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
-                            swap_answer, labelling, template)
+                            swap_answer, labelling, template, game)
         records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
-                        "description": spec.get("description", ""), "template": template, "labelling": labelling})
+                        "description": spec.get("description", ""), "template": template, "labelling": labelling,
+                        "game": game.name})
     return records
 
 

@@ -10,6 +10,7 @@ from interp_lib.config import (
     gguf_dir,
     patch_scenarios,
     rl_adapter_dir,
+    scenario_game,
     steering_scenarios,
 )
 from interp_lib.model.gguf_convert import GGUFError, source_paths
@@ -180,11 +181,13 @@ def model_spec(name):
 def prompt_spec(scenario):
     """What determines a scenario's prompts (not its description, nor whether it has a
     swapped-label sibling)."""
-    return {
+    spec = {
         k: v
         for k, v in config["scenarios"][scenario].items()
         if k not in ("description", "counterbalance")
     }
+    # the game's payoffs, not only its name: editing a game reruns its scenarios alone
+    return {**spec, "game": scenario_game(config, scenario)}
 
 
 def model_label(name):

@@ -1,0 +1,131 @@
+"""Games (issue 28 item 1): the built-in payoffs against the cited table, every game's payoff
+table and history in both labellings read back from the prompt, games in the config and their
+one-line errors, and what a scenario's prompts depend on."""
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO
+from interp_lib import prompts as P
+from interp_lib.config import ConfigError, scenario_game, validate_config
+from interp_lib.games import BUILTIN_GAMES, GameError, game_from_spec, get_game
+
+# liza-tennant/LLM_morality, src/inference_vsRandom.py (commit 075a5f69), PAYOFFMAT_IPD, _ISH,
+# _ICN, _BOS and _ICD: PAYOFFMAT[model's action][opponent's action] = (model's points,
+# opponent's points), the first action "C", the second "D". Typed from the source, not from
+# interp_lib.
+PAPER = {
+    "ipd": {("C", "C"): (3, 3), ("C", "D"): (0, 4), ("D", "C"): (4, 0), ("D", "D"): (1, 1)},
+    "stag_hunt": {("C", "C"): (4, 4), ("C", "D"): (0, 3), ("D", "C"): (3, 0), ("D", "D"): (1, 1)},
+    "chicken": {("C", "C"): (2, 2), ("C", "D"): (1, 4), ("D", "C"): (4, 1), ("D", "D"): (0, 0)},
+    "bach_or_stravinsky": {("C", "C"): (3, 2), ("C", "D"): (0, 0), ("D", "C"): (0, 0), ("D", "D"): (2, 3)},
+    "defective_coordination": {("C", "C"): (1, 1), ("C", "D"): (0, 0), ("D", "C"): (0, 0), ("D", "D"): (4, 4)},
+}
+RAW = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_the_builtin_games_are_the_papers():
+    assert set(BUILTIN_GAMES) == set(PAPER)
+    for name, payoffs in PAPER.items():
+        assert get_game(name).payoffs == payoffs, name
+    assert get_game(None).payoffs == PAPER["ipd"] == P.PAYOFFS
+
+
+def test_metric_names_follow_the_game():
+    assert get_game("ipd").metric == "P(Defect)" and get_game("ipd").has_defect
+    assert get_game("bach_or_stravinsky").metric == "P(Stravinsky)"
+    assert not get_game("bach_or_stravinsky").has_defect
+
+
+def read_table(text: str) -> dict:
+    """(row label, column label) -> (row points, column points), as a reader sees the table."""
+    rows = re.findall(r"^\| (action[12]) \| ([\d.]+), ([\d.]+) \| ([\d.]+), ([\d.]+) \|$", text, flags=re.M)
+    assert len(rows) == 2
+    return {(own, opp): (float(a), float(b)) for own, *cells in rows
+            for opp, a, b in (("action1", cells[0], cells[1]), ("action2", cells[2], cells[3]))}
+
+
+@pytest.mark.parametrize("game", list(PAPER))
+@pytest.mark.parametrize("labelling", P.LABELLINGS)
+def test_every_games_table_and_history_read_back_in_both_labellings(game, labelling):
+    label_of = {"C": "action1", "D": "action2"} if labelling == "standard" else {"C": "action2", "D": "action1"}
+    for (own, opp), points in PAPER[game].items():
+        text = P.build_prompt(own, opp, None, False, True, labelling, 1, game)
+        table = read_table(text)
+        for (a, b), cell in PAPER[game].items():
+            assert table[(label_of[a], label_of[b])] == cell
+        history = text.split("\n")[-1]
+        assert f"you chose {label_of[own]} and A chose {label_of[opp]}" in history
+        assert f"you scored {points[0]} points and A scored {points[1]} points" in history
+
+
+def test_ipd_prompts_are_unchanged_by_games():
+    """Template 0 of the IPD, every ordering: the text the project has always written."""
+    text = P.build_prompt("C", "D", game="ipd")
+    assert text == P.build_prompt("C", "D")
+    assert "| action1 | 3, 3 | 0, 4 |\n| action2 | 4, 0 | 1, 1 |" in text
+
+
+def test_a_counterbalanced_stag_hunt_scenario_keeps_its_game():
+    cfg = copy.deepcopy(RAW)
+    cfg["scenarios"]["SH_punished"] = {"self_last": "C", "opponent_last": "D", "game": "stag_hunt",
+                                       "counterbalance": True}
+    validate_config(cfg)
+    sibling = cfg["scenarios"]["SH_punished_swapped"]
+    assert sibling["game"] == "stag_hunt" and sibling["labelling"] == "swapped"
+    assert scenario_game(cfg, "SH_punished_swapped") == {"name": "stag_hunt", **BUILTIN_GAMES["stag_hunt"]}
+    records = P.scenario_records("SH_punished_swapped", {**sibling, "game": scenario_game(cfg, "SH_punished")}, 2, 0)
+    assert {r["game"] for r in records} == {"stag_hunt"}
+    assert read_table(records[0]["prompt"])[("action2", "action2")] == (4.0, 4.0)  # Stag is action2 here
+
+
+def test_a_config_game_is_used_and_may_replace_a_builtin():
+    cfg = copy.deepcopy(RAW)
+    cfg["games"] = {"ipd": {"actions": ["Cooperate", "Defect"], "payoffs": [[[5, 5], [0, 7]], [[7, 0], [1, 1]]]},
+                    "harmony": {"title": "Harmony", "actions": ["Cooperate", "Defect"],
+                                "payoffs": [[[4, 4], [3, 2]], [[2, 3], [1, 1]]]}}
+    cfg["scenarios"]["H_cc"] = {"self_last": "C", "opponent_last": "C", "game": "harmony"}
+    validate_config(cfg)
+    assert scenario_game(cfg, "CC_continue")["payoffs"][0][0] == [5, 5]
+    text = P.build_prompt("C", "C", game=scenario_game(cfg, "H_cc"))
+    assert read_table(text)[("action1", "action2")] == (3.0, 2.0)
+
+
+def check(mutate) -> str:
+    cfg = copy.deepcopy(RAW)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("payoffs", [
+    [[3, 3], [0, 4]],  # one player's 2x2 only
+    [[[3, 3], [0, 4]], [[4, 0], [1, 1]], [[1, 1], [1, 1]]],  # three rows
+    [[[3, 3], [0, 4]], [[4, 0], [1]]],  # a cell without the opponent's points
+    [[[3, 3], [0, 4]], [[4, 0], [1, "one"]]],  # not a number
+])
+def test_a_payoff_matrix_of_the_wrong_shape_is_named(payoffs):
+    msg = check(lambda c: c.update(games={"g": {"actions": ["A", "B"], "payoffs": payoffs}}))
+    assert msg.startswith("config: games.g.payoffs: expected 2 rows (your action) of 2 cells"), msg
+
+
+def test_unknown_game_and_bad_actions_are_named():
+    msg = check(lambda c: c["scenarios"]["CC_continue"].update(game="go"))
+    assert msg.startswith("config: scenarios.CC_continue.game: unknown game 'go' (known: ipd, stag_hunt,"), msg
+    msg = check(lambda c: c.update(games={"g": {"actions": ["A", "A"], "payoffs": [[[1, 1], [0, 0]], [[0, 0], [1, 1]]]}}))
+    assert msg.startswith("config: games.g.actions: expected two distinct names"), msg
+    msg = check(lambda c: c.update(games={"g": {"payoffs": [[[1, 1], [0, 0]], [[0, 0], [1, 1]]]}}))
+    assert "games.g" in msg and "actions" in msg, msg
+    with pytest.raises(GameError, match="unknown game 'go'"):
+        get_game("go")
+
+
+def test_game_from_spec_round_trips():
+    for name, spec in BUILTIN_GAMES.items():
+        assert game_from_spec(name, get_game(name).to_spec()) == get_game(name)
