@@ -229,16 +229,29 @@ def _add_swapped_scenarios(config: dict) -> None:
 
 
 def _check_games(config: dict) -> None:
-    """Every configured game is well formed and every scenario names a known game."""
+    """Every configured game is well formed; every scenario names a known game, in a format
+    that can show it, with as many distinct variants as asked for."""
+    from .formats import check_format, n_wordings
     from .games import GameError, configured_games
+    from .prompts import ORDERINGS, TEMPLATES
 
     try:
         games = configured_games(config.get("games"))
     except GameError as exc:
         raise ConfigError(str(exc)) from None
+    n_variants = config["variants_per_scenario"]
     for name, spec in config["scenarios"].items():
-        if spec.get("game", "ipd") not in games:
-            raise ConfigError(f"scenarios.{name}.game: unknown game {spec['game']!r} (known: {', '.join(games)})")
+        game, fmt = spec.get("game", "ipd"), spec.get("format", "table")
+        if game not in games:
+            raise ConfigError(f"scenarios.{name}.game: unknown game {game!r} (known: {', '.join(games)})")
+        try:
+            check_format(fmt, game, spec.get("preprompt"))
+        except ValueError as exc:
+            raise ConfigError(f"scenarios.{name}: {exc}") from None
+        most = len(ORDERINGS) * n_wordings(fmt, len(TEMPLATES))
+        if n_variants > most:
+            raise ConfigError(f"scenarios.{name}: format {fmt!r} has {most} distinct variants; "
+                              f"variants_per_scenario is {n_variants}")
 
 
 def scenario_game(config: dict, scenario: str) -> dict:
@@ -286,10 +299,10 @@ def _check_references(config: dict) -> None:
     seen = {}
     for name, spec in scenarios.items():
         key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), spec.get("labelling", "standard"),
-               spec.get("game", "ipd"))
+               spec.get("game", "ipd"), spec.get("format", "table"), spec.get("preprompt"))
         if key in seen:
             raise ConfigError(
-                f"scenarios.{name}: same state, game and extra sentence as scenarios.{seen[key]}; prompts would repeat"
+                f"scenarios.{name}: same state, game, format and extra sentence as scenarios.{seen[key]}; prompts would repeat"
             )
         seen[key] = name
 

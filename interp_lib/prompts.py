@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from .formats import FRIEND_OUTCOME, PREPROMPTS, TABLE_ORDERS, WORDINGS, check_format, n_wordings, table_order
 from .games import IPD, Game, get_game
 from .tokens import SWAPPED_SUFFIX, chat_prompt, decision_input_ids
 
@@ -116,15 +117,28 @@ def relabel(text: str) -> str:
     return re.sub(r"action([12])", lambda m: "action" + ("2" if m.group(1) == "1" else "1"), text)
 
 
-def payoff_table(labelling: str = STANDARD, game: Game = IPD) -> str:
-    """Rows: the model's label (action1, action2); columns: A's; cells: (own points, A's points)."""
+def payoff_table(labelling: str = STANDARD, game: Game = IPD, fmt: str = "table") -> str:
+    """Rows: the model's label; columns: A's; cells: (own points, A's points); rows and
+    columns in label order (action1 first) or as a table format orders them."""
     move_of = {label: move for move, label in action_names(labelling).items()}
     payoffs = game.payoffs
-    rows = ["|  | A: action1 | A: action2 |"]
-    for own in ("action1", "action2"):
-        cells = " | ".join(_points(payoffs[(move_of[own], move_of[opp])]) for opp in ("action1", "action2"))
+    row_labels, col_labels = table_order(fmt)
+    rows = ["|  | " + " | ".join(f"A: {opp}" for opp in col_labels) + " |"]
+    for own in row_labels:
+        cells = " | ".join(_points(payoffs[(move_of[own], move_of[opp])]) for opp in col_labels)
         rows.append(f"| {own} | {cells} |")
     return "\n".join(rows)
+
+
+def _outcome_sentences(labelling: str, game: Game) -> str:
+    """The `friend` format's four outcomes, in label order."""
+    move_of = {label: move for move, label in action_names(labelling).items()}
+    out = []
+    for own in ("action1", "action2"):
+        for opp in ("action1", "action2"):
+            own_points, opp_points = (f"{p:g}" for p in game.payoffs[(move_of[own], move_of[opp])])
+            out.append(FRIEND_OUTCOME.format(own=own, opp=opp, own_points=own_points, opp_points=opp_points))
+    return " ".join(out)
 
 
 def _points(cell: tuple) -> str:
@@ -140,38 +154,53 @@ def build_prompt(
     labelling: str = STANDARD,
     template: int = 0,
     game: Game | dict | str | None = None,
+    fmt: str = "table",
+    preprompt: str | None = None,
 ) -> str:
-    """The user-turn text for one state of `game` (default the IPD; interp_lib.games.get_game);
-    moves are "C" (its first action) or "D" (its second). The extra sentence is written in the
-    standard labelling (relabelled here for the swapped one)."""
+    """The user-turn text for one state of `game` (default the IPD; interp_lib.games.get_game)
+    in a format (interp_lib.formats), after an optional persona preprompt; moves are "C" (the
+    game's first action) or "D" (its second); `template` picks the format's wording. The extra
+    sentence is written in the standard labelling (relabelled here for the swapped one)."""
     game = get_game(game)
+    check_format(fmt, game.name, preprompt)
     names = action_names(labelling)
     for move in (self_last, opponent_last):
         if move not in names:
             raise ValueError(f"a last move must be 'C' or 'D', got {move!r}")
-    if not 0 <= template < len(TEMPLATES):
-        raise ValueError(f"template must be between 0 and {len(TEMPLATES) - 1}, got {template}")
+    wordings = TEMPLATES if fmt in TABLE_ORDERS else WORDINGS[fmt]
+    if not 0 <= template < len(wordings):
+        raise ValueError(f"template must be between 0 and {len(wordings) - 1} for format {fmt!r}, got {template}")
     first, second = _either(swap_opening)
     ans_first, ans_second = _either(swap_answer)
     own_points, opp_points = (f"{p:g}" for p in game.payoffs[(self_last, opponent_last)])
     if extra_sentence and labelling == SWAPPED:
         extra_sentence = relabel(extra_sentence)
-    opening, closing = TEMPLATES[template]
+    opening, closing = wordings[template]
     fields = dict(first=first, second=second, own=names[self_last], opp=names[opponent_last],
                   own_points=own_points, opp_points=opp_points, extra=f" {extra_sentence}" if extra_sentence else "",
-                  ans_first=ans_first, ans_second=ans_second)
-    return "\n".join([opening.format(**fields), payoff_table(labelling, game), closing.format(**fields)])
+                  ans_first=ans_first, ans_second=ans_second, clean=names["C"], wait=names["D"], coop=names["C"],
+                  defect=names["D"])
+    if fmt in TABLE_ORDERS:
+        middle = [payoff_table(labelling, game, fmt)]
+    elif fmt == "friend":
+        middle = [_outcome_sentences(labelling, game)]
+    else:
+        middle = []
+    text = "\n".join([opening.format(**fields), *middle, closing.format(**fields)])
+    return f"{PREPROMPTS[preprompt]}\n\n{text}" if preprompt else text
 
 
-def variant_settings(scenario: str, n_variants: int, seed: int) -> list[tuple[int, bool, bool]]:
+def variant_settings(scenario: str, n_variants: int, seed: int,
+                     n_templates: int = len(TEMPLATES)) -> list[tuple[int, bool, bool]]:
     """(template, swap_opening, swap_answer) of a scenario's variants, stable under the seed
     and the scenario's name alone (adding a scenario never changes another's prompts).
     Template 0's four orderings come first (in the order earlier versions gave them), then
-    each further template's."""
-    if not 1 <= n_variants <= MAX_VARIANTS:
-        raise ValueError(f"variants_per_scenario must be between 1 and {MAX_VARIANTS}, got {n_variants}")
+    each further template's; a format with fewer wordings than TEMPLATES has fewer variants."""
+    if not 1 <= n_variants <= len(ORDERINGS) * n_templates:
+        raise ValueError(f"variants_per_scenario must be between 1 and {len(ORDERINGS) * n_templates}"
+                         f"{'' if n_templates == len(TEMPLATES) else ' for this format'}, got {n_variants}")
     out = []
-    for template in range(len(TEMPLATES)):
+    for template in range(n_templates):
         key = f"{seed}:{scenario}" if template == 0 else f"{seed}:{scenario}:template{template}"
         order = list(ORDERINGS)
         random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16)).shuffle(order)
@@ -185,19 +214,22 @@ def variant_orderings(scenario: str, n_variants: int, seed: int) -> list[tuple[b
 
 
 def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[dict]:
-    """Prompt records `{scenario, variant, prompt, description, template, labelling, game}`
-    (variant numbered from 1) in the spec's `labelling` and `game` (default the IPD); with
+    """Prompt records `{scenario, variant, prompt, description, template, labelling, game,
+    format, preprompt}` (variant numbered from 1) in the spec's `labelling`, `game` (default
+    the IPD), `format` (default table) and `preprompt` (default none); with
     `variants_of`, that scenario's wordings and orderings (the swapped sibling of a
     counterbalanced scenario)."""
     labelling = spec.get("labelling") or STANDARD
     game = get_game(spec.get("game"))
+    fmt, preprompt = spec.get("format") or "table", spec.get("preprompt")
     records = []
-    for template, swap_opening, swap_answer in variant_settings(spec.get("variants_of") or name, n_variants, seed):
+    settings = variant_settings(spec.get("variants_of") or name, n_variants, seed, n_wordings(fmt, len(TEMPLATES)))
+    for template, swap_opening, swap_answer in settings:
         text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
-                            swap_answer, labelling, template, game)
+                            swap_answer, labelling, template, game, fmt, preprompt)
         records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
                         "description": spec.get("description", ""), "template": template, "labelling": labelling,
-                        "game": game.name})
+                        "game": game.name, "format": fmt, "preprompt": preprompt})
     return records
 
 

@@ -129,3 +129,86 @@ def test_unknown_game_and_bad_actions_are_named():
 def test_game_from_spec_round_trips():
     for name, spec in BUILTIN_GAMES.items():
         assert game_from_spec(name, get_game(name).to_spec()) == get_game(name)
+
+
+# Formats (interp_lib/formats.py): what a reader learns from each.
+
+def read_any_table(text: str) -> tuple[list[str], list[str], dict]:
+    """(row labels top to bottom, column labels left to right, cells) of a payoff table in any order."""
+    header = re.search(r"^\|  \| A: (action[12]) \| A: (action[12]) \|$", text, flags=re.M)
+    cols = list(header.groups())
+    rows = re.findall(r"^\| (action[12]) \| ([\d.]+), ([\d.]+) \| ([\d.]+), ([\d.]+) \|$", text, flags=re.M)
+    cells = {(own, col): (float(v[2 * i]), float(v[2 * i + 1])) for own, *v in rows for i, col in enumerate(cols)}
+    return [r[0] for r in rows], cols, cells
+
+
+@pytest.mark.parametrize("fmt, rows, cols", [
+    ("table", ["action1", "action2"], ["action1", "action2"]),
+    ("table_reversed", ["action2", "action1"], ["action2", "action1"]),
+    ("table_columns_swapped", ["action1", "action2"], ["action2", "action1"]),
+    ("table_rows_swapped", ["action2", "action1"], ["action1", "action2"]),
+])
+@pytest.mark.parametrize("labelling", P.LABELLINGS)
+def test_table_orders_keep_every_cell_right(fmt, rows, cols, labelling):
+    label_of = {"C": "action1", "D": "action2"} if labelling == "standard" else {"C": "action2", "D": "action1"}
+    text = P.build_prompt("D", "C", None, False, False, labelling, 2, "chicken", fmt)
+    got_rows, got_cols, cells = read_any_table(text)
+    assert (got_rows, got_cols) == (rows, cols)
+    for (a, b), cell in PAPER["chicken"].items():
+        assert cells[(label_of[a], label_of[b])] == cell
+    assert P.build_prompt("D", "C", None, False, False, labelling, 2, "chicken") == text.replace(
+        P.payoff_table(labelling, get_game("chicken"), fmt), P.payoff_table(labelling, get_game("chicken")))
+
+
+@pytest.mark.parametrize("labelling", P.LABELLINGS)
+def test_the_friend_format_states_every_outcome_in_sentences(labelling):
+    label_of = {"C": "action1", "D": "action2"} if labelling == "standard" else {"C": "action2", "D": "action1"}
+    text = P.build_prompt("C", "D", None, True, True, labelling, 1, "stag_hunt", "friend")
+    assert "|" not in text and "friend" in text
+    said = {(a, b): (float(x), float(y)) for a, b, x, y in re.findall(
+        r"If you pick (action[12]) and your friend picks (action[12]), you get ([\d.]+) points and your friend "
+        r"gets ([\d.]+)\.", text)}
+    assert len(said) == 4
+    for (a, b), cell in PAPER["stag_hunt"].items():
+        assert said[(label_of[a], label_of[b])] == cell
+    assert f"you chose {label_of['C']} and your friend chose {label_of['D']}: you earned 0 points" in text
+
+
+@pytest.mark.parametrize("labelling", P.LABELLINGS)
+def test_story_and_explicit_name_the_moves_without_numbers(labelling):
+    label_of = {"C": "action1", "D": "action2"} if labelling == "standard" else {"C": "action2", "D": "action1"}
+    story = P.build_prompt("D", "C", None, False, False, labelling, 0, "ipd", "story")
+    assert f"{label_of['C']} means you clean; {label_of['D']} means you wait" in story
+    assert f"Last week you chose {label_of['D']} and your flatmate chose {label_of['C']}." in story
+    explicit = P.build_prompt("D", "C", None, False, False, labelling, 0, "ipd", "explicit")
+    assert f"where {label_of['C']} is to cooperate and {label_of['D']} is to defect" in explicit
+    for text in (story, explicit):
+        assert not re.search(r"\d+ points", text) and "|" not in text
+
+
+def test_a_preprompt_comes_first():
+    from interp_lib.formats import PREPROMPTS
+
+    text = P.build_prompt("C", "C", preprompt="deontological")
+    assert text == PREPROMPTS["deontological"] + "\n\n" + P.build_prompt("C", "C")
+
+
+def test_every_format_gives_distinct_variants_up_to_its_wordings():
+    from interp_lib.formats import FORMATS
+
+    for fmt in FORMATS:
+        spec = {"self_last": "C", "opponent_last": "D", "format": fmt}
+        most = 16 if fmt.startswith("table") else 4 * {"friend": 2, "story": 1, "explicit": 1}[fmt]
+        texts = [r["prompt"] for r in P.scenario_records("S", spec, most, 0)]
+        assert len(set(texts)) == most, fmt
+        with pytest.raises(ValueError, match="variants_per_scenario"):
+            P.scenario_records("S", spec, most + 1, 0)
+
+
+def test_bad_formats_are_named():
+    msg = check(lambda c: c["scenarios"]["CC_continue"].update(game="chicken", format="story"))
+    assert msg == ("config: scenarios.CC_continue: format 'story' describes the Prisoner's Dilemma and cannot show "
+                   "game 'chicken'"), msg
+    msg = check(lambda c: (c["scenarios"]["CC_continue"].update(format="explicit"), c.update(variants_per_scenario=5)))
+    assert msg == "config: scenarios.CC_continue: format 'explicit' has 4 distinct variants; variants_per_scenario is 5"
+    assert "scenarios.CC_continue.format" in check(lambda c: c["scenarios"]["CC_continue"].update(format="poem"))
