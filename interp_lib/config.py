@@ -248,6 +248,9 @@ def _check_games(config: dict) -> None:
             check_format(fmt, game, spec.get("preprompt"))
         except ValueError as exc:
             raise ConfigError(f"scenarios.{name}: {exc}") from None
+        symbols = spec.get("symbols") or ["action1", "action2"]
+        if symbols[0] == symbols[1]:
+            raise ConfigError(f"scenarios.{name}.symbols: two distinct labels needed, got {symbols}")
         most = len(ORDERINGS) * n_wordings(fmt, len(TEMPLATES))
         if n_variants > most:
             raise ConfigError(f"scenarios.{name}: format {fmt!r} has {most} distinct variants; "
@@ -299,7 +302,8 @@ def _check_references(config: dict) -> None:
     seen = {}
     for name, spec in scenarios.items():
         key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), spec.get("labelling", "standard"),
-               spec.get("game", "ipd"), spec.get("format", "table"), spec.get("preprompt"))
+               spec.get("game", "ipd"), spec.get("format", "table"), spec.get("preprompt"),
+               tuple(spec.get("symbols") or ()))
         if key in seen:
             raise ConfigError(
                 f"scenarios.{name}: same state, game, format and extra sentence as scenarios.{seen[key]}; prompts would repeat"

@@ -25,6 +25,7 @@ from .games import IPD, Game, get_game
 from .tokens import SWAPPED_SUFFIX, chat_prompt, decision_input_ids
 
 ACTION_NAMES = {"C": "action1", "D": "action2"}
+DEFAULT_SYMBOLS = ("action1", "action2")  # the labels, as the prompt writes them (option `symbols`)
 # The IPD's: row player (the model) first, PAYOFFS[(own, opponent)] = (own points, opponent points).
 PAYOFFS = IPD.payoffs
 TEMPTATION_SENTENCE = (
@@ -156,11 +157,14 @@ def build_prompt(
     game: Game | dict | str | None = None,
     fmt: str = "table",
     preprompt: str | None = None,
+    symbols: tuple[str, str] | list[str] | None = None,
 ) -> str:
     """The user-turn text for one state of `game` (default the IPD; interp_lib.games.get_game)
     in a format (interp_lib.formats), after an optional persona preprompt; moves are "C" (the
     game's first action) or "D" (its second); `template` picks the format's wording. The extra
-    sentence is written in the standard labelling (relabelled here for the swapped one)."""
+    sentence is written in the standard labelling (relabelled here for the swapped one).
+    `symbols` replace the labels action1 and action2 everywhere (the paper tested its
+    fine-tunes, trained on action1 / action2, with action3 / action4)."""
     game = get_game(game)
     check_format(fmt, game.name, preprompt)
     names = action_names(labelling)
@@ -187,6 +191,8 @@ def build_prompt(
     else:
         middle = []
     text = "\n".join([opening.format(**fields), *middle, closing.format(**fields)])
+    if symbols is not None and tuple(symbols) != DEFAULT_SYMBOLS:
+        text = re.sub(r"\baction([12])\b", lambda m: symbols[int(m.group(1)) - 1], text)
     return f"{PREPROMPTS[preprompt]}\n\n{text}" if preprompt else text
 
 
@@ -215,21 +221,23 @@ def variant_orderings(scenario: str, n_variants: int, seed: int) -> list[tuple[b
 
 def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[dict]:
     """Prompt records `{scenario, variant, prompt, description, template, labelling, game,
-    format, preprompt}` (variant numbered from 1) in the spec's `labelling`, `game` (default
-    the IPD), `format` (default table) and `preprompt` (default none); with
+    format, preprompt, symbols}` (variant numbered from 1) in the spec's `labelling`, `game`
+    (default the IPD), `format` (default table), `preprompt` (default none) and `symbols`
+    (default action1, action2); with
     `variants_of`, that scenario's wordings and orderings (the swapped sibling of a
     counterbalanced scenario)."""
     labelling = spec.get("labelling") or STANDARD
     game = get_game(spec.get("game"))
     fmt, preprompt = spec.get("format") or "table", spec.get("preprompt")
+    symbols = list(spec.get("symbols") or DEFAULT_SYMBOLS)
     records = []
     settings = variant_settings(spec.get("variants_of") or name, n_variants, seed, n_wordings(fmt, len(TEMPLATES)))
     for template, swap_opening, swap_answer in settings:
         text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
-                            swap_answer, labelling, template, game, fmt, preprompt)
+                            swap_answer, labelling, template, game, fmt, preprompt, symbols)
         records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
                         "description": spec.get("description", ""), "template": template, "labelling": labelling,
-                        "game": game.name, "format": fmt, "preprompt": preprompt})
+                        "game": game.name, "format": fmt, "preprompt": preprompt, "symbols": symbols})
     return records
 
 

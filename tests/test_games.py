@@ -212,3 +212,46 @@ def test_bad_formats_are_named():
     msg = check(lambda c: (c["scenarios"]["CC_continue"].update(format="explicit"), c.update(variants_per_scenario=5)))
     assert msg == "config: scenarios.CC_continue: format 'explicit' has 4 distinct variants; variants_per_scenario is 5"
     assert "scenarios.CC_continue.format" in check(lambda c: c["scenarios"]["CC_continue"].update(format="poem"))
+
+
+@pytest.mark.parametrize("labelling", P.LABELLINGS)
+def test_new_action_symbols_replace_the_labels_everywhere(labelling):
+    plain = P.build_prompt("C", "D", P.TEMPTATION_SENTENCE, True, False, labelling, 3, "ipd", "table_reversed")
+    new = P.build_prompt("C", "D", P.TEMPTATION_SENTENCE, True, False, labelling, 3, "ipd", "table_reversed",
+                         symbols=["action3", "action4"])
+    assert "action1" not in new and "action2" not in new
+    assert new == plain.replace("action1", "action3").replace("action2", "action4")
+    records = P.scenario_records("S", {"self_last": "C", "opponent_last": "D", "labelling": labelling,
+                                       "symbols": ["action3", "action4"]}, 3, 0)
+    assert all(r["symbols"] == ["action3", "action4"] and "action3" in r["prompt"] for r in records)
+
+
+def test_symbols_must_differ():
+    msg = check(lambda c: c["scenarios"]["CC_continue"].update(symbols=["action3", "action3"]))
+    assert msg == "config: scenarios.CC_continue.symbols: two distinct labels needed, got ['action3', 'action3']"
+    assert "scenarios.CC_continue.symbols" in check(lambda c: c["scenarios"]["CC_continue"].update(symbols=["a b", "c"]))
+
+
+@pytest.mark.real
+def test_a_cache_reads_the_decision_between_the_scenarios_symbols(converted, tmp_path):
+    """SmolLM2 on a stag-hunt prompt with action3 / action4: the cache's decision tokens are
+    those labels' last tokens and its delta equals HF's own logits at the last position."""
+    import h5py
+    import torch
+
+    from interp_lib.jobs import build_cache_file
+    from interp_lib.model.loading import load_model
+    from interp_lib.tokens import decision_input_ids, get_action_token_ids
+
+    spec = {"self_last": "C", "opponent_last": "D", "game": "stag_hunt", "symbols": ["action3", "action4"]}
+    records = P.scenario_records("SH3", spec, 1, 0)
+    build_cache_file(converted, "smollm2", "SH3", records, tmp_path / "SH3.h5")
+    hf, tokenizer = load_model("smollm2", {"base": str(converted)})
+    tokens = get_action_token_ids(tokenizer, "action3", "action4")
+    assert tokens["C"] != get_action_token_ids(tokenizer)["C"]
+    with torch.no_grad():
+        logits = hf(decision_input_ids(tokenizer, records[0]["prompt"], tokens)).logits[0, -1].double()
+    with h5py.File(tmp_path / "SH3.h5") as f:
+        attrs = dict(f["1"].attrs)
+    assert (attrs["token_C"], attrs["token_D"]) == (tokens["C"], tokens["D"])
+    assert attrs["delta"] == pytest.approx(float(logits[tokens["D"]] - logits[tokens["C"]]), abs=1e-4)

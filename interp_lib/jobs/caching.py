@@ -20,7 +20,8 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
 
     from ..model.loading import load_hooked, read_fingerprint, state_fingerprint
     from ..model.precision import get_precision
-    from ..tokens import decision_input_ids, get_action_token_ids, labelled_action_tokens, token_texts, tokenizer_hash
+    from ..tokens import (COOPERATE, DEFECT, ActionTokenError, decision_input_ids, get_action_token_ids,
+                          labelled_action_tokens, token_texts, tokenizer_hash)
 
     storage = CacheStorage(cache_dtype, cache_compression)  # bad values fail before the model loads
     mode = get_precision(precision)
@@ -34,7 +35,13 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
             f"model {model_name}: weights in {model_dir} differ from its fingerprint.json "
             f"(loaded in {dtype}?); rerun its merge (delete {model_dir})"
         )
-    action_tokens = get_action_token_ids(tokenizer)
+    symbols = {tuple(rec.get("symbols") or (COOPERATE, DEFECT)) for rec in records}
+    if len(symbols) != 1:
+        raise ValueError(f"scenario {scenario}: its prompts use different action labels {sorted(symbols)}")
+    try:
+        action_tokens = get_action_token_ids(tokenizer, *symbols.pop())
+    except ActionTokenError as exc:
+        raise ActionTokenError(f"model {model_name}, scenario {scenario}: {exc}") from None
     limit = getattr(model.config, "max_position_embeddings", None)
     inputs = {}
     for rec in records:
