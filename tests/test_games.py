@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from conftest import REPO
+from test_config import check  # a one-line ConfigError of config.yaml changed by a function
 from interp_lib import prompts as P
-from interp_lib.config import ConfigError, scenario_game, validate_config
+from interp_lib.config import scenario_game, validate_config
 from interp_lib.games import BUILTIN_GAMES, GameError, game_from_spec, get_game
 
 # liza-tennant/LLM_morality, src/inference_vsRandom.py (commit 075a5f69), PAYOFFMAT_IPD, _ISH,
@@ -92,16 +93,6 @@ def test_a_config_game_is_used_and_may_replace_a_builtin():
     assert scenario_game(cfg, "CC_continue")["payoffs"][0][0] == [5, 5]
     text = P.build_prompt("C", "C", game=scenario_game(cfg, "H_cc"))
     assert read_table(text)[("action1", "action2")] == (3.0, 2.0)
-
-
-def check(mutate) -> str:
-    cfg = copy.deepcopy(RAW)
-    mutate(cfg)
-    with pytest.raises(ConfigError) as info:
-        validate_config(cfg)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 @pytest.mark.parametrize("payoffs", [
