@@ -231,7 +231,7 @@ def _add_swapped_scenarios(config: dict) -> None:
 def _check_games(config: dict) -> None:
     """Every configured game is well formed; every scenario names a known game, in a format
     that can show it, with as many distinct variants as asked for."""
-    from .formats import check_format, n_wordings
+    from .formats import UNRELATED, check_format, moves_shown, n_wordings
     from .games import GameError, configured_games
     from .prompts import ORDERINGS, TEMPLATES
 
@@ -248,6 +248,14 @@ def _check_games(config: dict) -> None:
             check_format(fmt, game, spec.get("preprompt"))
         except ValueError as exc:
             raise ConfigError(f"scenarios.{name}: {exc}") from None
+        shown = moves_shown(fmt)
+        for key in ("self_last", "opponent_last"):
+            if key in shown and spec.get(key) is None:
+                raise ConfigError(f"scenarios.{name}.{key}: required (C or D) for format {fmt!r}")
+            if key not in shown and spec.get(key) is not None:
+                raise ConfigError(f"scenarios.{name}.{key}: format {fmt!r} shows no {key}; remove it")
+        if fmt in UNRELATED and spec.get("extra_sentence"):
+            raise ConfigError(f"scenarios.{name}.extra_sentence: format {fmt!r} has no place for it")
         symbols = spec.get("symbols") or ["action1", "action2"]
         if symbols[0] == symbols[1]:
             raise ConfigError(f"scenarios.{name}.symbols: two distinct labels needed, got {symbols}")
@@ -301,7 +309,7 @@ def _check_references(config: dict) -> None:
         raise ConfigError(f"prompt_tokenizer_model: unknown model {ref!r} (known models: {known})")
     seen = {}
     for name, spec in scenarios.items():
-        key = (spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), spec.get("labelling", "standard"),
+        key = (spec.get("self_last"), spec.get("opponent_last"), spec.get("extra_sentence"), spec.get("labelling", "standard"),
                spec.get("game", "ipd"), spec.get("format", "table"), spec.get("preprompt"),
                tuple(spec.get("symbols") or ()))
         if key in seen:

@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from .formats import FRIEND_OUTCOME, PREPROMPTS, TABLE_ORDERS, WORDINGS, check_format, n_wordings, table_order
+from .formats import (FRIEND_OUTCOME, PREPROMPTS, TABLE_ORDERS, WORDINGS, check_format, moves_shown, n_wordings,
+                      table_order)
 from .games import IPD, Game, get_game
 from .tokens import SWAPPED_SUFFIX, chat_prompt, decision_input_ids
 
@@ -147,8 +148,8 @@ def _points(cell: tuple) -> str:
 
 
 def build_prompt(
-    self_last: str,
-    opponent_last: str,
+    self_last: str | None,
+    opponent_last: str | None,
     extra_sentence: str | None = None,
     swap_opening: bool = False,
     swap_answer: bool = False,
@@ -168,19 +169,23 @@ def build_prompt(
     game = get_game(game)
     check_format(fmt, game.name, preprompt)
     names = action_names(labelling)
-    for move in (self_last, opponent_last):
-        if move not in names:
+    shown = moves_shown(fmt)
+    for key, move in (("self_last", self_last), ("opponent_last", opponent_last)):
+        if key in shown and move not in names:
             raise ValueError(f"a last move must be 'C' or 'D', got {move!r}")
+        if key not in shown and move is not None:
+            raise ValueError(f"format {fmt!r} shows no {key}; got {move!r}")
     wordings = TEMPLATES if fmt in TABLE_ORDERS else WORDINGS[fmt]
     if not 0 <= template < len(wordings):
         raise ValueError(f"template must be between 0 and {len(wordings) - 1} for format {fmt!r}, got {template}")
     first, second = _either(swap_opening)
     ans_first, ans_second = _either(swap_answer)
-    own_points, opp_points = (f"{p:g}" for p in game.payoffs[(self_last, opponent_last)])
+    own_points, opp_points = ((f"{p:g}" for p in game.payoffs[(self_last, opponent_last)]) if len(shown) == 2
+                              else (None, None))
     if extra_sentence and labelling == SWAPPED:
         extra_sentence = relabel(extra_sentence)
     opening, closing = wordings[template]
-    fields = dict(first=first, second=second, own=names[self_last], opp=names[opponent_last],
+    fields = dict(first=first, second=second, own=names.get(self_last), opp=names.get(opponent_last),
                   own_points=own_points, opp_points=opp_points, extra=f" {extra_sentence}" if extra_sentence else "",
                   ans_first=ans_first, ans_second=ans_second, clean=names["C"], wait=names["D"], coop=names["C"],
                   defect=names["D"])
@@ -233,7 +238,7 @@ def scenario_records(name: str, spec: dict, n_variants: int, seed: int) -> list[
     records = []
     settings = variant_settings(spec.get("variants_of") or name, n_variants, seed, n_wordings(fmt, len(TEMPLATES)))
     for template, swap_opening, swap_answer in settings:
-        text = build_prompt(spec["self_last"], spec["opponent_last"], spec.get("extra_sentence"), swap_opening,
+        text = build_prompt(spec.get("self_last"), spec.get("opponent_last"), spec.get("extra_sentence"), swap_opening,
                             swap_answer, labelling, template, game, fmt, preprompt, symbols)
         records.append({"scenario": name, "variant": len(records) + 1, "prompt": text,
                         "description": spec.get("description", ""), "template": template, "labelling": labelling,

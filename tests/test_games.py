@@ -187,9 +187,12 @@ def test_a_preprompt_comes_first():
 def test_every_format_gives_distinct_variants_up_to_its_wordings():
     from interp_lib.formats import FORMATS
 
+    moves = {"self_last": "C", "opponent_last": "D"}
     for fmt in FORMATS:
-        spec = {"self_last": "C", "opponent_last": "D", "format": fmt}
-        most = 16 if fmt.startswith("table") else 4 * {"friend": 2, "story": 1, "explicit": 1}[fmt]
+        spec = {**({} if fmt in ("unrelated_game", "unrelated_pick") else
+                   {"opponent_last": "D"} if fmt == "unrelated_opponent" else moves), "format": fmt}
+        most = 16 if fmt.startswith("table") else 4 * {"friend": 2, "story": 1, "explicit": 1, "unrelated_game": 2,
+                                                       "unrelated_pick": 2, "unrelated_opponent": 2}[fmt]
         texts = [r["prompt"] for r in P.scenario_records("S", spec, most, 0)]
         assert len(set(texts)) == most, fmt
         with pytest.raises(ValueError, match="variants_per_scenario"):
@@ -246,3 +249,52 @@ def test_a_cache_reads_the_decision_between_the_scenarios_symbols(converted, tmp
         attrs = dict(f["1"].attrs)
     assert (attrs["token_C"], attrs["token_D"]) == (tokens["C"], tokens["D"])
     assert attrs["delta"] == pytest.approx(float(logits[tokens["D"]] - logits[tokens["C"]]), abs=1e-4)
+
+
+
+@pytest.mark.parametrize("labelling", P.LABELLINGS)
+def test_unrelated_prompts_use_the_labels_outside_any_game(labelling):
+    label_of = {"C": "action1", "D": "action2"} if labelling == "standard" else {"C": "action2", "D": "action1"}
+    pick = P.build_prompt(None, None, None, False, False, labelling, 0, "ipd", "unrelated_pick")
+    assert pick.startswith("Pick one of these two: action1 or action2.") and "game" not in pick
+    game = P.build_prompt(None, None, None, True, False, labelling, 1, "ipd", "unrelated_game")
+    assert "A" in game and "points" not in game and "|" not in game and "Last" not in game
+    opponent = P.build_prompt(None, "D", None, False, False, labelling, 0, "ipd", "unrelated_opponent")
+    assert f"Last time, A chose {label_of['D']}." in opponent and "points" not in opponent
+    with pytest.raises(ValueError, match="shows no self_last"):
+        P.build_prompt("C", "D", fmt="unrelated_opponent")
+
+
+def test_unrelated_scenarios_state_only_what_their_format_shows():
+    ok = copy.deepcopy(RAW)
+    ok["scenarios"].update(U_pick={"format": "unrelated_pick", "counterbalance": True},
+                           U_opp={"format": "unrelated_opponent", "opponent_last": "D"})
+    validate_config(ok)
+    assert ok["scenarios"]["U_pick_swapped"]["labelling"] == "swapped"
+    msg = check(lambda c: c["scenarios"].update(U={"format": "unrelated_pick", "self_last": "C"}))
+    assert msg == "config: scenarios.U.self_last: format 'unrelated_pick' shows no self_last; remove it"
+    msg = check(lambda c: c["scenarios"].update(U={"format": "unrelated_opponent"}))
+    assert msg == "config: scenarios.U.opponent_last: required (C or D) for format 'unrelated_opponent'"
+    msg = check(lambda c: c["scenarios"].update(T={"opponent_last": "C"}))
+    assert msg == "config: scenarios.T.self_last: required (C or D) for format 'table'"
+    msg = check(lambda c: c["scenarios"].update(U={"format": "unrelated_game", "extra_sentence": "Hi."}))
+    assert msg == "config: scenarios.U.extra_sentence: format 'unrelated_game' has no place for it"
+
+
+def test_probes_leave_out_prompts_outside_any_game():
+    import numpy as np
+
+    from interp_lib.analyses.probes import probe_targets
+
+    class Data:  # what probe_targets reads of DecisionActivations
+        scenario = np.array(["CD", "CD", "CD_swapped", "U", "U_swapped"])
+        labelling = np.array(["standard", "standard", "swapped", "standard", "swapped"])
+        delta = np.array([2.0, -1.0, 3.0, 5.0, -5.0])
+
+    meta = {"CD": {"opponent_last": "D"}, "CD_swapped": {"opponent_last": "D", "labelling": "swapped"},
+            "U": {"opponent_last": None, "probe": False}, "U_swapped": {"labelling": "swapped", "probe": False}}
+    targets = probe_targets(Data, meta)
+    assert targets["decision"][0].tolist() == [0, 1] and targets["decision"][1].tolist() == [1, 0]
+    assert targets["opponent_last"][0].tolist() == [0, 1] and targets["opponent_last"][1].tolist() == [1, 1]
+    assert targets["decision_both_labellings"][0].tolist() == [0, 1, 2]
+    assert targets["action_token"][1].tolist() == [1, 0, 0]  # CD_swapped defects by writing action1

@@ -74,7 +74,8 @@ def _meta(scenario_meta: dict, name: str) -> dict:
 
 def probe_targets(data: ProbeData, scenario_meta: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{target: (prompt indices, [len] int 0/1 labels)} (see the module docstring);
-    `scenario_meta` maps scenario -> {"opponent_last": "C" | "D", "labelling": ..., "group": ...}."""
+    `scenario_meta` maps scenario -> {"opponent_last": "C" | "D" | None, "labelling": ...,
+    "group": ..., "probe": False for prompts outside any game (left out of every target)}."""
     for name in dict.fromkeys(data.scenario):
         expected = _meta(scenario_meta, name).get("labelling", "standard")
         found = set(data.labelling[data.scenario == name])
@@ -83,16 +84,22 @@ def probe_targets(data: ProbeData, scenario_meta: dict) -> dict[str, tuple[np.nd
                              f"{sorted(found)}; rebuild the cache")
     defect = (data.delta > 0).astype(int)
     swapped = (data.labelling == "swapped").astype(int)
-    opponent_defected = np.array([_meta(scenario_meta, s)["opponent_last"] == "D" for s in data.scenario], dtype=int)
-    standard = np.flatnonzero(swapped == 0)
+    # prompts of the action labels outside any game (meta "probe": false) have no decision to read
+    probed = np.array([_meta(scenario_meta, s).get("probe", True) for s in data.scenario], dtype=bool)
+    opponent = [_meta(scenario_meta, s).get("opponent_last") for s in data.scenario]
+    opponent_defected = np.array([o == "D" for o in opponent], dtype=int)
+    standard = np.flatnonzero((swapped == 0) & probed)
+    with_opponent = np.array([o is not None for o in opponent], dtype=bool)
     out = {}
     if standard.size:
         out["decision"] = (standard, defect[standard])
-        out["opponent_last"] = (standard, opponent_defected[standard])
-    if 0 < swapped.sum() < len(swapped):
-        every = np.arange(len(swapped))
-        out["decision_both_labellings"] = (every, defect)
-        out["action_token"] = (every, defect ^ swapped)  # swapped: action2 is Cooperate
+        shown = standard[with_opponent[standard]]
+        if shown.size:
+            out["opponent_last"] = (shown, opponent_defected[shown])
+    every = np.flatnonzero(probed)
+    if 0 < swapped[every].sum() < len(every):
+        out["decision_both_labellings"] = (every, defect[every])
+        out["action_token"] = (every, (defect ^ swapped)[every])  # swapped: action2 is Cooperate
     return out
 
 

@@ -9,7 +9,8 @@
 # the two.
 PROBE_SCENARIO_META = {
     name: {
-        "opponent_last": spec["opponent_last"],
+        "opponent_last": spec.get("opponent_last"),
+        "probe": not spec.get("format", "table").startswith("unrelated_"),
         "labelling": spec.get("labelling", "standard"),
         "group": spec.get("variants_of") or name,
     }
