@@ -265,6 +265,13 @@ def _check_games(config: dict) -> None:
                               f"variants_per_scenario is {n_variants}")
 
 
+def scenario_metric(config: dict, scenario: str) -> str:
+    """The decision metric's name in a scenario's game, e.g. P(Defect)."""
+    from .games import configured_games
+
+    return configured_games(config.get("games"))[config["scenarios"][scenario].get("game", "ipd")].metric
+
+
 def scenario_game(config: dict, scenario: str) -> dict:
     """The config form of a scenario's game with its `name` (what its prompts depend on)."""
     from .games import configured_games

@@ -41,6 +41,7 @@ def _user_config(root: Path, **extra) -> dict:
 # read only caches or tables are one job per model, experiment or analysis, not per scenario).
 USER_JOBS = {
     "merge_model": 2, "scenario_prompts": 1, "prompt_dataset": 1, "cache_activations": 2, "decisions": 1,
+    "games_behaviour": 1,
     "logit_lens_model": 2, "logit_lens_tables": 1, "logit_lens_plots": 1,
     "dla_model": 2, "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
     "patch_scenario": 1, "patch_experiment_tables": 1, "patch_plots_experiment": 1,
@@ -100,7 +101,7 @@ def test_a_scenario_adds_only_its_prompts_caches_patches_and_steering(tmp_path):
     # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more (131 + 12 before
     # issue 27; its adapter edits add one job per fine-tune and scenario, and the adapter edits',
     # interactions' and path patching's table and figure jobs are one each)
-    assert sum(counts[1].values()) == 161 + 16
+    assert sum(counts[1].values()) == 162 + 16  # issue 28: behaviour per game, one job
 
 
 
@@ -152,8 +153,9 @@ def test_every_output_lies_under_results_dir(tmp_path):
     proc = snakemake(wd, "-n", "--cores", "1", "--summary", "all")
     rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
     paths = [row[0] for row in rows if row[0] != "output_file"]
-    assert len(paths) == 72  # every output of `all` for this config (55 before issue 27: the 3 interaction
-    # tables, 2 per-model and 1 pair figure, path patching's 4, the adapter edits' 7)
+    assert len(paths) == 74  # every output of `all` for this config (55 before issue 27: the 3 interaction
+    # tables, 2 per-model and 1 pair figure, path patching's 4, the adapter edits' 7; issue 28's games table
+    # and figure)
     assert all(p.startswith("out/run1/") for p in paths), [p for p in paths if not p.startswith("out/run1/")]
     # logs and benchmarks too
     proc = snakemake(wd, "-n", "--cores", "1", "all")

@@ -298,3 +298,41 @@ def test_probes_leave_out_prompts_outside_any_game():
     assert targets["opponent_last"][0].tolist() == [0, 1] and targets["opponent_last"][1].tolist() == [1, 1]
     assert targets["decision_both_labellings"][0].tolist() == [0, 1, 2]
     assert targets["action_token"][1].tolist() == [1, 0, 0]  # CD_swapped defects by writing action1
+
+
+def test_games_table_against_a_hand_computation(tmp_path):
+    """Two models on a stag-hunt scenario and its swapped sibling, plus an IPD one: means of
+    sigmoid(delta) and the label bias read back as computed by hand."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from interp_lib.analyses.behaviour import label_bias
+    from interp_lib.analyses.games import games_table
+    from interp_lib.plots.games import plot_games
+
+    rows = []
+    deltas = {("tuned", "SH"): [2.0, 4.0], ("tuned", "SH_swapped"): [-2.0, -4.0],  # flips: a token
+              ("base", "SH"): [1.0, 3.0], ("base", "SH_swapped"): [1.0, 2.0], ("base", "PD"): [-1.0, -3.0],
+              ("tuned", "PD"): [0.5, -0.5]}
+    for (model, scen), ds in deltas.items():
+        for v, d in enumerate(ds, 1):
+            rows.append({"model": model, "scenario": scen, "variant": v,
+                         "labelling": "swapped" if scen.endswith("_swapped") else "standard", "template": 0,
+                         "delta": d, "p_defect": 1 / (1 + math.exp(-d)), "action": "D" if d > 0 else "C"})
+    decisions = pd.DataFrame(rows)
+    meta = {"SH": {"game": "stag_hunt", "metric": "P(Defect)", "self_last": "C", "opponent_last": "D"},
+            "SH_swapped": {"game": "stag_hunt", "metric": "P(Defect)", "self_last": "C", "opponent_last": "D"},
+            "PD": {"game": "ipd", "metric": "P(Defect)", "format": "unrelated_pick"}}
+    table = games_table(decisions, label_bias(decisions), meta).set_index(["model", "scenario"])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert table.loc[("tuned", "SH"), "p_second"] == pytest.approx((sig(2) + sig(4)) / 2)
+    assert table.loc[("tuned", "SH"), "label_bias"] == pytest.approx(6.0)  # mean of (2+2, 4+4)
+    assert table.loc[("tuned", "SH"), "decides_by"] == "token"
+    assert table.loc[("base", "SH"), "same_decision_share"] == 1.0 and table.loc[("base", "SH"), "decides_by"] == "meaning"
+    assert table.loc[("base", "SH"), "label_bias"] == pytest.approx(0.5)
+    assert table.loc[("tuned", "PD"), "second_share"] == 0.5 and table.loc[("tuned", "PD"), "state"] == "--"
+    assert table.loc[("base", "SH"), "state"] == "CD" and np.isnan(table.loc[("base", "PD"), "label_bias"])
+    plot_games(table.reset_index(), tmp_path / "games.png")
+    assert (tmp_path / "games.png").stat().st_size > 10_000

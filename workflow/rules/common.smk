@@ -11,6 +11,7 @@ from interp_lib.config import (
     patch_scenarios,
     rl_adapter_dir,
     scenario_game,
+    scenario_metric,
     steering_scenarios,
 )
 from interp_lib.model.gguf_convert import GGUFError, source_paths

@@ -6,6 +6,8 @@ def all_targets():
     return [
         R("prompts/ipd_eval_prompts.json"),
         R("behavior/decisions.csv"),
+        R("behavior/games.csv"),
+        R("behavior/games.png"),
         R("logit_lens/trajectories.json"),
         R("logit_lens/statistics.csv"),
         expand(
