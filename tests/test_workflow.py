@@ -28,7 +28,8 @@ def test_prompt_dataset(workflow_dir):
     assert len({r["prompt"] for r in records}) == 3 * N
     for r in records:
         assert set(r) == {"scenario", "variant", "prompt", "chat_prompt", "description", "n_tokens", "template",
-                          "labelling"}
+                          "labelling", "game", "format", "preprompt", "symbols"}  # the last four: issue 28
+        assert (r["game"], r["format"], r["preprompt"], r["symbols"]) == ("ipd", "table", None, ["action1", "action2"])
         assert r["labelling"] == ("swapped" if r["scenario"] == "CD_punished_swapped" else "standard")
         assert r["template"] == 0
         assert r["chat_prompt"].count("<bos>") == 1 and r["chat_prompt"].startswith("<bos><start_of_turn>user\n")
