@@ -156,7 +156,8 @@ EXPERIMENTS = ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De
 AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logit_lens_plots": 1,
               "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
               "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "interaction_tables": 1,
-              "interaction_plots": 1, "all": 1, "path_patch_tables": 1, "path_patch_plots": 1}
+              "interaction_plots": 1, "all": 1, "path_patch_tables": 1, "path_patch_plots": 1,
+              "games_behaviour": 1}  # issue 28: the behaviour-per-game table and figure
 # Jobs that run a model or build a scenario's prompts: adding a scenario adds one prompt job,
 # one cache per model, one patching job per experiment and one steering job per steering
 # experiment (those steering it), and reruns none of the old ones.
@@ -278,7 +279,7 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     assert rule_counts(jobs) == {
         "dla_plots": 1, "logit_lens_plots": 1, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
         "attention_plots": 1, "probe_plots": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1,
-        "path_patch_plots": 1, "adapter_edits_plots": 1}
+        "path_patch_plots": 1, "adapter_edits_plots": 1, "games_behaviour": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert not [(r, wc) for r, wc in jobs if "model" in wc or "scenario" in wc]  # no per-model table reruns
 
