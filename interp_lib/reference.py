@@ -33,6 +33,35 @@ def naive_patched_delta(target, ids: torch.Tensor, source, source_W_O: torch.Ten
 
 
 @torch.no_grad()
+def naive_set_patched_delta(target, ids: torch.Tensor, source, source_W_O: torch.Tensor, comps,
+                            positions: str, tokens: dict) -> float:
+    """delta of the target with every component of `comps` written from `source` at once
+    (head outputs at hook_result, MLPs at hook_mlp_out): one full forward pass."""
+    pos = slice(None) if positions == "all" else slice(-1, None)
+    writes: dict[str, list] = {}
+    for comp in comps:
+        l, h = comp.layer, comp.head
+        if h is None:
+            writes.setdefault(f"blocks.{l}.hook_mlp_out", []).append((None, source.mlp_out[l]))
+        else:
+            writes.setdefault(f"blocks.{l}.attn.hook_result", []).append((h, source.z[l, :, h] @ source_W_O[l, h]))
+
+    def hook_for(items):
+        def hook(act, _):
+            act = act.clone()
+            for h, value in items:
+                if h is None:
+                    act[0, pos] = value[pos]
+                else:
+                    act[0, pos, h] = value[pos]
+            return act
+        return hook
+
+    logits = target.run_with_hooks(ids, [(name, hook_for(items)) for name, items in writes.items()], last_only=True)
+    return float(logits[0, tokens["D"]] - logits[0, tokens["C"]])
+
+
+@torch.no_grad()
 def naive_range_patched_delta(target, ids: torch.Tensor, source_cache: dict, site: str, first: int, last: int,
                               positions: str, tokens: dict) -> float:
     """delta of the target with `site` ("attn_out", "mlp_out" or "both") of layers

@@ -7,7 +7,8 @@ the names below are loaded on first use for interactive work."""
 
 from ..lazy import lazy_exports
 
-_EXPORTS = {"build_cache_file": "caching", "counterfactual_patch": "counterfactual", "patch_scenario": "patching",
+_EXPORTS = {"build_cache_file": "caching", "circuit_transfer": "circuit_transfer",
+            "counterfactual_patch": "counterfactual", "patch_scenario": "patching",
             "steer_scenario": "steering"}
 
 __all__ = list(_EXPORTS)

@@ -29,16 +29,22 @@ class Inputs:
     interactions_differences: str | None = None  # interactions/differences.csv
     path_saturation: str | None = None  # patching/path_patching_saturation.csv
     adapter_edits: dict = field(default_factory=dict)  # "summary", "verdicts", "sets" -> adapter_edits/*.csv
+    transfer: dict = field(default_factory=dict)  # "components", "steering", "probes", "circuits" -> transfer/*.csv
+    # scenarios outside the reference context (other games and prompts, interp_lib.contexts):
+    # left out of RQ1-RQ3, which are about the IPD; RQ4 compares them
+    other_contexts: set = field(default_factory=set)
     # scenarios in the swapped labelling (from the behaviour table): left out of the RQ
     # means, which would otherwise mix labellings; the label bias section reports them
     swapped_scenarios: set = field(default_factory=set)
 
 
 def standard_rows(inputs: Inputs, df: pd.DataFrame | None) -> pd.DataFrame | None:
-    """`df` without the rows of swapped-label scenarios."""
-    if df is None or "scenario" not in df.columns or not inputs.swapped_scenarios:
+    """`df` without the rows of swapped-label scenarios and of scenarios outside the IPD's
+    training format."""
+    left_out = inputs.swapped_scenarios | inputs.other_contexts
+    if df is None or "scenario" not in df.columns or not left_out:
         return df
-    return df[~df["scenario"].isin(inputs.swapped_scenarios)].reset_index(drop=True)
+    return df[~df["scenario"].isin(left_out)].reset_index(drop=True)
 
 
 def read_table(path) -> pd.DataFrame | None:

@@ -374,3 +374,21 @@ def adapter_edit_targets():
         R(f"adapter_edits/{name}.csv")
         for name in ("edit_results", "edit_summary", "layer_verdicts", "minimal_sets")
     ] + expand(R("adapter_edits/adapter_edits_{model}.png"), model=EDIT_MODELS)
+
+
+# Mechanism transfer across games and prompts (rules/transfer.smk).
+from interp_lib.contexts import REFERENCE, has_transfer, scenario_contexts
+
+CONTEXTS = scenario_contexts(config["scenarios"])
+TRANSFER = has_transfer(CONTEXTS)
+IPD_PATCH_SCENARIOS = [s for s in PATCH_SCENARIOS if CONTEXTS[s] == REFERENCE]
+
+# The tables RQ4 reads, in interp_lib.report.inputs.Inputs.transfer's keys (none without a
+# context beside the reference).
+TRANSFER_PARTS = ("components", "steering", "probes", "circuits")
+TRANSFER_TABLES = [R(f"transfer/{p}.csv") for p in TRANSFER_PARTS] if TRANSFER else []
+
+
+def transfer_targets():
+    """The transfer outputs of `all`."""
+    return [*TRANSFER_TABLES, R("transfer/transfer.png")] if TRANSFER else []

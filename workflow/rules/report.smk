@@ -122,6 +122,7 @@ rule rq_summary:
         interactions_differences=R("interactions/differences.csv"),
         path_saturation=R("patching/path_patching_saturation.csv"),
         adapter_edits=ADAPTER_EDIT_TABLES,
+        transfer=TRANSFER_TABLES,
     output:
         md=R("rq_summary.md"),
         html=report(
@@ -142,6 +143,7 @@ rule rq_summary:
         counterfactuals=COUNTERFACTUALS,
         steering=STEERING,
         labels={m: model_label(m) for m in MODELS},
+        other_contexts=[s for s in SCENARIOS if CONTEXTS[s] != REFERENCE],
         n_rows=10,
         code=code_version("rq_summary"),
     script:

@@ -65,6 +65,7 @@ def all_targets():
         expand(R("steering/steering_layers_{steering}.csv"), steering=STEERING),
         R("probes/probe_accuracy.csv"),
         R("probes/probe_accuracy.png"),
+        transfer_targets(),
         R("weights/weight_deltas.csv"),
         R("weights/weight_deltas_modules.png"),
         R("weights/weight_deltas_heads.png"),

@@ -18,6 +18,8 @@ with job_logging(snakemake.log[0]):
                     interactions_summary=inp.interactions_summary,
                     interactions_differences=inp.interactions_differences,
                     path_saturation=inp.path_saturation,
-                    adapter_edits=dict(zip(("summary", "verdicts", "sets"), inp.adapter_edits)))
+                    adapter_edits=dict(zip(("summary", "verdicts", "sets"), inp.adapter_edits)),
+                    transfer=dict(zip(("components", "steering", "probes", "circuits"), inp.transfer)),
+                    other_contexts=set(p.other_contexts))
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)

@@ -1,0 +1,261 @@
+"""Mechanism transfer across games and prompts (issue 28 item 4), from tables already computed.
+
+A scenario's *context* is where its prompts put the decision: its game, and its format,
+preprompt and action symbols where they differ from the training prompts (interp_lib.contexts).
+The reference context is the IPD in the training format, "ipd"; both labellings of a
+counterbalanced scenario belong to one context (their deltas are in meaning).
+
+Components (`component_transfer`): per experiment, a value per component and prompt —
+patching's delta_change (source's activation patched into the target; > 0 = towards Defect)
+or the DLA change (source's signed contribution minus the target's, same prompt) — is
+averaged over each context's prompts. Against the reference:
+
+    spearman          Spearman correlation of the two mean vectors over components; its 95%
+                      interval resamples prompts within each context (N_RESAMPLES).
+    reliability_*     how well a context's prompts determine its own ranking: the mean
+                      Spearman between random halves of its prompts (N_SPLITS splits),
+                      stepped up to the full count by Spearman-Brown (2r / (1 + r)).
+    noise_ceiling     sqrt(reliability_ipd x reliability_context): the correlation two
+                      contexts with the same true ranking would show at these prompt counts
+                      (classical attenuation). Its interval is not given.
+    shared / *_only   the top_k components by |mean| of each context, among those beyond
+                      NOISE_MULTIPLE noise floors (patching's own floor; DLA has none, its
+                      reconstruction residual is in dla_summary_stats).
+
+The verdict reads the interval: "same ranking" when it reaches the noise ceiling, "no shared
+ranking" when it holds 0, "partly shared" between; "too few prompts" below MIN_PROMPTS in
+either context.
+
+Steering (`steering_transfer`): the steering job already steers every scenario it lists; per
+context, the layer ranking of steering.summary (effect at the ranking alpha per layer, beside
+the random control of the same norm and the noise floor) of that context's prompts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..contexts import REFERENCE, game_of
+from ..noise import noise_band
+from ..stats import CONFIDENCE, N_RESAMPLES
+
+MIN_PROMPTS = 4
+N_SPLITS = 200
+PROMPT_KEYS = ["scenario", "variant"]
+COLUMNS = ["analysis", "experiment", "source", "target", "context", "game", "n_prompts_ipd",
+           "n_prompts_context", "n_components", "spearman", "ci_low", "ci_high", "reliability_ipd",
+           "reliability_context", "noise_ceiling", "verdict", "top_k", "n_shared", "shared", "ipd_only",
+           "context_only", "n_above_noise_ipd", "n_above_noise_context"]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of a [..., k] and b [..., k] along the last axis (average ranks
+    for ties); NaN where either is constant."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
+    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(-1) * (rb ** 2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(-1) / np.where(den > 0, den, 1), np.nan)
+
+
+def split_half_reliability(values: np.ndarray, n_splits: int = N_SPLITS, seed: int = 0) -> float:
+    """Spearman-Brown-corrected mean split-half Spearman (floored at 0) of the per-component
+    means of values [prompts, components]; NaN below two prompts per half."""
+    n = values.shape[0]
+    if n < 4:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    perms = np.argsort(rng.random((n_splits, n)), axis=1)
+    half = n // 2
+    first = values[perms[:, :half]].mean(1)
+    second = values[perms[:, half:2 * half]].mean(1)
+    # complementary halves of pure noise correlate negatively (their means sum to the whole's):
+    # no reliability, not a negative one
+    r = max(float(np.nanmean(spearman(first, second))), 0.0)
+    return 2 * r / (1 + r)
+
+
+def bootstrap_spearman(ref: np.ndarray, other: np.ndarray, n_resamples: int = N_RESAMPLES,
+                       seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile interval of the Spearman of the component means of ref [n1, k] and other
+    [n2, k], each context's prompts resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    a = ref[rng.integers(0, len(ref), (n_resamples, len(ref)))].mean(1)
+    b = other[rng.integers(0, len(other), (n_resamples, len(other)))].mean(1)
+    rho = spearman(a, b)
+    tail = 100 * (1 - confidence) / 2
+    lo, hi = np.nanpercentile(rho, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def verdict(ci_low: float, ci_high: float, ceiling: float) -> str:
+    if not np.isfinite(ci_low):
+        return "too few prompts"
+    if np.isfinite(ceiling) and ci_high >= ceiling:
+        return "same ranking"
+    if ci_low <= 0 <= ci_high:
+        return "no shared ranking"
+    return "partly shared"
+
+
+def prompt_matrix(values: pd.DataFrame, value: str, components: list[str]) -> pd.DataFrame:
+    """[prompts x components] of `value`, one row per (scenario, variant), scenarios in the
+    order first seen."""
+    wide = values.pivot_table(index=PROMPT_KEYS, columns="component", values=value, aggfunc="first")
+    order = {s: i for i, s in enumerate(dict.fromkeys(values["scenario"]))}  # first seen, not sorted
+    wide = wide.iloc[np.lexsort((wide.index.get_level_values("variant"),
+                                 wide.index.get_level_values("scenario").map(order)))]
+    missing = [c for c in components if c not in wide.columns]
+    if missing:
+        raise ValueError(f"{value}: no value for component(s) {', '.join(missing[:3])}")
+    if wide[components].isna().any().any():
+        raise ValueError(f"{value}: a prompt lacks some components")
+    return wide[components]
+
+
+def _top(means: pd.Series, floor: float, top_k: int) -> tuple[list[str], int]:
+    above = means[means.abs() > noise_band(floor)] if np.isfinite(floor) else means
+    return list(above.abs().sort_values(ascending=False, kind="stable").index[:top_k]), len(above)
+
+
+def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: str, top_k: int,
+                       meta: dict, floors: pd.Series | None = None, seed: int = 0) -> pd.DataFrame:
+    """COLUMNS, one row per context other than REFERENCE. `values` has scenario, variant,
+    component and `value` (one experiment); `contexts` maps scenario -> context; `floors`
+    (optional) maps scenario -> its noise floor; `meta` fills analysis, experiment, source,
+    target. Without reference prompts the frame is empty."""
+    unknown = sorted(set(values["scenario"]) - set(contexts))
+    if unknown:
+        raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
+    components = list(dict.fromkeys(values["component"]))
+    matrix = prompt_matrix(values, value, components)
+    prompt_context = np.array([contexts[s] for s in matrix.index.get_level_values("scenario")])
+    scen = matrix.index.get_level_values("scenario")
+
+    def floor_of(mask) -> float:
+        return float(floors.reindex(sorted(set(scen[mask]))).max()) if floors is not None else float("nan")
+
+    ref_mask = prompt_context == REFERENCE
+    if not ref_mask.any():
+        return pd.DataFrame(columns=COLUMNS)
+    ref = matrix.to_numpy()[ref_mask]
+    ref_means = pd.Series(ref.mean(0), index=components)
+    ref_top, ref_above = _top(ref_means, floor_of(ref_mask), top_k)
+    rel_ref = split_half_reliability(ref, seed=seed)
+    rows = []
+    for context in dict.fromkeys(prompt_context):
+        if context == REFERENCE:
+            continue
+        mask = prompt_context == context
+        other = matrix.to_numpy()[mask]
+        means = pd.Series(other.mean(0), index=components)
+        rho = float(spearman(ref_means.to_numpy(), means.to_numpy()))
+        enough = min(len(ref), len(other)) >= MIN_PROMPTS
+        lo, hi = bootstrap_spearman(ref, other, seed=seed) if enough else (np.nan, np.nan)
+        rel = split_half_reliability(other, seed=seed)
+        ceiling = float(np.sqrt(rel_ref * rel)) if rel_ref > 0 and rel > 0 else float("nan")
+        top, above = _top(means, floor_of(mask), top_k)
+        shared = [c for c in ref_top if c in top]
+        rows.append({**meta, "context": context, "game": game_of(context), "n_prompts_ipd": len(ref),
+                     "n_prompts_context": len(other), "n_components": len(components), "spearman": rho,
+                     "ci_low": lo, "ci_high": hi, "reliability_ipd": rel_ref, "reliability_context": rel,
+                     "noise_ceiling": ceiling, "verdict": verdict(lo, hi, ceiling), "top_k": top_k,
+                     "n_shared": len(shared), "shared": ";".join(shared),
+                     "ipd_only": ";".join(c for c in ref_top if c not in top),
+                     "context_only": ";".join(c for c in top if c not in ref_top),
+                     "n_above_noise_ipd": ref_above, "n_above_noise_context": above})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def patching_transfer(patches: pd.DataFrame, contexts: dict[str, str], top_k: int, seed: int = 0) -> pd.DataFrame:
+    """component_transfer of one experiment's patches (jobs.patching's per-scenario table)."""
+    first = patches.iloc[0]
+    floors = patches.groupby("scenario")["noise_floor"].max()
+    meta = {"analysis": "patching", "experiment": first["experiment"], "source": first["source"],
+            "target": first["target"]}
+    return component_transfer(patches, contexts, "delta_change", top_k, meta, floors, seed)
+
+
+def dla_change(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt and component, source's DLA contribution minus the target's (the same
+    prompts: scenario, variant), as column dla_change; `embed` left out."""
+    keys = [*PROMPT_KEYS, "component"]
+    a = source[source["kind"] != "embed"].set_index(keys)["contribution"]
+    b = target[target["kind"] != "embed"].set_index(keys)["contribution"]
+    if not a.index.sort_values().equals(b.index.sort_values()):
+        raise ValueError("DLA tables of source and target cover different prompts or components")
+    return (a - b.reindex(a.index)).rename("dla_change").reset_index()
+
+
+def dla_transfer(source: pd.DataFrame, target: pd.DataFrame, contexts: dict[str, str], top_k: int,
+                 meta: dict, seed: int = 0) -> pd.DataFrame:
+    """component_transfer of the DLA change of one experiment (source and target DLA rows as
+    in dla/dla_full_results.csv)."""
+    return component_transfer(dla_change(source, target), contexts, "dla_change", top_k,
+                              {"analysis": "dla", **meta}, None, seed)
+
+
+def steering_transfer(results: pd.DataFrame, contexts: dict[str, str]) -> pd.DataFrame:
+    """Per context, steering.summary.layer_ranking of its prompts (one steering experiment's
+    per-scenario results), with columns context and game first."""
+    from ..steering.summary import layer_ranking
+
+    unknown = sorted(set(results["scenario"]) - set(contexts))
+    if unknown:
+        raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
+    frames = []
+    per_context = results["scenario"].map(contexts)
+    for context in dict.fromkeys(per_context):
+        ranking = layer_ranking(results[per_context == context])
+        ranking.insert(0, "game", game_of(context))
+        ranking.insert(0, "context", context)
+        frames.append(ranking)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+CIRCUIT_COLUMNS = ["experiment", "source", "target", "context", "game", "in_sample", "circuit", "circuit_size",
+                   "circuit_support", "n_prompts", "n_to_flip", "flip_share", "flip_ci_low", "flip_ci_high",
+                   "gap_recovered", "gap_ci_low", "gap_ci_high", "random_gap_recovered", "random_flip_share",
+                   "noise_floor", "status"]
+
+
+def circuit_summary(prompts: pd.DataFrame, contexts: dict[str, str]) -> pd.DataFrame:
+    """CIRCUIT_COLUMNS, one row per (experiment, context), from jobs.circuit_transfer's rows:
+    over the prompts whose source and target disagree (n_to_flip), the share the IPD circuit
+    flips (95% Wilson interval) and the mean gap recovered (95% bootstrap interval), beside
+    the random sets' mean gap and flip share. status: "nothing to flip", "below noise" (mean
+    |patched - baseline| within the noise band), "beyond random sets" (the gap's interval
+    above the random sets' mean gap), else "within random sets"."""
+    from ..stats import mean_ci
+    from .probes import wilson_interval
+
+    unknown = sorted(set(prompts["scenario"]) - set(contexts))
+    if unknown:
+        raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
+    frame = prompts.assign(context=prompts["scenario"].map(contexts))
+    rows = []
+    for (experiment, context), g in frame.groupby(["experiment", "context"], sort=False):
+        first = g.iloc[0]
+        live = g[~g["same_action"].astype(bool)]
+        n = len(live)
+        k = int(live["flipped"].astype(bool).sum())
+        lo, hi = wilson_interval(k, n) if n else (np.nan, np.nan)
+        gap, gap_lo, gap_hi = mean_ci(live["gap_recovered"].to_numpy(float))
+        random_gap = float(live["random_gap_recovered"].mean()) if n else np.nan
+        floor = float(g["noise_floor"].max())
+        moved = float((live["patched_delta"] - live["baseline_delta"]).abs().mean()) if n else np.nan
+        status = ("nothing to flip" if not n else "below noise" if moved <= noise_band(floor) else
+                  "beyond random sets" if np.isfinite(gap_lo) and gap_lo > random_gap else "within random sets")
+        rows.append({"experiment": experiment, "source": first["source"], "target": first["target"],
+                     "context": context, "game": game_of(context), "in_sample": context == REFERENCE,
+                     "circuit": first["circuit"], "circuit_size": int(first["circuit_size"]),
+                     "circuit_support": first["circuit_support"], "n_prompts": len(g), "n_to_flip": n,
+                     "flip_share": k / n if n else np.nan, "flip_ci_low": lo, "flip_ci_high": hi,
+                     "gap_recovered": gap, "gap_ci_low": gap_lo, "gap_ci_high": gap_hi,
+                     "random_gap_recovered": random_gap,
+                     "random_flip_share": float(live["random_flip_share"].mean()) if n else np.nan,
+                     "noise_floor": floor, "status": status})
+    return pd.DataFrame(rows, columns=CIRCUIT_COLUMNS)

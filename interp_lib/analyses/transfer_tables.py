@@ -1,0 +1,57 @@
+"""The transfer tables of a workflow run (issue 28 item 4) from the per-job files: which file
+holds what is the only thing known here; the numbers come from analyses.transfer and
+analyses.probe_transfer."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .probe_transfer import COLUMNS as PROBE_COLUMNS
+from .transfer import CIRCUIT_COLUMNS, COLUMNS, circuit_summary, dla_transfer, patching_transfer, steering_transfer
+
+
+def _read(files) -> list[pd.DataFrame]:
+    return [pd.read_csv(f) for f in files]
+
+
+def _concat(frames, columns) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def component_tables(patch_files: dict, dla_files: dict, experiments: dict, contexts: dict, top_k: int,
+                     seed: int = 0) -> pd.DataFrame:
+    """COLUMNS of every experiment, patching then DLA. `patch_files` maps experiment -> its
+    per-scenario patches files; `dla_files` maps model -> its per-scenario DLA files;
+    `experiments` maps experiment -> (source, target)."""
+    frames = []
+    for experiment, files in patch_files.items():
+        patches = pd.concat(_read(files), ignore_index=True)
+        if len(patches):
+            frames.append(patching_transfer(patches, contexts, top_k, seed))
+        source, target = experiments[experiment]
+        scenarios = set(patches["scenario"])
+        dla = {m: pd.concat(_read(dla_files[m]), ignore_index=True) for m in (source, target)}
+        dla = {m: d[d["scenario"].isin(scenarios)] for m, d in dla.items()}
+        meta = {"experiment": experiment, "source": source, "target": target}
+        frames.append(dla_transfer(dla[source], dla[target], contexts, top_k, meta, seed))
+    return _concat(frames, COLUMNS)
+
+
+def steering_tables(steering_files: dict, contexts: dict) -> pd.DataFrame:
+    """steering_transfer of every steering experiment (name -> its per-scenario files)."""
+    frames = [steering_transfer(pd.concat(_read(files), ignore_index=True), contexts)
+              for files in steering_files.values() if files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["context", "game", "steering"])
+
+
+def probe_tables(files) -> pd.DataFrame:
+    return _concat(_read(files), PROBE_COLUMNS)
+
+
+def circuit_tables(files, contexts: dict) -> pd.DataFrame:
+    prompts = [f for f in _read(files) if len(f)]
+    if not prompts:
+        return pd.DataFrame(columns=CIRCUIT_COLUMNS)
+    return circuit_summary(pd.concat(prompts, ignore_index=True), contexts)

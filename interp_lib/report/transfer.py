@@ -1,0 +1,129 @@
+"""RQ4 of the research-question summary: does what fine-tuning changed in the IPD carry the
+decision in other games and prompts? From the transfer tables (transfer/*.csv: numbers only)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .document import Document, fmt
+from .inputs import Inputs, missing_file, read_table
+
+
+def _interval(value, low, high, signed: bool = False) -> str:
+    text = fmt(value, signed=signed)
+    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
+        text += f" [{fmt(low, signed=signed)}, {fmt(high, signed=signed)}]"
+    return text
+
+
+def component_overview(components: pd.DataFrame) -> pd.DataFrame:
+    rows = [{"experiment": r["experiment"], "analysis": r["analysis"], "context": r["context"],
+             "prompts (IPD / context)": f"{int(r['n_prompts_ipd'])} / {int(r['n_prompts_context'])}",
+             "Spearman [95% CI]": _interval(r["spearman"], r["ci_low"], r["ci_high"], signed=True),
+             "noise ceiling": r["noise_ceiling"], "verdict": r["verdict"],
+             "shared top": r["shared"] if isinstance(r["shared"], str) else "",
+             "only in context": r["context_only"] if isinstance(r["context_only"], str) else ""}
+            for _, r in components.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def steering_overview(steering: pd.DataFrame) -> pd.DataFrame:
+    """Per steering experiment and context: the rank-1 layer and its effect beside the random
+    control, and how many layers are ranked (beyond noise and control, the expected sign)."""
+    rows = []
+    for (name, context), g in steering.groupby(["steering", "context"], sort=False):
+        ranked = g[g["rank"].notna()].sort_values("rank")
+        best = ranked.iloc[0] if len(ranked) else None
+        rows.append({"steering": name, "context": context,
+                     "layers ranked": f"{len(ranked)} of {len(g)}",
+                     "best layer": int(best["layer"]) if best is not None else pd.NA,
+                     "effect [95% CI]": _interval(best["effect"], best["ci_low"], best["ci_high"], True)
+                     if best is not None else "",
+                     "random control": best["control_effect"] if best is not None else math.nan,
+                     "flip share": best["flip_share"] if best is not None else math.nan})
+    return pd.DataFrame(rows)
+
+
+def probe_overview(probes: pd.DataFrame) -> pd.DataFrame:
+    """Per model and context: layers whose interval is above the floor, and the last layer's accuracy."""
+    rows = []
+    for (model, context), g in probes.groupby(["model", "context"], sort=False):
+        g = g.sort_values("layer")
+        last = g.iloc[-1]
+        above = g[g["above_chance"].astype(str).str.lower() == "true"]
+        rows.append({"model": model, "context": context, "prompts (train / test)":
+                     f"{int(last['n_train'])} / {int(last['n_test'])}",
+                     "chance": last["chance"], "IPD majority": last["constant"],
+                     "layers above both": f"{len(above)} of {len(g)}",
+                     "first such layer": int(above.iloc[0]["layer"]) if len(above) else pd.NA,
+                     "last-layer accuracy": _interval(last["accuracy"], last["ci_low"], last["ci_high"]),
+                     "status": last["status"]})
+    return pd.DataFrame(rows)
+
+
+def circuit_overview(circuits: pd.DataFrame) -> pd.DataFrame:
+    rows = [{"experiment": r["experiment"], "context": r["context"], "in sample": r["in_sample"],
+             "circuit": r["circuit"], "to flip": f"{int(r['n_to_flip'])} of {int(r['n_prompts'])}",
+             "flipped [95% CI]": _interval(r["flip_share"], r["flip_ci_low"], r["flip_ci_high"]),
+             "gap recovered [95% CI]": _interval(r["gap_recovered"], r["gap_ci_low"], r["gap_ci_high"], True),
+             "random sets: gap": r["random_gap_recovered"], "random sets: flipped": r["random_flip_share"],
+             "status": r["status"]} for _, r in circuits.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
+    """RQ4 (nothing when the transfer tables are not given: no context beside the IPD)."""
+    if not inputs.transfer:
+        return
+    doc.h(2, "RQ4: does what fine-tuning changed in the IPD carry the decision in other games and prompts?")
+    doc.p("Contexts: each scenario's game, and its format, preprompt or action symbols where they differ from the "
+          "training prompts (interp_lib.contexts); the reference is the IPD in the training format. RQ1-RQ3 above "
+          "read the reference's prompts only. Behaviour per game, with the label bias that says whether a model "
+          "decides by meaning or writes a token, is in `behavior/games.csv`: a transfer found for a model that "
+          "writes a token locates that token preference, not a decision.")
+    if inputs.other_contexts:
+        doc.p("Scenarios outside the reference, left out of RQ1-RQ3: " + ", ".join(sorted(inputs.other_contexts)) + ".")
+    parts = [("components", "Component rankings (patching and DLA change)"), ("steering", "The IPD steering "
+             "directions in each context"), ("probes", "Probes trained on the IPD"), ("circuits", "The IPD circuit "
+             "in each context")]
+    for key, title in parts:
+        doc.h(3, title)
+        path = inputs.transfer.get(key)
+        table = read_table(path)
+        if table is None:
+            missing_file(doc, f"transfer table ({key})", path)
+            continue
+        if table.empty:
+            doc.p(f"No rows in `{path}` (no scenario of this analysis outside the reference).")
+            continue
+        if key == "components":
+            doc.p("Per experiment, each component's patching delta change (source into target) or DLA change "
+                  "(source minus target), averaged over each context's prompts; Spearman between the IPD's and the "
+                  "context's means over all components, its 95% interval resampling prompts within each context. "
+                  "Noise ceiling: what the same true ranking would give at these prompt counts (split-half "
+                  "reliabilities, Spearman-Brown, attenuation); 'same ranking' when the interval reaches it, 'no "
+                  "shared ranking' when it holds 0. Shared top: the top components (by |mean|, beyond the noise "
+                  f"floor) of both. From `{path}`.")
+            doc.table(component_overview(table).head(n_rows * 4))
+        elif key == "steering":
+            doc.p("Each steering experiment's direction (built from the scenarios its config names) added at every "
+                  "layer of each context's prompts (standard labelling); the rank-1 layer, its mean delta change "
+                  "beside the random direction of the same norm, and how many layers are beyond the noise floor "
+                  f"and the control with the expected sign. From `{path}`.")
+            doc.table(steering_overview(table).head(n_rows * 4))
+        elif key == "probes":
+            doc.p("A logistic-regression probe per layer fitted on the model's IPD prompts (standard labelling) to "
+                  "its decision, tested on each context's prompts against the model's own decision there; "
+                  "accuracy with its 95% Wilson interval. A layer counts when the interval is above both the "
+                  "context's chance (majority share) and the IPD majority's score there. Layers are not "
+                  f"independent tests: read the count, not the best layer. From `{path}`.")
+            doc.table(probe_overview(table).head(n_rows * 4))
+        else:
+            doc.p("The IPD circuit (the members of at least half of the circuits that flipped the IPD prompts) "
+                  "patched jointly from source into target on each context's prompts; over the prompts where "
+                  "source and target disagree, the share flipped (95% Wilson interval) and the mean gap recovered "
+                  "(95% bootstrap interval), beside random component sets of its size. The IPD row is in sample. "
+                  f"From `{path}`.")
+            doc.table(circuit_overview(table).head(n_rows * 4))
