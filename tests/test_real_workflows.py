@@ -1,7 +1,8 @@
 """Both real families through the workflow, each with its four committed counterbalanced
 adapters: Gemma-3-270m (config.gemma3.yaml) end to end, target `all` with decision-position
 patching and the Snakemake report; SmolLM2-135M-Instruct (config.smollm2.yaml) the main job
-(cross_experiment_summary.csv) and the behaviour tables. For both, one all-position patching
+(cross_experiment_summary.csv), the behaviour tables and, with two other games added (CI_GAMES:
+issue 28's reduced set), the transfer tables. For both, one all-position patching
 job (PT2_to_PT3De x CC_continue, one prompt variant) in a second results directory. Slow tier;
 a family is skipped where its packages are not installed.
 
@@ -41,6 +42,15 @@ pytestmark = pytest.mark.slow
 
 ALLPOS_EXPERIMENT, ALLPOS_SCENARIO = "PT2_to_PT3De", "CC_continue"
 CI_SCENARIOS = ("CC_continue", "CD_punished")
+# issue 28's reduced set on SmolLM2 (its main job gains the transfer tables): two other games at
+# the decision position, state CD; the Stag Hunt in both labellings
+CI_GAMES = {
+    "SH_CD": {"game": "stag_hunt", "self_last": "C", "opponent_last": "D", "counterbalance": True},
+    "CH_CD": {"game": "chicken", "self_last": "C", "opponent_last": "D"},
+}
+GAME_FAMILIES = {"smollm2"}
+TRANSFER_TARGETS = ["transfer/components.csv", "transfer/steering.csv", "transfer/probes.csv",
+                    "transfer/circuits.csv"]
 # family -> what CI runs of it: `all` and the report, or the main job and the behaviour tables
 TARGETS_RUN = {"gemma3": "all", "smollm2": "main"}
 MAIN_TARGETS = ["patching/cross_experiment_summary.csv", "behavior/decisions.csv"]
@@ -67,6 +77,8 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
         (base,) = cfg.pop("gguf")
         cfg = yaml.safe_load(yaml.safe_dump(cfg, sort_keys=False).replace(base, str(Path(converted).resolve())))
     cfg["scenarios"] = {name: spec for name, spec in cfg["scenarios"].items() if name in CI_SCENARIOS}
+    if family in GAME_FAMILIES:
+        cfg["scenarios"].update(CI_GAMES)
     for spec in cfg["steering"].values():
         spec["direction"]["scenarios"] = [s for s in spec["direction"]["scenarios"] if s in CI_SCENARIOS]
     for spec in cfg["models"].values():
@@ -107,7 +119,8 @@ def real_run(request, tmp_path_factory) -> tuple[str, Path]:
         snakemake(wd, "--cores", "2", "all", "--configfile", str(main))
         snakemake(wd, "--report", f"results_{family}/report.html", "--configfile", str(main))
     else:
-        snakemake(wd, "--cores", "2", *[f"results_{family}/{t}" for t in MAIN_TARGETS], "--configfile", str(main))
+        targets = MAIN_TARGETS + (TRANSFER_TARGETS if family in GAME_FAMILIES else [])
+        snakemake(wd, "--cores", "2", *[f"results_{family}/{t}" for t in targets], "--configfile", str(main))
     target = f"results_allpos/patching/per/{ALLPOS_EXPERIMENT}/{ALLPOS_SCENARIO}/patches.csv"
     snakemake(wd, "--cores", "2", target, "--configfile", str(allpos))
     return family, wd
@@ -133,6 +146,10 @@ def test_the_main_job_summarises_every_experiment_and_scenario(real_run):
     family, wd = real_run
     summary = pd.read_csv(wd / f"results_{family}/patching/cross_experiment_summary.csv")
     per = summary[summary["scenario"] != "ALL"]
+    if family in GAME_FAMILIES:  # the games' scenarios are patched too (test_transfer_on_real_weights)
+        games = {s for name, spec in CI_GAMES.items() for s in (name, name + "_swapped")[:1 + spec["counterbalance"]]}
+        assert set(per["scenario"]) >= games
+        per = per[~per["scenario"].isin(games)]
     assert sorted(per["experiment"].unique()) == ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
     assert set(per["scenario"]) == set(CI_SCENARIOS) | {s + "_swapped" for s in CI_SCENARIOS} and len(per) == 16
     assert (per["positions"] == "decision").all()
@@ -212,3 +229,35 @@ def test_steering_counterfactuals_and_probes(real_run):
     cf = pd.read_csv(results / "counterfactual/per/opponent_move_PT4/residual_patches.csv")
     assert set(cf["variant"]) == {1, 2, 3} and cf["delta_change"].isna().all()
     assert cf["atp_delta_change"].abs().max() > 1.0
+
+
+def test_transfer_on_real_weights(real_run):
+    """Issue 28's reduced set (CI_GAMES on SmolLM2): every transfer table has the two games'
+    contexts, each patching Spearman equals scipy's on the per-scenario patch tables, the
+    probes are fitted on the IPD's 12 prompts (two counterbalanced states, standard labelling: 6)
+    and the IPD circuit was patched in every patched scenario."""
+    from scipy.stats import spearmanr
+
+    family, wd = real_run
+    if family not in GAME_FAMILIES:
+        pytest.skip(f"CI runs the games on {', '.join(sorted(GAME_FAMILIES))} only (module docstring)")
+    res = wd / f"results_{family}"
+    components = pd.read_csv(res / "transfer/components.csv")
+    assert set(components["context"]) == {"stag_hunt", "chicken"}
+    assert set(components["analysis"]) == {"patching", "dla"}
+    contexts = {"SH_CD": "stag_hunt", "SH_CD_swapped": "stag_hunt", "CH_CD": "chicken"}
+    for experiment, g in components[components["analysis"] == "patching"].groupby("experiment"):
+        patches = pd.concat([pd.read_csv(f) for f in (res / "patching/per" / experiment).glob("*/patches.csv")])
+        means = patches.groupby([patches["scenario"].map(lambda s: contexts.get(s, "ipd")), "component"])[
+            "delta_change"].mean()
+        for row in g.itertuples():
+            comps = means["ipd"].index
+            assert row.spearman == pytest.approx(spearmanr(means["ipd"][comps], means[row.context][comps]).statistic,
+                                                 abs=1e-9)
+            assert row.n_components == n_components(family)
+    probes = pd.read_csv(res / "transfer/probes.csv")
+    assert (probes["n_train"] == 6).all() and set(probes["context"]) == {"stag_hunt", "chicken"}
+    circuits = pd.read_csv(res / "transfer/circuits.csv")
+    assert set(circuits["context"]) <= {"ipd", "stag_hunt", "chicken"} and len(circuits) > 0
+    steering = pd.read_csv(res / "transfer/steering.csv")
+    assert set(steering["context"]) == {"ipd", "stag_hunt", "chicken"}

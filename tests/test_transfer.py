@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from interp_lib.analyses.probe_transfer import probe_transfer
 from interp_lib.analyses.probes import ProbeData, make_probe
 from interp_lib.analyses.transfer import (bootstrap_spearman, circuit_summary, component_transfer, dla_change,
-                                          spearman, split_half_reliability, steering_transfer, verdict)
+                                          spearman, split_half_reliability, verdict)
 from interp_lib.contexts import TRAINING_SYMBOLS, context_of, game_of, has_transfer, scenario_contexts
 from interp_lib.jobs.circuit_transfer import ipd_circuit
 
@@ -218,7 +218,7 @@ def test_probe_transfer_without_ipd_prompts_or_with_one_class():
 
 
 def test_steering_transfer_is_the_layer_ranking_of_each_contexts_prompts():
-    from interp_lib.steering.summary import layer_ranking
+    from interp_lib.steering.summary import context_layer_ranking, layer_ranking
 
     rng = np.random.default_rng(4)
     rows = []
@@ -234,7 +234,7 @@ def test_steering_transfer_is_the_layer_ranking_of_each_contexts_prompts():
                                  "p_defect_change": 0.1, "p_defect": 0.5, "baseline_p_defect": 0.4,
                                  "flipped": False, "noise_floor": 1e-6})
     results = pd.DataFrame(rows)
-    table = steering_transfer(results, {"CD": "ipd", "SH": "stag_hunt"})
+    table = context_layer_ranking(results, {"CD": "ipd", "SH": "stag_hunt"})
     for context, scenario in (("ipd", "CD"), ("stag_hunt", "SH")):
         got = table[table["context"] == context].drop(columns=["context", "game"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(got, layer_ranking(results[results["scenario"] == scenario]))

@@ -26,9 +26,8 @@ The verdict reads the interval: "same ranking" when it reaches the noise ceiling
 ranking" when it holds 0, "partly shared" between; "too few prompts" below MIN_PROMPTS in
 either context.
 
-Steering (`steering_transfer`): the steering job already steers every scenario it lists; per
-context, the layer ranking of steering.summary (effect at the ranking alpha per layer, beside
-the random control of the same norm and the noise floor) of that context's prompts.
+Circuits (`circuit_summary`): the IPD circuit patched per context (jobs.circuit_transfer).
+Steering per context is steering.summary.context_layer_ranking.
 """
 
 from __future__ import annotations
@@ -196,24 +195,6 @@ def dla_transfer(source: pd.DataFrame, target: pd.DataFrame, contexts: dict[str,
     in dla/dla_full_results.csv)."""
     return component_transfer(dla_change(source, target), contexts, "dla_change", top_k,
                               {"analysis": "dla", **meta}, None, seed)
-
-
-def steering_transfer(results: pd.DataFrame, contexts: dict[str, str]) -> pd.DataFrame:
-    """Per context, steering.summary.layer_ranking of its prompts (one steering experiment's
-    per-scenario results), with columns context and game first."""
-    from ..steering.summary import layer_ranking
-
-    unknown = sorted(set(results["scenario"]) - set(contexts))
-    if unknown:
-        raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
-    frames = []
-    per_context = results["scenario"].map(contexts)
-    for context in dict.fromkeys(per_context):
-        ranking = layer_ranking(results[per_context == context])
-        ranking.insert(0, "game", game_of(context))
-        ranking.insert(0, "context", context)
-        frames.append(ranking)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 CIRCUIT_COLUMNS = ["experiment", "source", "target", "context", "game", "in_sample", "circuit", "circuit_size",

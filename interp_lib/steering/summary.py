@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..contexts import game_of
 from ..noise import below_noise
 from ..stats import grouped_mean_ci
 from .directions import MAIN
@@ -100,3 +101,19 @@ def best_layer(ranking: pd.DataFrame) -> int | None:
     """The rank-1 layer of a layer_ranking table (None when no layer is ranked)."""
     ranked = ranking[ranking["rank"].notna()]
     return None if ranked.empty else int(ranked.sort_values("rank").iloc[0]["layer"])
+
+
+def context_layer_ranking(results: pd.DataFrame, contexts: dict[str, str]) -> pd.DataFrame:
+    """Per context (`contexts`: scenario -> context, interp_lib.contexts), layer_ranking of its
+    prompts (one steering experiment's per-scenario results), columns context and game first."""
+    unknown = sorted(set(results["scenario"]) - set(contexts))
+    if unknown:
+        raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
+    frames = []
+    per_context = results["scenario"].map(contexts)
+    for context in dict.fromkeys(per_context):
+        ranking = layer_ranking(results[per_context == context])
+        ranking.insert(0, "game", game_of(context))
+        ranking.insert(0, "context", context)
+        frames.append(ranking)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,7 +1,7 @@
 """The transfer tables: component rankings (patching, DLA), steering per context, IPD probes
 per context and the IPD circuit per context, from the per-job files."""
 
-from interp_lib.analyses.transfer_tables import circuit_tables, component_tables, probe_tables, steering_tables
+from interp_lib.report.transfer_tables import circuit_tables, component_tables, probe_tables, steering_tables
 from interp_lib.io import job_logging, write_csv_atomic
 
 

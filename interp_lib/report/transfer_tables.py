@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .probe_transfer import COLUMNS as PROBE_COLUMNS
-from .transfer import CIRCUIT_COLUMNS, COLUMNS, circuit_summary, dla_transfer, patching_transfer, steering_transfer
+from ..analyses.probe_transfer import COLUMNS as PROBE_COLUMNS
+from ..analyses.transfer import CIRCUIT_COLUMNS, COLUMNS, circuit_summary, dla_transfer, patching_transfer
+from ..steering.summary import context_layer_ranking
 
 
 def _read(files) -> list[pd.DataFrame]:
@@ -39,8 +40,8 @@ def component_tables(patch_files: dict, dla_files: dict, experiments: dict, cont
 
 
 def steering_tables(steering_files: dict, contexts: dict) -> pd.DataFrame:
-    """steering_transfer of every steering experiment (name -> its per-scenario files)."""
-    frames = [steering_transfer(pd.concat(_read(files), ignore_index=True), contexts)
+    """context_layer_ranking of every steering experiment (name -> its per-scenario files)."""
+    frames = [context_layer_ranking(pd.concat(_read(files), ignore_index=True), contexts)
               for files in steering_files.values() if files]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["context", "game", "steering"])
