@@ -336,3 +336,19 @@ def test_games_table_against_a_hand_computation(tmp_path):
     assert table.loc[("base", "SH"), "state"] == "CD" and np.isnan(table.loc[("base", "PD"), "label_bias"])
     plot_games(table.reset_index(), tmp_path / "games.png")
     assert (tmp_path / "games.png").stat().st_size > 10_000
+
+
+def test_a_prompt_the_tokenizer_cannot_spell_is_named_before_the_model_runs(tmp_path):
+    """The embedded family's word-level vocabulary knows the table format of every game, not the
+    other formats' words: the caching job refuses such a scenario in one line, naming the model,
+    the scenario and the unknown words (issue 28 item 6)."""
+    from interp_lib.jobs.caching import unknown_words
+    from interp_lib.training.demo.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    for game in ("stag_hunt", "chicken", "bach_or_stravinsky", "defective_coordination"):
+        for record in P.scenario_records("s", {"game": game, "self_last": "C", "opponent_last": "D"}, 3, 0):
+            assert unknown_words(tokenizer, record["prompt"]) == []
+    friend = P.scenario_records("s", {"self_last": "C", "opponent_last": "D", "format": "friend"}, 1, 0)[0]
+    unknown = unknown_words(tokenizer, friend["prompt"])
+    assert " friend" in unknown and len(unknown) > 3

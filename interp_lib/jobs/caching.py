@@ -10,6 +10,16 @@ import numpy as np
 from ..cache import CacheError, CacheStorage, CacheWriter, collect_variant, file_attrs, unembed_arrays
 
 
+def unknown_words(tokenizer, text: str) -> list[str]:
+    """The pieces of `text` that `tokenizer` maps to its unknown token, in order (none for a
+    byte-level or byte-fallback tokenizer, which has no unknown pieces)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(dict.fromkeys(text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == unk))
+
+
 def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, records: list[dict],
                      out: str | Path, precision: str = "float32", device: str = "cpu",
                      cache_dtype: str = "float32", cache_compression: str = "none") -> None:
@@ -45,6 +55,13 @@ def build_cache_file(model_dir: str | Path, model_name: str, scenario: str, reco
     limit = getattr(model.config, "max_position_embeddings", None)
     inputs = {}
     for rec in records:
+        unknown = unknown_words(tokenizer, rec["prompt"])
+        if unknown:
+            raise ValueError(
+                f"model {model_name} cannot tokenize scenario {scenario}: {len(unknown)} words of its prompt are "
+                f"not in its vocabulary ({', '.join(repr(w) for w in unknown[:5])}); leave the scenario out for "
+                f"this model (the embedded family's word-level vocabulary knows the table format only)"
+            )
         ids = decision_input_ids(tokenizer, rec["prompt"], action_tokens)
         if limit is not None and ids.shape[-1] > limit:
             raise ValueError(
