@@ -156,5 +156,5 @@ def test_steering_transfer_and_the_rq4_section(games_dir):
     assert set(steering["context"]) == {"ipd", "stag_hunt", "chicken"}
     text = (res / "rq_summary.md").read_text()
     assert "## RQ4: does what fine-tuning changed in the IPD carry the decision" in text
-    assert "left out of RQ1-RQ3: CH_CD, SH_CD, SH_CD_swapped." in text
+    assert "left out of the DLA and patching tables of RQ1-RQ3: CH_CD, SH_CD, SH_CD_swapped." in text
     assert (res / "transfer/transfer.png").stat().st_size > 10_000

@@ -79,12 +79,13 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
         return
     doc.h(2, "RQ4: does what fine-tuning changed in the IPD carry the decision in other games and prompts?")
     doc.p("Contexts: each scenario's game, and its format, preprompt or action symbols where they differ from the "
-          "training prompts (interp_lib.contexts); the reference is the IPD in the training format. RQ1-RQ3 above "
-          "read the reference's prompts only. Behaviour per game, with the label bias that says whether a model "
+          "training prompts (interp_lib.contexts); the reference is the IPD in the training format. The DLA, "
+          "patching and path-patching tables of RQ1-RQ3 above read the reference's prompts only; the steering, "
+          "probe and interaction sections pool every scenario they were given. Behaviour per game, with the label bias that says whether a model "
           "decides by meaning or writes a token, is in `behavior/games.csv`: a transfer found for a model that "
           "writes a token locates that token preference, not a decision.")
     if inputs.other_contexts:
-        doc.p("Scenarios outside the reference, left out of RQ1-RQ3: " + ", ".join(sorted(inputs.other_contexts)) + ".")
+        doc.p("Scenarios outside the reference, left out of the DLA and patching tables of RQ1-RQ3: " + ", ".join(sorted(inputs.other_contexts)) + ".")
     parts = [("components", "Component rankings (patching and DLA change)"), ("steering", "The IPD steering "
              "directions in each context"), ("probes", "Probes trained on the IPD"), ("circuits", "The IPD circuit "
              "in each context")]
