@@ -104,9 +104,11 @@ def test_bootstrap_interval_narrows_with_prompts():
 def test_verdicts():
     assert verdict(np.nan, np.nan, 0.9) == "too few prompts"
     assert verdict(0.7, 0.95, 0.9) == "same ranking"
-    assert verdict(-0.2, 0.3, 0.9) == "no shared ranking"
     assert verdict(0.2, 0.6, 0.9) == "partly shared"
-    assert verdict(0.2, 0.6, np.nan) == "partly shared"
+    assert verdict(-0.8, -0.2, 0.9) == "opposite ranking"
+    assert verdict(-0.2, 0.3, 0.9) == "no shared ranking"
+    assert verdict(-0.7, 0.95, 0.4) == "undetermined"  # holds 0 and the ceiling
+    assert verdict(0.2, 0.6, np.nan) == "ranking below noise"
 
 
 def test_too_few_prompts_has_no_interval():

@@ -40,7 +40,7 @@ def games_dir(workflow_dir, tmp_path_factory):
     wd = tmp_path_factory.mktemp("games")
     shutil.copytree(workflow_dir, wd, dirs_exist_ok=True, symlinks=True)
     (wd / "games.yaml").write_text(yaml.safe_dump({"scenarios": GAMES}))
-    jobs = dry_run_jobs(wd, *OUTPUTS[:-1], "--configfile", "config.yaml", "games.yaml")
+    jobs = dry_run_jobs(wd, *[f"results/{o}" for o in OUTPUTS], "--configfile", "config.yaml", "games.yaml")
     counts = rule_counts(jobs)
     # the IPD circuit on every patched scenario (6 IPD + 3 new) of each experiment; probes per model
     assert counts["circuit_transfer_scenario"] == 4 * 9 and counts["probe_transfer_model"] == 5
@@ -79,7 +79,8 @@ def test_component_transfer_equals_scipy_on_the_patch_and_dla_tables(games_dir):
                 expected = spearmanr(m["ipd"][comps], m[context][comps]).statistic
                 assert row["spearman"] == pytest.approx(expected, abs=1e-9), (experiment, analysis, context)
                 assert row["n_prompts_ipd"] == 18 and row["n_prompts_context"] == (6 if context == "stag_hunt" else 3)
-                assert row["verdict"] in ("same ranking", "partly shared", "no shared ranking", "too few prompts")
+                assert row["verdict"] in ("same ranking", "partly shared", "opposite ranking", "no shared ranking",
+                                          "undetermined", "ranking below noise", "too few prompts")
     chicken = table[table["context"] == "chicken"]
     assert (chicken["verdict"] == "too few prompts").all()  # 3 prompts: no interval
 

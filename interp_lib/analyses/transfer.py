@@ -22,9 +22,11 @@ averaged over each context's prompts. Against the reference:
                       NOISE_MULTIPLE noise floors (patching's own floor; DLA has none, its
                       reconstruction residual is in dla_summary_stats).
 
-The verdict reads the interval: "same ranking" when it reaches the noise ceiling, "no shared
-ranking" when it holds 0, "partly shared" between; "too few prompts" below MIN_PROMPTS in
-either context.
+The verdict reads the interval: above 0 and reaching the noise ceiling "same ranking", above 0
+below it "partly shared", below 0 "opposite ranking"; holding 0, "no shared ranking" when it
+stays below the ceiling (the same ranking is excluded), else "undetermined". "ranking below
+noise" when either context's own halves share no ranking (no ceiling), "too few prompts" below
+MIN_PROMPTS in either context.
 
 Circuits (`circuit_summary`): the IPD circuit patched per context (jobs.circuit_transfer).
 Steering per context is steering.summary.context_layer_ranking.
@@ -91,13 +93,16 @@ def bootstrap_spearman(ref: np.ndarray, other: np.ndarray, n_resamples: int = N_
 
 
 def verdict(ci_low: float, ci_high: float, ceiling: float) -> str:
+    """What the Spearman interval [ci_low, ci_high] says against the noise ceiling."""
     if not np.isfinite(ci_low):
         return "too few prompts"
-    if np.isfinite(ceiling) and ci_high >= ceiling:
-        return "same ranking"
-    if ci_low <= 0 <= ci_high:
-        return "no shared ranking"
-    return "partly shared"
+    if not np.isfinite(ceiling):  # a context's own halves share no ranking: nothing to compare
+        return "ranking below noise"
+    if ci_low > 0:
+        return "same ranking" if ci_high >= ceiling else "partly shared"
+    if ci_high < 0:
+        return "opposite ranking"
+    return "undetermined" if ci_high >= ceiling else "no shared ranking"
 
 
 def prompt_matrix(values: pd.DataFrame, value: str, components: list[str]) -> pd.DataFrame:

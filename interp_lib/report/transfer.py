@@ -104,8 +104,9 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
                   "(source minus target), averaged over each context's prompts; Spearman between the IPD's and the "
                   "context's means over all components, its 95% interval resampling prompts within each context. "
                   "Noise ceiling: what the same true ranking would give at these prompt counts (split-half "
-                  "reliabilities, Spearman-Brown, attenuation); 'same ranking' when the interval reaches it, 'no "
-                  "shared ranking' when it holds 0. Shared top: the top components (by |mean|, beyond the noise "
+                  "reliabilities, Spearman-Brown, attenuation): 'same ranking' when the interval is above 0 and "
+                  "reaches it, 'no shared ranking' when it holds 0 and stays below it, 'undetermined' when it "
+                  "holds both, 'ranking below noise' when a context's own prompts share no ranking. Shared top: the top components (by |mean|, beyond the noise "
                   f"floor) of both. From `{path}`.")
             doc.table(component_overview(table).head(n_rows * 4))
         elif key == "steering":
