@@ -352,3 +352,30 @@ def test_a_prompt_the_tokenizer_cannot_spell_is_named_before_the_model_runs(tmp_
     friend = P.scenario_records("s", {"self_last": "C", "opponent_last": "D", "format": "friend"}, 1, 0)[0]
     unknown = unknown_words(tokenizer, friend["prompt"])
     assert " friend" in unknown and len(unknown) > 3
+
+
+@pytest.mark.parametrize("family", ["smollm2", "gemma3"])
+def test_the_real_families_games_overlays_name_every_game_format_and_unrelated_prompt(family):
+    """config.<family>.games.yaml over config.<family>.yaml (Snakemake's deep merge): a valid
+    config with its own results_dir and float16 caches whose scenarios play the five games, the
+    paper's formats, both preprompts, the test symbols and the three unrelated formats, so that
+    the transfer rules run (issue 28 item 6); the two overlays hold the same scenarios."""
+    from snakemake.utils import update_config
+
+    from interp_lib.contexts import has_transfer, scenario_contexts
+    from interp_lib.formats import FORMATS
+
+    cfg = yaml.safe_load((REPO / f"config.{family}.yaml").read_text())
+    overlay = yaml.safe_load((REPO / f"config.{family}.games.yaml").read_text())
+    update_config(cfg, overlay)
+    cfg = validate_config(cfg, source=f"config.{family}.games.yaml")
+    assert cfg["results_dir"] == f"results_{family}_games" and cfg["analysis"]["cache_dtype"] == "float16"
+    specs = cfg["scenarios"].values()
+    assert {s["game"] for s in specs} == set(BUILTIN_GAMES)
+    assert {s["format"] for s in specs} == set(FORMATS)
+    assert {s["preprompt"] for s in specs} == {None, "utilitarian", "deontological"}
+    assert ["action3", "action4"] in [s.get("symbols") for s in specs]
+    assert has_transfer(scenario_contexts(cfg["scenarios"]))
+    assert set(cfg["analysis"]["patch_scenarios"]) <= set(cfg["scenarios"])
+    other = yaml.safe_load((REPO / "config.smollm2.games.yaml").read_text())
+    assert overlay["scenarios"] == other["scenarios"] and overlay["analysis"] == other["analysis"]
