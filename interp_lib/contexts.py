@@ -29,6 +29,16 @@ def context_of(spec: dict) -> str:
     return "/".join(parts)
 
 
+def state_of(spec: dict) -> str:
+    """The moves a scenario's prompt states, as "<own><opponent's>" with "-" for a move not shown."""
+    return f"{spec.get('self_last') or '-'}{spec.get('opponent_last') or '-'}"
+
+
+def scenario_states(scenarios: dict) -> dict[str, str]:
+    """{scenario: state_of} of a config's scenarios."""
+    return {name: state_of(spec) for name, spec in scenarios.items()}
+
+
 def game_of(context: str) -> str:
     """The game of a context ("" for prompts outside any game)."""
     return "" if context.startswith("unrelated_") else context.split("/")[0]

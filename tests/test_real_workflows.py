@@ -147,7 +147,8 @@ def test_the_main_job_summarises_every_experiment_and_scenario(real_run):
     summary = pd.read_csv(wd / f"results_{family}/patching/cross_experiment_summary.csv")
     per = summary[summary["scenario"] != "ALL"]
     if family in GAME_FAMILIES:  # the games' scenarios are patched too (test_transfer_on_real_weights)
-        games = {s for name, spec in CI_GAMES.items() for s in (name, name + "_swapped")[:1 + spec["counterbalance"]]}
+        games = {s for name, spec in CI_GAMES.items()
+                 for s in (name, name + "_swapped")[:1 + bool(spec.get("counterbalance"))]}
         assert set(per["scenario"]) >= games
         per = per[~per["scenario"].isin(games)]
     assert sorted(per["experiment"].unique()) == ["PT2_to_PT3De", "PT2_to_PT3Ut", "PT3De_to_PT3Ut", "PT3Ut_to_PT3De"]
@@ -233,9 +234,10 @@ def test_steering_counterfactuals_and_probes(real_run):
 
 def test_transfer_on_real_weights(real_run):
     """Issue 28's reduced set (CI_GAMES on SmolLM2): every transfer table has the two games'
-    contexts, each patching Spearman equals scipy's on the per-scenario patch tables, the
-    probes are fitted on the IPD's 12 prompts (two counterbalanced states, standard labelling: 6)
-    and the IPD circuit was patched in every patched scenario."""
+    contexts, each patching Spearman equals scipy's on the per-scenario patch tables (the
+    games' state CD against the IPD's CD_punished pair), the probes are fitted on the IPD's 12
+    prompts (two counterbalanced states) and the IPD circuit was patched in every experiment and
+    patched scenario."""
     from scipy.stats import spearmanr
 
     family, wd = real_run
@@ -248,6 +250,7 @@ def test_transfer_on_real_weights(real_run):
     contexts = {"SH_CD": "stag_hunt", "SH_CD_swapped": "stag_hunt", "CH_CD": "chicken"}
     for experiment, g in components[components["analysis"] == "patching"].groupby("experiment"):
         patches = pd.concat([pd.read_csv(f) for f in (res / "patching/per" / experiment).glob("*/patches.csv")])
+        patches = patches[patches["scenario"].isin(["CD_punished", "CD_punished_swapped", *contexts])]
         means = patches.groupby([patches["scenario"].map(lambda s: contexts.get(s, "ipd")), "component"])[
             "delta_change"].mean()
         for row in g.itertuples():
@@ -255,9 +258,18 @@ def test_transfer_on_real_weights(real_run):
             assert row.spearman == pytest.approx(spearmanr(means["ipd"][comps], means[row.context][comps]).statistic,
                                                  abs=1e-9)
             assert row.n_components == n_components(family)
+            assert row.reference_states == "CD"
     probes = pd.read_csv(res / "transfer/probes.csv")
-    assert (probes["n_train"] == 6).all() and set(probes["context"]) == {"stag_hunt", "chicken"}
+    assert (probes["n_train"] == 12).all() and set(probes["context"]) == {"stag_hunt", "chicken"}
+    patched = [*(f"{s}{x}" for s in CI_SCENARIOS for x in ("", "_swapped")), "SH_CD", "SH_CD_swapped", "CH_CD"]
+    with_circuit = set()
+    for experiment in components["experiment"].unique():
+        rows = {s: len(pd.read_csv(res / f"transfer/circuits/per/{experiment}/{s}.csv")) for s in patched}
+        # one row per variant, or none at all where no IPD circuit flipped (source and target agree)
+        assert set(rows.values()) in ({3}, {0}), (experiment, rows)
+        with_circuit |= {experiment} if rows[patched[0]] else set()
+    assert "PT2_to_PT3Ut" in with_circuit  # the Game model defects where the utilitarian one cooperates
     circuits = pd.read_csv(res / "transfer/circuits.csv")
-    assert set(circuits["context"]) <= {"ipd", "stag_hunt", "chicken"} and len(circuits) > 0
+    assert set(circuits["context"]) == {"ipd", "stag_hunt", "chicken"}
     steering = pd.read_csv(res / "transfer/steering.csv")
     assert set(steering["context"]) == {"ipd", "stag_hunt", "chicken"}

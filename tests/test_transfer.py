@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from interp_lib.analyses.probe_transfer import probe_transfer
 from interp_lib.analyses.probes import ProbeData, make_probe
 from interp_lib.analyses.transfer import (bootstrap_spearman, circuit_summary, component_transfer, dla_change,
-                                          spearman, split_half_reliability, verdict)
+                                          null_band, spearman, split_half_reliability, verdict)
 from interp_lib.contexts import TRAINING_SYMBOLS, context_of, game_of, has_transfer, scenario_contexts
 from interp_lib.jobs.circuit_transfer import ipd_circuit
 
@@ -83,8 +83,9 @@ def test_component_transfer_against_a_direct_recomputation():
         assert row.n_prompts_ipd == 12 and row.n_prompts_context == 6 and row.n_components == len(comps)
         top_ipd = means["ipd"].abs().sort_values(ascending=False).index[:3].tolist()
         top_ctx = means[row.context].abs().sort_values(ascending=False).index[:3].tolist()
-        assert row.shared.split(";") == [c for c in top_ipd if c in top_ctx] or (row.shared == "" and not
-                                                                                 set(top_ipd) & set(top_ctx))
+        both = [c for c in top_ipd if c in top_ctx]
+        same = [c for c in both if np.sign(means["ipd"][c]) == np.sign(means[row.context][c])]
+        assert row.shared == ";".join(same) and row.shared_opposite == ";".join(c for c in both if c not in same)
     sh, ch = table.iloc[0], table.iloc[1]
     assert sh["verdict"] == "same ranking" and sh["spearman"] > 0.95 and sh["n_shared"] == 3
     assert sh["noise_ceiling"] == pytest.approx(np.sqrt(sh["reliability_ipd"] * sh["reliability_context"]))
@@ -109,6 +110,37 @@ def test_verdicts():
     assert verdict(-0.2, 0.3, 0.9) == "no shared ranking"
     assert verdict(-0.7, 0.95, 0.4) == "undetermined"  # holds 0 and the ceiling
     assert verdict(0.2, 0.6, np.nan) == "ranking below noise"
+    # within the null band (what unrelated rankings of these components reach) is no direction
+    assert verdict(0.05, 0.3, 0.9, band=0.11) == "no shared ranking"
+    assert verdict(-0.3, -0.05, 0.9, band=0.11) == "no shared ranking"
+    assert null_band(301) == pytest.approx(1.96 / np.sqrt(300))
+
+
+def _simulate(same: bool, seed: int, k: int = 300, n: int = 6, noise: float = 1.0):
+    """Prompts x components of two contexts whose true component means share their ranking
+    (same) or are independent, with noise per prompt."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=k)
+    other = truth if same else rng.normal(size=k)
+    return truth + noise * rng.normal(size=(n, k)), other + noise * rng.normal(size=(n, k))
+
+
+def test_the_interval_holds_its_estimate_and_reaches_the_ceiling_for_the_same_ranking():
+    """The bias of resampled means (each resample's noise lowers its correlation) must not push
+    the interval below its own estimate: with the same true ranking, the basic interval holds
+    the estimate and reaches the noise ceiling in nearly every run; with independent rankings
+    the verdict is never a shared or opposite ranking beyond the null band."""
+    outcomes = {True: [], False: []}
+    for same in (True, False):
+        for seed in range(20):
+            a, b = _simulate(same, seed)
+            rho = float(spearman(a.mean(0), b.mean(0)))
+            lo, hi = bootstrap_spearman(a, b, n_resamples=500, seed=seed)
+            assert lo <= rho <= hi
+            ceiling = np.sqrt(split_half_reliability(a) * split_half_reliability(b))
+            outcomes[same].append(verdict(lo, hi, ceiling, null_band(a.shape[1])))
+    assert outcomes[True].count("same ranking") >= 18
+    assert not {"same ranking", "partly shared", "opposite ranking"} & set(outcomes[False])
 
 
 def test_too_few_prompts_has_no_interval():
@@ -240,3 +272,29 @@ def test_steering_transfer_is_the_layer_ranking_of_each_contexts_prompts():
     for context, scenario in (("ipd", "CD"), ("stag_hunt", "SH")):
         got = table[table["context"] == context].drop(columns=["context", "game"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(got, layer_ranking(results[results["scenario"] == scenario]))
+
+
+def test_a_context_is_compared_with_the_ipd_prompts_of_its_own_states():
+    """A game played in state CD is ranked against the IPD's CD prompts, not its CC ones, whose
+    components differ; without a matching IPD state, against every IPD prompt."""
+    comps = ["L0H0", "L0H1", "L1H0", "L1H1", "L0_MLP", "L1_MLP"]
+    cd = dict(zip(comps, [3.0, 2.0, 1.0, 0.5, -1.0, -2.0]))
+    cc = dict(zip(comps, [-2.0, -1.0, 0.5, 1.0, 2.0, 3.0]))
+    contexts = {"CC": "ipd", "CD": "ipd", "SH": "stag_hunt", "U": "unrelated_pick"}
+    states = {"CC": "CC", "CD": "CD", "SH": "CD", "U": "--"}
+    values = pd.concat([_prompts({"CC": "ipd"}, 5, {"ipd": cc}, 0.05, seed=1),
+                        _prompts({"CD": "ipd"}, 5, {"ipd": cd}, 0.05, seed=2),
+                        _prompts({"SH": "stag_hunt"}, 5, {"stag_hunt": cd}, 0.05, seed=3),
+                        _prompts({"U": "unrelated_pick"}, 5, {"unrelated_pick": cd}, 0.05, seed=4)])
+    table = component_transfer(values, contexts, "value", 2, {}, states=states).set_index("context")
+    assert table.loc["stag_hunt", "reference_states"] == "CD" and table.loc["stag_hunt", "n_prompts_ipd"] == 5
+    cd_means = values[values["scenario"] == "CD"].groupby("component")["value"].mean()[comps]
+    sh_means = values[values["scenario"] == "SH"].groupby("component")["value"].mean()[comps]
+    assert table.loc["stag_hunt", "spearman"] == pytest.approx(spearmanr(cd_means, sh_means).statistic)
+    assert table.loc["unrelated_pick", "reference_states"] == "all"
+    assert table.loc["unrelated_pick", "n_prompts_ipd"] == 10
+    # the top components' signs: same sign listed as shared, opposite sign apart
+    flipped = _prompts({"SH": "stag_hunt"}, 5, {"stag_hunt": {c: -v for c, v in cd.items()}}, 0.05, seed=5)
+    values = pd.concat([values[values["scenario"] == "CD"], flipped])
+    row = component_transfer(values, contexts, "value", 1, {}, states=states).iloc[0]
+    assert row["shared"] == "" and row["shared_opposite"] == "L0H0" and row["n_shared"] == 0

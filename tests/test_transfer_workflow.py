@@ -59,8 +59,12 @@ def test_component_transfer_equals_scipy_on_the_patch_and_dla_tables(games_dir):
     assert set(table["context"]) == {"stag_hunt", "chicken"}
     assert len(table) == 2 * len(EXPERIMENTS) * 2  # (patching, DLA) x experiments x contexts
     cfg = yaml.safe_load((games_dir / "config.yaml").read_text())
+    from interp_lib.analyses.transfer import verdict
+
     for experiment in EXPERIMENTS:
+        # both games are played in state CD: the IPD's CD prompts are their reference
         patches = _patches(res, experiment)
+        patches = patches[patches["scenario"].isin(["CD_punished", "CD_punished_swapped", *CONTEXT])]
         ctx = patches["scenario"].map(lambda s: CONTEXT.get(s, "ipd"))
         means = patches.groupby([ctx, "component"])["delta_change"].mean()
         src, tgt = cfg["experiments"][experiment]["source"], cfg["experiments"][experiment]["target"]
@@ -78,9 +82,10 @@ def test_component_transfer_equals_scipy_on_the_patch_and_dla_tables(games_dir):
                 comps = m["ipd"].index
                 expected = spearmanr(m["ipd"][comps], m[context][comps]).statistic
                 assert row["spearman"] == pytest.approx(expected, abs=1e-9), (experiment, analysis, context)
-                assert row["n_prompts_ipd"] == 18 and row["n_prompts_context"] == (6 if context == "stag_hunt" else 3)
-                assert row["verdict"] in ("same ranking", "partly shared", "opposite ranking", "no shared ranking",
-                                          "undetermined", "ranking below noise", "too few prompts")
+                assert row["reference_states"] == "CD" and row["n_prompts_ipd"] == 6
+                assert row["n_prompts_context"] == (6 if context == "stag_hunt" else 3)
+                assert row["ci_low"] <= row["spearman"] <= row["ci_high"] or context == "chicken"
+                assert row["verdict"] == verdict(row["ci_low"], row["ci_high"], row["noise_ceiling"], row["null_band"])
     chicken = table[table["context"] == "chicken"]
     assert (chicken["verdict"] == "too few prompts").all()  # 3 prompts: no interval
 
@@ -92,13 +97,14 @@ def test_probe_transfer_equals_a_direct_sklearn_fit_on_the_caches(games_dir):
     res = games_dir / "results"
     table = pd.read_csv(res / "transfer/probes.csv")
     model = "PT4_COREDe"
-    ipd = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+    ipd = ["CC_continue", "CC_temptation", "CD_punished", "CD_punished_swapped", "DC_exploited", "DD_trapped"]
     train = read_decision_activations({s: res / f"cache/{model}/{s}.h5" for s in ipd}, "resid_post")
-    test = read_decision_activations({"SH_CD": res / f"cache/{model}/SH_CD.h5"}, "resid_post")
+    test = read_decision_activations({s: res / f"cache/{model}/{s}.h5" for s in ("SH_CD", "SH_CD_swapped")},
+                                     "resid_post")
     y_train = (train.delta > 0).astype(int)
     for layer in (0, 3):
         row = table[(table["model"] == model) & (table["context"] == "stag_hunt") & (table["layer"] == layer)].iloc[0]
-        assert row["n_train"] == 15 and row["n_test"] == 3
+        assert row["n_train"] == 18 and row["n_test"] == 6  # both labellings
         if len(set(y_train)) < 2:
             assert np.isnan(row["accuracy"])
             continue

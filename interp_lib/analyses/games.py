@@ -15,14 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..contexts import state_of
+
 COLUMNS = ["model", "game", "metric", "format", "preprompt", "state", "scenario", "labelling", "n",
            "p_second", "ci_low", "ci_high", "mean_delta", "delta_ci_low", "delta_ci_high", "second_share",
            "label_bias", "label_bias_ci_low", "label_bias_ci_high", "same_decision_share", "decides_by"]
-
-
-def state_of(meta: dict) -> str:
-    """The moves a scenario's prompt states, as "<own><opponent's>" with "-" for a move not shown."""
-    return f"{meta.get('self_last') or '-'}{meta.get('opponent_last') or '-'}"
 
 
 def games_table(decisions: pd.DataFrame, label_bias: pd.DataFrame, scenario_meta: dict) -> pd.DataFrame:

@@ -2,17 +2,21 @@
 model's caches (no model runs).
 
 Per layer, the probe of analyses.probes (standardised resid_post at the decision position,
-L2 logistic regression) is fitted on every standard-labelling prompt of the reference context
-("ipd", see interp_lib.contexts) to the model's decision there (1 = delta > 0, the
-second action: Defect), then predicts each other context's standard-labelling prompts against
-the model's own decision there (in a context outside any game, its token preference with the
-same sign: 1 = prefers the second label's token).
+L2 logistic regression) is fitted on every prompt of the reference context ("ipd", see
+interp_lib.contexts), both labellings, to the model's decision there (1 = delta > 0: the second
+action, Defect, in meaning), then predicts each other context's prompts, both labellings,
+against the model's own decision there (in a context outside any game, its token preference
+with the same sign). Both labellings on both sides: a context of one counterbalanced state has
+6 prompts instead of 3, and a probe that reads the written token rather than the decision
+fails where the labels are exchanged (as the probes' decision_both_labellings target does).
 
 accuracy has its 95% Wilson interval over the test prompts (they are not independent: three
 variants share a state). Two floors beside it: `chance`, the test context's majority share,
 and `constant`, the accuracy of predicting the training majority everywhere (what a probe that
 learned nothing but the IPD's base rate scores). `above_chance` = the interval's low end above
-both. A context whose decisions are one class tests nothing but that class: say so, don't rank.
+both. status says when no accuracy could pass: "one class in training", "one class in test"
+(the context's decisions test nothing but that class), "too few prompts" (even n of n correct
+would not clear the floor).
 """
 
 from __future__ import annotations
@@ -34,9 +38,8 @@ def probe_transfer(data: ProbeData, contexts: dict[str, str], model_name: str) -
     if unknown:
         raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
     context = np.array([contexts[s] for s in data.scenario], dtype=object)
-    standard = data.labelling == "standard"
     y_all = (data.delta > 0).astype(int)
-    train = np.flatnonzero(standard & (context == REFERENCE))
+    train = np.flatnonzero(context == REFERENCE)
     if not train.size:
         return pd.DataFrame(columns=COLUMNS)
     y_train = y_all[train]
@@ -46,16 +49,16 @@ def probe_transfer(data: ProbeData, contexts: dict[str, str], model_name: str) -
     L = data.acts.shape[1]
     probes = [None if one_class else make_probe().fit(data.acts[train, layer], y_train) for layer in range(L)]
     rows = []
-    for name in dict.fromkeys(context[standard]):
+    for name in dict.fromkeys(context):
         if name == REFERENCE:
             continue
-        test = np.flatnonzero(standard & (context == name))
+        test = np.flatnonzero(context == name)
         y = y_all[test]
         n, n_pos = len(test), int(y.sum())
         chance = max(n_pos, n - n_pos) / n
         constant = float((y == majority).mean())
-        status = ("one class in training" if one_class else
-                  "one class in test" if n_pos in (0, n) else "ok")
+        status = ("one class in training" if one_class else "one class in test" if n_pos in (0, n) else
+                  "too few prompts" if wilson_interval(n, n)[0] <= max(chance, constant) else "ok")
         for layer in range(L):
             acc, lo, hi = (np.nan,) * 3
             if probes[layer] is not None:

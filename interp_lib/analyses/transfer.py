@@ -11,7 +11,13 @@ or the DLA change (source's signed contribution minus the target's, same prompt)
 averaged over each context's prompts. Against the reference:
 
     spearman          Spearman correlation of the two mean vectors over components; its 95%
-                      interval resamples prompts within each context (N_RESAMPLES).
+                      interval is the estimate +- 1.96 bootstrap standard deviations
+                      (prompts resampled within each context, N_RESAMPLES; bootstrap_spearman
+                      says why not percentiles).
+    null_band         1.96 / sqrt(k - 1): what two unrelated rankings of the k components
+                      reach by chance in 95% of cases; a direction needs the interval beyond it.
+    reference_states  the IPD prompts a context is compared with: those in the context's own
+                      states (own and opponent's last move) where the IPD has them, else all.
     reliability_*     how well a context's prompts determine its own ranking: the mean
                       Spearman between random halves of its prompts (N_SPLITS splits),
                       stepped up to the full count by Spearman-Brown (2r / (1 + r)).
@@ -20,11 +26,14 @@ averaged over each context's prompts. Against the reference:
                       (classical attenuation). Its interval is not given.
     shared / *_only   the top_k components by |mean| of each context, among those beyond
                       NOISE_MULTIPLE noise floors (patching's own floor; DLA has none, its
-                      reconstruction residual is in dla_summary_stats).
+                      reconstruction residual is in dla_summary_stats, so every component is
+                      eligible); shared = in both tops with the same sign, shared_opposite =
+                      in both with opposite signs.
 
-The verdict reads the interval: above 0 and reaching the noise ceiling "same ranking", above 0
-below it "partly shared", below 0 "opposite ranking"; holding 0, "no shared ranking" when it
-stays below the ceiling (the same ranking is excluded), else "undetermined". "ranking below
+The verdict reads the interval: above the null band and reaching the noise ceiling "same
+ranking", above the band below the ceiling "partly shared", below -band "opposite ranking";
+reaching into the band, "no shared ranking" when it stays below the ceiling (the same ranking
+is excluded), else "undetermined". "ranking below
 noise" when either context's own halves share no ranking (no ceiling), "too few prompts" below
 MIN_PROMPTS in either context.
 
@@ -44,10 +53,11 @@ from ..stats import CONFIDENCE, N_RESAMPLES
 MIN_PROMPTS = 4
 N_SPLITS = 200
 PROMPT_KEYS = ["scenario", "variant"]
-COLUMNS = ["analysis", "experiment", "source", "target", "context", "game", "n_prompts_ipd",
-           "n_prompts_context", "n_components", "spearman", "ci_low", "ci_high", "reliability_ipd",
-           "reliability_context", "noise_ceiling", "verdict", "top_k", "n_shared", "shared", "ipd_only",
-           "context_only", "n_above_noise_ipd", "n_above_noise_context"]
+COLUMNS = ["analysis", "experiment", "source", "target", "context", "game", "reference_states", "n_prompts_ipd",
+           "n_prompts_context", "n_components", "spearman", "ci_low", "ci_high", "null_band", "reliability_ipd",
+           "reliability_context", "noise_ceiling", "verdict", "top_k", "n_shared", "shared", "shared_opposite",
+           "ipd_only", "context_only", "n_above_noise_ipd", "n_above_noise_context"]
+NULL_Z = 1.96  # two-sided 95% of Spearman's null over k components, ~ N(0, 1 / (k - 1))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -81,26 +91,39 @@ def split_half_reliability(values: np.ndarray, n_splits: int = N_SPLITS, seed: i
 
 def bootstrap_spearman(ref: np.ndarray, other: np.ndarray, n_resamples: int = N_RESAMPLES,
                        seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile interval of the Spearman of the component means of ref [n1, k] and other
-    [n2, k], each context's prompts resampled with replacement."""
+    """Normal bootstrap interval of the Spearman of the component means of ref [n1, k] and
+    other [n2, k]: the estimate +- z x the standard deviation of the Spearman over resamples
+    (each context's prompts resampled with replacement), clipped to [-1, 1]. Not a percentile
+    interval: resampling adds noise to each mean, which pulls every resampled correlation below
+    the observed one (in simulations with the same true ranking the whole bootstrap
+    distribution lay below the estimate), so percentile and basic intervals miss the estimate;
+    the spread of the resamples is still a fair measure of its sampling error."""
+    from scipy.stats import norm
+
     rng = np.random.default_rng(seed)
     a = ref[rng.integers(0, len(ref), (n_resamples, len(ref)))].mean(1)
     b = other[rng.integers(0, len(other), (n_resamples, len(other)))].mean(1)
-    rho = spearman(a, b)
-    tail = 100 * (1 - confidence) / 2
-    lo, hi = np.nanpercentile(rho, [tail, 100 - tail])
-    return float(lo), float(hi)
+    spread = float(np.nanstd(spearman(a, b), ddof=1))
+    observed = float(spearman(ref.mean(0), other.mean(0)))
+    half = float(norm.ppf(0.5 + confidence / 2)) * spread
+    return max(observed - half, -1.0), min(observed + half, 1.0)
 
 
-def verdict(ci_low: float, ci_high: float, ceiling: float) -> str:
-    """What the Spearman interval [ci_low, ci_high] says against the noise ceiling."""
+def null_band(n_components: int) -> float:
+    """|Spearman| that two unrelated rankings of n_components exceed 5% of the time."""
+    return NULL_Z / np.sqrt(n_components - 1) if n_components > 1 else float("nan")
+
+
+def verdict(ci_low: float, ci_high: float, ceiling: float, band: float = 0.0) -> str:
+    """What the Spearman interval [ci_low, ci_high] says against the noise ceiling and the
+    null band (+-band: what unrelated rankings of these components reach by chance)."""
     if not np.isfinite(ci_low):
         return "too few prompts"
     if not np.isfinite(ceiling):  # a context's own halves share no ranking: nothing to compare
         return "ranking below noise"
-    if ci_low > 0:
+    if ci_low > band:
         return "same ranking" if ci_high >= ceiling else "partly shared"
-    if ci_high < 0:
+    if ci_high < -band:
         return "opposite ranking"
     return "undetermined" if ci_high >= ceiling else "no shared ranking"
 
@@ -126,35 +149,53 @@ def _top(means: pd.Series, floor: float, top_k: int) -> tuple[list[str], int]:
 
 
 def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: str, top_k: int,
-                       meta: dict, floors: pd.Series | None = None, seed: int = 0) -> pd.DataFrame:
+                       meta: dict, floors: pd.Series | None = None, seed: int = 0,
+                       states: dict[str, str] | None = None) -> pd.DataFrame:
     """COLUMNS, one row per context other than REFERENCE. `values` has scenario, variant,
     component and `value` (one experiment); `contexts` maps scenario -> context; `floors`
     (optional) maps scenario -> its noise floor; `meta` fills analysis, experiment, source,
-    target. Without reference prompts the frame is empty."""
+    target; `states` (optional) maps scenario -> the moves its prompt states ("CD"): a context
+    is then compared with the reference's prompts in its own states where there are any
+    (reference_states), so that a game is not compared with other states of the IPD. Without
+    reference prompts the frame is empty."""
     unknown = sorted(set(values["scenario"]) - set(contexts))
     if unknown:
         raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
     components = list(dict.fromkeys(values["component"]))
     matrix = prompt_matrix(values, value, components)
-    prompt_context = np.array([contexts[s] for s in matrix.index.get_level_values("scenario")])
     scen = matrix.index.get_level_values("scenario")
+    prompt_context = np.array([contexts[s] for s in scen])
+    prompt_state = np.array([(states or {}).get(s, "") for s in scen], dtype=object)
+    data = matrix.to_numpy()
+    band = null_band(len(components))
 
     def floor_of(mask) -> float:
         return float(floors.reindex(sorted(set(scen[mask]))).max()) if floors is not None else float("nan")
 
-    ref_mask = prompt_context == REFERENCE
-    if not ref_mask.any():
+    is_ref = prompt_context == REFERENCE
+    if not is_ref.any():
         return pd.DataFrame(columns=COLUMNS)
-    ref = matrix.to_numpy()[ref_mask]
-    ref_means = pd.Series(ref.mean(0), index=components)
-    ref_top, ref_above = _top(ref_means, floor_of(ref_mask), top_k)
-    rel_ref = split_half_reliability(ref, seed=seed)
+    references: dict = {}
+
+    def reference(wanted: frozenset):
+        """(mask, states label) of the reference prompts in the states `wanted` (all if none)."""
+        mask = is_ref & np.isin(prompt_state, list(wanted))
+        key = frozenset(wanted) if mask.any() and states else frozenset()
+        if key not in references:
+            mask = mask if key else is_ref
+            ref = data[mask]
+            means = pd.Series(ref.mean(0), index=components)
+            references[key] = (ref, means, _top(means, floor_of(mask), top_k), split_half_reliability(ref, seed=seed),
+                               ";".join(sorted(key)) if key else "all")
+        return references[key]
+
     rows = []
     for context in dict.fromkeys(prompt_context):
         if context == REFERENCE:
             continue
         mask = prompt_context == context
-        other = matrix.to_numpy()[mask]
+        other = data[mask]
+        ref, ref_means, (ref_top, ref_above), rel_ref, ref_states = reference(frozenset(prompt_state[mask]))
         means = pd.Series(other.mean(0), index=components)
         rho = float(spearman(ref_means.to_numpy(), means.to_numpy()))
         enough = min(len(ref), len(other)) >= MIN_PROMPTS
@@ -162,25 +203,28 @@ def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: st
         rel = split_half_reliability(other, seed=seed)
         ceiling = float(np.sqrt(rel_ref * rel)) if rel_ref > 0 and rel > 0 else float("nan")
         top, above = _top(means, floor_of(mask), top_k)
-        shared = [c for c in ref_top if c in top]
-        rows.append({**meta, "context": context, "game": game_of(context), "n_prompts_ipd": len(ref),
-                     "n_prompts_context": len(other), "n_components": len(components), "spearman": rho,
-                     "ci_low": lo, "ci_high": hi, "reliability_ipd": rel_ref, "reliability_context": rel,
-                     "noise_ceiling": ceiling, "verdict": verdict(lo, hi, ceiling), "top_k": top_k,
-                     "n_shared": len(shared), "shared": ";".join(shared),
+        both = [c for c in ref_top if c in top]
+        same = [c for c in both if np.sign(ref_means[c]) == np.sign(means[c])]
+        rows.append({**meta, "context": context, "game": game_of(context), "reference_states": ref_states,
+                     "n_prompts_ipd": len(ref), "n_prompts_context": len(other), "n_components": len(components),
+                     "spearman": rho, "ci_low": lo, "ci_high": hi, "null_band": band,
+                     "reliability_ipd": rel_ref, "reliability_context": rel, "noise_ceiling": ceiling,
+                     "verdict": verdict(lo, hi, ceiling, band), "top_k": top_k, "n_shared": len(same),
+                     "shared": ";".join(same), "shared_opposite": ";".join(c for c in both if c not in same),
                      "ipd_only": ";".join(c for c in ref_top if c not in top),
                      "context_only": ";".join(c for c in top if c not in ref_top),
                      "n_above_noise_ipd": ref_above, "n_above_noise_context": above})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def patching_transfer(patches: pd.DataFrame, contexts: dict[str, str], top_k: int, seed: int = 0) -> pd.DataFrame:
+def patching_transfer(patches: pd.DataFrame, contexts: dict[str, str], top_k: int, seed: int = 0,
+                      states: dict[str, str] | None = None) -> pd.DataFrame:
     """component_transfer of one experiment's patches (jobs.patching's per-scenario table)."""
     first = patches.iloc[0]
     floors = patches.groupby("scenario")["noise_floor"].max()
     meta = {"analysis": "patching", "experiment": first["experiment"], "source": first["source"],
             "target": first["target"]}
-    return component_transfer(patches, contexts, "delta_change", top_k, meta, floors, seed)
+    return component_transfer(patches, contexts, "delta_change", top_k, meta, floors, seed, states)
 
 
 def dla_change(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
@@ -195,11 +239,11 @@ def dla_change(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
 
 
 def dla_transfer(source: pd.DataFrame, target: pd.DataFrame, contexts: dict[str, str], top_k: int,
-                 meta: dict, seed: int = 0) -> pd.DataFrame:
+                 meta: dict, seed: int = 0, states: dict[str, str] | None = None) -> pd.DataFrame:
     """component_transfer of the DLA change of one experiment (source and target DLA rows as
     in dla/dla_full_results.csv)."""
     return component_transfer(dla_change(source, target), contexts, "dla_change", top_k,
-                              {"analysis": "dla", **meta}, None, seed)
+                              {"analysis": "dla", **meta}, None, seed, states)
 
 
 CIRCUIT_COLUMNS = ["experiment", "source", "target", "context", "game", "in_sample", "circuit", "circuit_size",

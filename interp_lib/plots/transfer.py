@@ -41,7 +41,8 @@ def plot_transfer(components: pd.DataFrame, probes: pd.DataFrame, circuits: pd.D
             for _, r in rows.iterrows():
                 x = xs[r["context"]] + (2 * i + j - (2 * len(experiments) - 1) / 2) * width
                 lo, hi = r["ci_low"], r["ci_high"]
-                err = [[r["spearman"] - lo], [hi - r["spearman"]]] if np.isfinite([lo, hi]).all() else None
+                err = ([[max(r["spearman"] - lo, 0.0)], [max(hi - r["spearman"], 0.0)]]
+                       if np.isfinite([lo, hi]).all() else None)
                 ax.errorbar([x], [r["spearman"]], yerr=err, fmt="o", color=color_at(i), markersize=4.5,
                             markerfacecolor=face or color_at(i), capsize=2, linewidth=1,
                             label=f"{experiment}" if j == 0 and _ == rows.index[0] else None)
@@ -84,7 +85,7 @@ def plot_transfer(components: pd.DataFrame, probes: pd.DataFrame, circuits: pd.D
             share, lo, hi = r["flip_share"], r["flip_ci_low"], r["flip_ci_high"]
             if not np.isfinite(share):
                 continue
-            ax.errorbar([x], [share], yerr=[[share - lo], [hi - share]], fmt="o", color=color_at(i),
+            ax.errorbar([x], [share], yerr=[[max(share - lo, 0.0)], [max(hi - share, 0.0)]], fmt="o", color=color_at(i),
                         markersize=4.5, capsize=2, linewidth=1, label=experiment if _ == rows.index[0] else None)
             ax.plot([x], [r["random_flip_share"]], "o", color=color_at(i), markerfacecolor="white", markersize=4)
     ax.set_ylim(-0.03, 1.03)

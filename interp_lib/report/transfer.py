@@ -19,12 +19,16 @@ def _interval(value, low, high, signed: bool = False) -> str:
 
 
 def component_overview(components: pd.DataFrame) -> pd.DataFrame:
+    def text(value) -> str:
+        return value if isinstance(value, str) else ""
+
     rows = [{"experiment": r["experiment"], "analysis": r["analysis"], "context": r["context"],
+             "IPD states": r["reference_states"],
              "prompts (IPD / context)": f"{int(r['n_prompts_ipd'])} / {int(r['n_prompts_context'])}",
              "Spearman [95% CI]": _interval(r["spearman"], r["ci_low"], r["ci_high"], signed=True),
-             "noise ceiling": r["noise_ceiling"], "verdict": r["verdict"],
-             "shared top": r["shared"] if isinstance(r["shared"], str) else "",
-             "only in context": r["context_only"] if isinstance(r["context_only"], str) else ""}
+             "null band": r["null_band"], "noise ceiling": r["noise_ceiling"], "verdict": r["verdict"],
+             "shared top": text(r["shared"]), "opposite sign": text(r["shared_opposite"]),
+             "only in context": text(r["context_only"])}
             for _, r in components.iterrows()]
     return pd.DataFrame(rows)
 
@@ -102,12 +106,15 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
         if key == "components":
             doc.p("Per experiment, each component's patching delta change (source into target) or DLA change "
                   "(source minus target), averaged over each context's prompts; Spearman between the IPD's and the "
-                  "context's means over all components, its 95% interval resampling prompts within each context. "
+                  "context's means over all components (the IPD's prompts in the context's own states where it has "
+                  "them), +- 1.96 bootstrap standard deviations over prompts resampled within each context; the null "
+                  "band is what unrelated rankings of these components reach by chance. "
                   "Noise ceiling: what the same true ranking would give at these prompt counts (split-half "
-                  "reliabilities, Spearman-Brown, attenuation): 'same ranking' when the interval is above 0 and "
-                  "reaches it, 'no shared ranking' when it holds 0 and stays below it, 'undetermined' when it "
-                  "holds both, 'ranking below noise' when a context's own prompts share no ranking. Shared top: the top components (by |mean|, beyond the noise "
-                  f"floor) of both. From `{path}`.")
+                  "reliabilities, Spearman-Brown, attenuation): 'same ranking' when the interval is above the band and "
+                  "reaches it, 'no shared ranking' when it reaches into the band and stays below the ceiling, "
+                  "'undetermined' when it reaches both, 'ranking below noise' when a context's own prompts share no "
+                  "ranking. Shared top: the top components (by |mean|, beyond 3 noise floors for patching) of both "
+                  f"with the same sign; opposite sign: in both tops with opposite signs. From `{path}`.")
             doc.table(component_overview(table).head(n_rows * 4))
         elif key == "steering":
             doc.p("Each steering experiment's direction (built from the scenarios its config names) added at every "
@@ -116,8 +123,9 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
                   f"and the control with the expected sign. From `{path}`.")
             doc.table(steering_overview(table).head(n_rows * 4))
         elif key == "probes":
-            doc.p("A logistic-regression probe per layer fitted on the model's IPD prompts (standard labelling) to "
-                  "its decision, tested on each context's prompts against the model's own decision there; "
+            doc.p("A logistic-regression probe per layer fitted on the model's IPD prompts (both labellings) to "
+                  "its decision in meaning, tested on each context's prompts (both labellings) against the model's "
+                  "own decision there; "
                   "accuracy with its 95% Wilson interval. A layer counts when the interval is above both the "
                   "context's chance (majority share) and the IPD majority's score there. Layers are not "
                   f"independent tests: read the count, not the best layer. From `{path}`.")

@@ -377,7 +377,12 @@ def adapter_edit_targets():
 
 
 # Mechanism transfer across games and prompts (rules/transfer.smk).
-from interp_lib.contexts import REFERENCE, has_transfer, scenario_contexts
+from interp_lib.contexts import (
+    REFERENCE,
+    has_transfer,
+    scenario_contexts,
+    scenario_states,
+)
 
 CONTEXTS = scenario_contexts(config["scenarios"])
 TRANSFER = has_transfer(CONTEXTS)

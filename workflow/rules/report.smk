@@ -143,7 +143,9 @@ rule rq_summary:
         counterfactuals=COUNTERFACTUALS,
         steering=STEERING,
         labels={m: model_label(m) for m in MODELS},
-        other_contexts=[s for s in SCENARIOS if CONTEXTS[s] != REFERENCE],
+        other_contexts=(
+            [s for s in SCENARIOS if CONTEXTS[s] != REFERENCE] if TRANSFER else []
+        ),
         n_rows=10,
         code=code_version("rq_summary"),
     script:

@@ -97,6 +97,7 @@ rule transfer_tables:
         models=MODELS,
         scenarios=PATCH_SCENARIOS,
         contexts=CONTEXTS,
+        states=scenario_states(config["scenarios"]),
         top_k=config["analysis"]["top_k"],
         seed=config["seed"],
         code=code_version("transfer_tables"),

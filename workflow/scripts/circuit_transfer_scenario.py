@@ -11,7 +11,9 @@ from interp_lib.jobs.circuit_transfer import circuit_transfer, ipd_circuit
 with job_logging(snakemake.log[0]):
     set_torch_threads(snakemake.threads)
     p, i = snakemake.params, snakemake.input
-    members, support = ipd_circuit(pd.concat([pd.read_csv(f) for f in i.ipd_circuits], ignore_index=True))
+    # no IPD scenario patched (analysis.patch_scenarios): no IPD circuit, an empty table
+    circuits = [pd.read_csv(f) for f in i.ipd_circuits]
+    members, support = ipd_circuit(pd.concat(circuits, ignore_index=True)) if circuits else ([], float("nan"))
     table = circuit_transfer(
         snakemake.wildcards.experiment,
         source_name=p.source,
