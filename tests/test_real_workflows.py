@@ -138,7 +138,8 @@ def test_the_committed_adapters_behave_as_trained_in_both_labellings(real_run):
             assert {s for s in defect if p[model, s + suffix] < 0.9} == set(), (family, p[model].to_dict())
             assert {s for s in cooperate if p[model, s + suffix] > 0.1} == set(), (family, p[model].to_dict())
     bias = pd.read_csv(wd / f"results_{family}/behavior/label_bias.csv")
-    moral = bias[bias["model"].isin([m for m in TARGETS if (family, m) not in KNOWN_BEHAVIOUR_MISSES])]
+    moral = bias[bias["model"].isin([m for m in TARGETS if (family, m) not in KNOWN_BEHAVIOUR_MISSES])
+                 & bias["scenario"].isin(CI_SCENARIOS)]  # the games' (CI_GAMES) are test_transfer_on_real_weights
     assert len(moral) == len(moral["model"].unique()) * len(CI_SCENARIOS) and (moral["same_decision_share"] == 1.0).all()
 
 
