@@ -254,6 +254,9 @@ def _check_games(config: dict) -> None:
                 raise ConfigError(f"scenarios.{name}.{key}: required (C or D) for format {fmt!r}")
             if key not in shown and spec.get(key) is not None:
                 raise ConfigError(f"scenarios.{name}.{key}: format {fmt!r} shows no {key}; remove it")
+        if fmt in UNRELATED and not shown and spec.get("counterbalance"):
+            raise ConfigError(f"scenarios.{name}.counterbalance: format {fmt!r} shows no move, so both labellings "
+                              f"give the same prompts; remove it")
         if fmt in UNRELATED and spec.get("extra_sentence"):
             raise ConfigError(f"scenarios.{name}.extra_sentence: format {fmt!r} has no place for it")
         symbols = spec.get("symbols") or ["action1", "action2"]

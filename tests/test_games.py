@@ -267,10 +267,14 @@ def test_unrelated_prompts_use_the_labels_outside_any_game(labelling):
 
 def test_unrelated_scenarios_state_only_what_their_format_shows():
     ok = copy.deepcopy(RAW)
-    ok["scenarios"].update(U_pick={"format": "unrelated_pick", "counterbalance": True},
-                           U_opp={"format": "unrelated_opponent", "opponent_last": "D"})
+    ok["scenarios"].update(U_pick={"format": "unrelated_pick"},
+                           U_opp={"format": "unrelated_opponent", "opponent_last": "D", "counterbalance": True})
     validate_config(ok)
-    assert ok["scenarios"]["U_pick_swapped"]["labelling"] == "swapped"
+    assert ok["scenarios"]["U_opp_swapped"]["labelling"] == "swapped"
+    # a format that shows no move gives the same prompts in both labellings: no sibling
+    msg = check(lambda c: c["scenarios"].update(U={"format": "unrelated_game", "counterbalance": True}))
+    assert msg == ("config: scenarios.U.counterbalance: format 'unrelated_game' shows no move, so both labellings "
+                   "give the same prompts; remove it")
     msg = check(lambda c: c["scenarios"].update(U={"format": "unrelated_pick", "self_last": "C"}))
     assert msg == "config: scenarios.U.self_last: format 'unrelated_pick' shows no self_last; remove it"
     msg = check(lambda c: c["scenarios"].update(U={"format": "unrelated_opponent"}))
