@@ -298,3 +298,22 @@ def test_a_context_is_compared_with_the_ipd_prompts_of_its_own_states():
     values = pd.concat([values[values["scenario"] == "CD"], flipped])
     row = component_transfer(values, contexts, "value", 1, {}, states=states).iloc[0]
     assert row["shared"] == "" and row["shared_opposite"] == "L0H0" and row["n_shared"] == 0
+
+
+def test_the_steering_figure_draws_as_many_scenarios_as_the_games_overlays_have(tmp_path):
+    """The games overlays steer 40 scenarios; the figure's palette once ran out at 32."""
+    from interp_lib.plots.steering import plot_steering
+    from interp_lib.steering.summary import layer_ranking, steering_summary
+
+    rows = [{"steering": "s", "target": "t", "scenario": f"S{i}", "labelling": "standard", "in_sample": True,
+             "site": "resid_pre", "positions": "all", "direction": direction, "layer": layer, "alpha": alpha,
+             "variant": v, "direction_norm": 1.0, "activation_norm": 2.0, "expected_sign": 1,
+             "delta_change": alpha * (layer + 1) * (direction == "mean difference") + 0.01 * v,
+             "p_defect_change": 0.1, "p_defect": 0.5, "baseline_p_defect": 0.4, "flipped": False,
+             "noise_floor": 1e-6}
+            for i in range(40) for direction in ("mean difference", "random 1") for layer in range(2)
+            for alpha in (0.0, 1.0) for v in (1, 2)]
+    results = pd.DataFrame(rows)
+    out = tmp_path / "steering.png"
+    plot_steering(steering_summary(results), layer_ranking(results), out)
+    assert out.stat().st_size > 10_000

@@ -8,6 +8,8 @@ best layer, one line per scenario (swapped-label scenarios dashed) with 95% band
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -103,7 +105,8 @@ def _curves_panel(ax, summary: pd.DataFrame, layers: pd.DataFrame) -> None:
         return
     layer = int(ranked.iloc[0]["layer"])
     at = summary[summary["layer"] == layer]
-    colors = iter(["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"] * 4)
+    # as many scenarios as a config has (40 in the games overlays): the palette repeats
+    colors = itertools.cycle(["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"])
     for scenario, rows in at[at["direction"] == MAIN].groupby("scenario", sort=False):
         rows = rows.sort_values("alpha")
         color = next(colors)
