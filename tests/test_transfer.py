@@ -11,8 +11,8 @@ from scipy.stats import spearmanr
 
 from interp_lib.analyses.probe_transfer import probe_transfer
 from interp_lib.analyses.probes import ProbeData, make_probe
-from interp_lib.analyses.transfer import (bootstrap_spearman, circuit_summary, component_transfer, dla_change,
-                                          null_band, spearman, split_half_reliability, verdict)
+from interp_lib.analyses.transfer import (balanced_mean, bootstrap_spearman, circuit_summary, component_transfer,
+                                          dla_change, null_band, spearman, split_half_reliability, verdict)
 from interp_lib.contexts import TRAINING_SYMBOLS, context_of, game_of, has_transfer, scenario_contexts
 from interp_lib.jobs.circuit_transfer import ipd_circuit
 
@@ -317,3 +317,21 @@ def test_the_steering_figure_draws_as_many_scenarios_as_the_games_overlays_have(
     out = tmp_path / "steering.png"
     plot_steering(steering_summary(results), layer_ranking(results), out)
     assert out.stat().st_size > 10_000
+
+
+def test_means_and_halves_are_balanced_over_the_labellings():
+    """A component part that flips sign between labellings (read in meaning) dominates the ranks
+    of unbalanced halves; balanced over labellings it cancels, and the meaning part's ranking
+    is reliable again (as the DLA change on SmolLM2 needed)."""
+    rng = np.random.default_rng(6)
+    meaning, label_part = rng.normal(size=300), 3 * rng.normal(size=300)
+    std = meaning + label_part + 0.1 * rng.normal(size=(3, 300))
+    swp = meaning - label_part + 0.1 * rng.normal(size=(3, 300))
+    values, labels = np.vstack([std, swp]), ["standard"] * 3 + ["swapped"] * 3
+    assert np.allclose(balanced_mean(values, labels), (std.mean(0) + swp.mean(0)) / 2)
+    assert np.allclose(balanced_mean(values[:4], labels[:4]), (std.mean(0) + swp[:1].mean(0)) / 2)
+    assert split_half_reliability(values) < 0.3  # unbalanced halves: the label part decides
+    assert split_half_reliability(values, labels=labels) > 0.9
+    lo, hi = bootstrap_spearman(values, values + 0.1 * rng.normal(size=values.shape), n_resamples=300,
+                                ref_labels=labels, other_labels=labels)
+    assert lo > 0.8 and hi <= 1.0

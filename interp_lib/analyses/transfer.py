@@ -8,7 +8,11 @@ counterbalanced scenario belong to one context (their deltas are in meaning).
 Components (`component_transfer`): per experiment, a value per component and prompt —
 patching's delta_change (source's activation patched into the target; > 0 = towards Defect)
 or the DLA change (source's signed contribution minus the target's, same prompt) — is
-averaged over each context's prompts. Against the reference:
+averaged over each context's prompts, balanced over the labellings (the mean of each
+labelling's mean: read in meaning, a component's label-specific part flips sign between
+labellings; on SmolLM2 the DLA change's ranks correlate at -0.78 between the two labellings of
+one state while its values correlate at +0.45, so unbalanced halves of a context disagree).
+Against the reference:
 
     spearman          Spearman correlation of the two mean vectors over components; its 95%
                       interval is the estimate +- 1.96 bootstrap standard deviations
@@ -72,39 +76,63 @@ def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (ra * rb).sum(-1) / np.where(den > 0, den, 1), np.nan)
 
 
-def split_half_reliability(values: np.ndarray, n_splits: int = N_SPLITS, seed: int = 0) -> float:
+def _groups(n: int, labels) -> list[np.ndarray]:
+    """Row indices per label (one group of all n rows without labels)."""
+    if labels is None:
+        return [np.arange(n)]
+    labels = np.asarray(labels, dtype=object)
+    return [np.flatnonzero(labels == g) for g in dict.fromkeys(labels)]
+
+
+def balanced_mean(values: np.ndarray, labels=None) -> np.ndarray:
+    """[k] the mean over labels of each label's mean of values [n, k] (the plain mean without
+    labels). With labels = the prompts' labelling, a component's label-specific part, which
+    flips sign between labellings when deltas are read in meaning, cancels whatever the counts."""
+    return np.mean([values[g].mean(0) for g in _groups(len(values), labels)], axis=0)
+
+
+def split_half_reliability(values: np.ndarray, n_splits: int = N_SPLITS, seed: int = 0, labels=None) -> float:
     """Spearman-Brown-corrected mean split-half Spearman (floored at 0) of the per-component
-    means of values [prompts, components]; NaN below two prompts per half."""
-    n = values.shape[0]
-    if n < 4:
+    balanced means (balanced_mean) of values [prompts, components], each label's prompts split
+    in two (a label with one prompt sits out); NaN below 4 prompts or without a split."""
+    if values.shape[0] < 4:
+        return float("nan")
+    groups = [g for g in _groups(len(values), labels) if len(g) >= 2]
+    if not groups:
         return float("nan")
     rng = np.random.default_rng(seed)
-    perms = np.argsort(rng.random((n_splits, n)), axis=1)
-    half = n // 2
-    first = values[perms[:, :half]].mean(1)
-    second = values[perms[:, half:2 * half]].mean(1)
+    first, second = [], []
+    for g in groups:
+        perms = g[np.argsort(rng.random((n_splits, len(g))), axis=1)]
+        half = len(g) // 2
+        first.append(values[perms[:, :half]].mean(1))
+        second.append(values[perms[:, half:]].mean(1))
     # complementary halves of pure noise correlate negatively (their means sum to the whole's):
     # no reliability, not a negative one
-    r = max(float(np.nanmean(spearman(first, second))), 0.0)
+    r = max(float(np.nanmean(spearman(np.mean(first, axis=0), np.mean(second, axis=0)))), 0.0)
     return 2 * r / (1 + r)
 
 
 def bootstrap_spearman(ref: np.ndarray, other: np.ndarray, n_resamples: int = N_RESAMPLES,
-                       seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Normal bootstrap interval of the Spearman of the component means of ref [n1, k] and
-    other [n2, k]: the estimate +- z x the standard deviation of the Spearman over resamples
-    (each context's prompts resampled with replacement), clipped to [-1, 1]. Not a percentile
-    interval: resampling adds noise to each mean, which pulls every resampled correlation below
-    the observed one (in simulations with the same true ranking the whole bootstrap
-    distribution lay below the estimate), so percentile and basic intervals miss the estimate;
-    the spread of the resamples is still a fair measure of its sampling error."""
+                       seed: int = 0, confidence: float = CONFIDENCE, ref_labels=None,
+                       other_labels=None) -> tuple[float, float]:
+    """Normal bootstrap interval of the Spearman of the balanced component means of ref [n1, k]
+    and other [n2, k]: the estimate +- z x the standard deviation of the Spearman over resamples
+    (each context's prompts resampled with replacement within each label), clipped to [-1, 1].
+    Not a percentile interval: resampling adds noise to each mean, which pulls every resampled
+    correlation below the observed one (in simulations with the same true ranking the whole
+    bootstrap distribution lay below the estimate), so percentile and basic intervals miss the
+    estimate; the spread of the resamples is still a fair measure of its sampling error."""
     from scipy.stats import norm
 
     rng = np.random.default_rng(seed)
-    a = ref[rng.integers(0, len(ref), (n_resamples, len(ref)))].mean(1)
-    b = other[rng.integers(0, len(other), (n_resamples, len(other)))].mean(1)
-    spread = float(np.nanstd(spearman(a, b), ddof=1))
-    observed = float(spearman(ref.mean(0), other.mean(0)))
+
+    def resampled(x: np.ndarray, labels) -> np.ndarray:
+        return np.mean([x[g[rng.integers(0, len(g), (n_resamples, len(g)))]].mean(1)
+                        for g in _groups(len(x), labels)], axis=0)
+
+    spread = float(np.nanstd(spearman(resampled(ref, ref_labels), resampled(other, other_labels)), ddof=1))
+    observed = float(spearman(balanced_mean(ref, ref_labels), balanced_mean(other, other_labels)))
     half = float(norm.ppf(0.5 + confidence / 2)) * spread
     return max(observed - half, -1.0), min(observed + half, 1.0)
 
@@ -150,14 +178,16 @@ def _top(means: pd.Series, floor: float, top_k: int) -> tuple[list[str], int]:
 
 def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: str, top_k: int,
                        meta: dict, floors: pd.Series | None = None, seed: int = 0,
-                       states: dict[str, str] | None = None) -> pd.DataFrame:
+                       states: dict[str, str] | None = None,
+                       labellings: dict[str, str] | None = None) -> pd.DataFrame:
     """COLUMNS, one row per context other than REFERENCE. `values` has scenario, variant,
     component and `value` (one experiment); `contexts` maps scenario -> context; `floors`
     (optional) maps scenario -> its noise floor; `meta` fills analysis, experiment, source,
     target; `states` (optional) maps scenario -> the moves its prompt states ("CD"): a context
     is then compared with the reference's prompts in its own states where there are any
-    (reference_states), so that a game is not compared with other states of the IPD. Without
-    reference prompts the frame is empty."""
+    (reference_states), so that a game is not compared with other states of the IPD;
+    `labellings` (optional) maps scenario -> its labelling: every mean is then balanced over
+    the labellings (balanced_mean). Without reference prompts the frame is empty."""
     unknown = sorted(set(values["scenario"]) - set(contexts))
     if unknown:
         raise ValueError(f"contexts: no entry for scenario {unknown[0]!r}")
@@ -166,6 +196,7 @@ def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: st
     scen = matrix.index.get_level_values("scenario")
     prompt_context = np.array([contexts[s] for s in scen])
     prompt_state = np.array([(states or {}).get(s, "") for s in scen], dtype=object)
+    prompt_label = np.array([(labellings or {}).get(s, "standard") for s in scen], dtype=object)
     data = matrix.to_numpy()
     band = null_band(len(components))
 
@@ -183,9 +214,10 @@ def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: st
         key = frozenset(wanted) if mask.any() and states else frozenset()
         if key not in references:
             mask = mask if key else is_ref
-            ref = data[mask]
-            means = pd.Series(ref.mean(0), index=components)
-            references[key] = (ref, means, _top(means, floor_of(mask), top_k), split_half_reliability(ref, seed=seed),
+            ref, labels = data[mask], prompt_label[mask]
+            means = pd.Series(balanced_mean(ref, labels), index=components)
+            references[key] = (ref, labels, means, _top(means, floor_of(mask), top_k),
+                               split_half_reliability(ref, seed=seed, labels=labels),
                                ";".join(sorted(key)) if key else "all")
         return references[key]
 
@@ -194,13 +226,15 @@ def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: st
         if context == REFERENCE:
             continue
         mask = prompt_context == context
-        other = data[mask]
-        ref, ref_means, (ref_top, ref_above), rel_ref, ref_states = reference(frozenset(prompt_state[mask]))
-        means = pd.Series(other.mean(0), index=components)
+        other, labels = data[mask], prompt_label[mask]
+        ref, ref_labels, ref_means, (ref_top, ref_above), rel_ref, ref_states = reference(
+            frozenset(prompt_state[mask]))
+        means = pd.Series(balanced_mean(other, labels), index=components)
         rho = float(spearman(ref_means.to_numpy(), means.to_numpy()))
         enough = min(len(ref), len(other)) >= MIN_PROMPTS
-        lo, hi = bootstrap_spearman(ref, other, seed=seed) if enough else (np.nan, np.nan)
-        rel = split_half_reliability(other, seed=seed)
+        lo, hi = (bootstrap_spearman(ref, other, seed=seed, ref_labels=ref_labels, other_labels=labels)
+                  if enough else (np.nan, np.nan))
+        rel = split_half_reliability(other, seed=seed, labels=labels)
         ceiling = float(np.sqrt(rel_ref * rel)) if rel_ref > 0 and rel > 0 else float("nan")
         top, above = _top(means, floor_of(mask), top_k)
         both = [c for c in ref_top if c in top]
@@ -218,13 +252,13 @@ def component_transfer(values: pd.DataFrame, contexts: dict[str, str], value: st
 
 
 def patching_transfer(patches: pd.DataFrame, contexts: dict[str, str], top_k: int, seed: int = 0,
-                      states: dict[str, str] | None = None) -> pd.DataFrame:
+                      states: dict[str, str] | None = None, labellings: dict[str, str] | None = None) -> pd.DataFrame:
     """component_transfer of one experiment's patches (jobs.patching's per-scenario table)."""
     first = patches.iloc[0]
     floors = patches.groupby("scenario")["noise_floor"].max()
     meta = {"analysis": "patching", "experiment": first["experiment"], "source": first["source"],
             "target": first["target"]}
-    return component_transfer(patches, contexts, "delta_change", top_k, meta, floors, seed, states)
+    return component_transfer(patches, contexts, "delta_change", top_k, meta, floors, seed, states, labellings)
 
 
 def dla_change(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
@@ -239,11 +273,12 @@ def dla_change(source: pd.DataFrame, target: pd.DataFrame) -> pd.DataFrame:
 
 
 def dla_transfer(source: pd.DataFrame, target: pd.DataFrame, contexts: dict[str, str], top_k: int,
-                 meta: dict, seed: int = 0, states: dict[str, str] | None = None) -> pd.DataFrame:
+                 meta: dict, seed: int = 0, states: dict[str, str] | None = None,
+                 labellings: dict[str, str] | None = None) -> pd.DataFrame:
     """component_transfer of the DLA change of one experiment (source and target DLA rows as
     in dla/dla_full_results.csv)."""
     return component_transfer(dla_change(source, target), contexts, "dla_change", top_k,
-                              {"analysis": "dla", **meta}, None, seed, states)
+                              {"analysis": "dla", **meta}, None, seed, states, labellings)
 
 
 CIRCUIT_COLUMNS = ["experiment", "source", "target", "context", "game", "in_sample", "circuit", "circuit_size",

@@ -21,22 +21,24 @@ def _concat(frames, columns) -> pd.DataFrame:
 
 
 def component_tables(patch_files: dict, dla_files: dict, experiments: dict, contexts: dict, top_k: int,
-                     seed: int = 0, states: dict | None = None) -> pd.DataFrame:
+                     seed: int = 0, states: dict | None = None, labellings: dict | None = None) -> pd.DataFrame:
     """COLUMNS of every experiment, patching then DLA. `patch_files` maps experiment -> its
     per-scenario patches files; `dla_files` maps model -> its per-scenario DLA files;
     `experiments` maps experiment -> (source, target); `states` scenario -> state (the
-    reference's prompts are matched by state, analyses.transfer.component_transfer)."""
+    reference's prompts are matched by state, analyses.transfer.component_transfer) and
+    `labellings` scenario -> labelling (means balanced over labellings)."""
     frames = []
     for experiment, files in patch_files.items():
         patches = pd.concat(_read(files), ignore_index=True)
         if len(patches):
-            frames.append(patching_transfer(patches, contexts, top_k, seed, states))
+            frames.append(patching_transfer(patches, contexts, top_k, seed, states, labellings))
         source, target = experiments[experiment]
         scenarios = set(patches["scenario"])
         dla = {m: pd.concat(_read(dla_files[m]), ignore_index=True) for m in (source, target)}
         dla = {m: d[d["scenario"].isin(scenarios)] for m, d in dla.items()}
         meta = {"experiment": experiment, "source": source, "target": target}
-        frames.append(dla_transfer(dla[source], dla[target], contexts, top_k, meta, seed, states))
+        frames.append(dla_transfer(dla[source], dla[target], contexts, top_k, meta, seed, states,
+                                   labellings))
     return _concat(frames, COLUMNS)
 
 

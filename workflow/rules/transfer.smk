@@ -98,6 +98,10 @@ rule transfer_tables:
         scenarios=PATCH_SCENARIOS,
         contexts=CONTEXTS,
         states=scenario_states(config["scenarios"]),
+        labellings={
+            s: spec.get("labelling", "standard")
+            for s, spec in config["scenarios"].items()
+        },
         top_k=config["analysis"]["top_k"],
         seed=config["seed"],
         code=code_version("transfer_tables"),

@@ -14,7 +14,8 @@ with job_logging(snakemake.log[0]):
     p, i = snakemake.params, snakemake.input
     n = len(p.scenarios)
     components = component_tables(chunks(i.patches, p.experiments, n), chunks(i.dla, p.models, n),
-                                  p.experiments, p.contexts, p.top_k, p.seed, p.states)
+                                  p.experiments, p.contexts, p.top_k, p.seed, p.states,
+                                  p.labellings)
     steering, start = {}, 0
     for name, count in p.steering.items():
         steering[name], start = list(i.steering)[start:start + count], start + count
