@@ -335,3 +335,18 @@ def test_means_and_halves_are_balanced_over_the_labellings():
     lo, hi = bootstrap_spearman(values, values + 0.1 * rng.normal(size=values.shape), n_resamples=300,
                                 ref_labels=labels, other_labels=labels)
     assert lo > 0.8 and hi <= 1.0
+
+
+def test_the_transfer_figure_draws_the_tables_and_an_empty_circuit_table(tmp_path):
+    from interp_lib.analyses.transfer import CIRCUIT_COLUMNS
+    from interp_lib.plots.transfer import plot_transfer
+
+    contexts = {"CD": "ipd", "SH": "stag_hunt", "CH": "chicken"}
+    comps = {f"L{i}H0": float(i) for i in range(8)}
+    values = _prompts(contexts, 6, {c: comps for c in set(contexts.values())}, 0.3)
+    components = component_transfer(values, contexts, "value", 3, {"analysis": "patching", "experiment": "e",
+                                                                     "source": "s", "target": "t"})
+    probes = probe_transfer(_probe_data(), contexts, "m")
+    out = tmp_path / "transfer.png"
+    plot_transfer(components, probes, pd.DataFrame(columns=CIRCUIT_COLUMNS), out)
+    assert out.stat().st_size > 10_000

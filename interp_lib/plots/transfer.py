@@ -5,7 +5,8 @@ analyses.transfer and analyses.probe_transfer.
     between the IPD and each context, with its 95% bootstrap interval; the bar's tick marks
     the noise ceiling (what the same true ranking would show at these prompt counts).
 (b) IPD probe accuracy minus its floor (max of the test context's chance and the training
-    majority's score) per layer, one row per model and context; colour map centred at zero.
+    majority's score) per layer, one row per model and context; colour map centred at zero;
+    blank where the status says no accuracy could pass (one class, too few prompts).
 (c) The share of prompts the IPD circuit flips per context (95% Wilson interval), beside
     random sets of its size (open markers)."""
 
@@ -28,8 +29,11 @@ def plot_transfer(components: pd.DataFrame, probes: pd.DataFrame, circuits: pd.D
     import matplotlib.pyplot as plt
 
     contexts = _contexts(components, probes, circuits)
-    fig, axes = plt.subplots(1, 3, figsize=(max(12.0, 1.3 * len(contexts) * 3), 4.6),
-                             gridspec_kw={"width_ratios": [1, 1.3, 1]})
+    # one panel above the other: a games config has some 15 contexts and 5 x 15 probe rows
+    probe_rows = len(probes.groupby(["model", "context"])) if len(probes) else 1
+    heights = [4.2, max(3.0, 0.14 * probe_rows), 4.2]
+    fig, axes = plt.subplots(3, 1, figsize=(max(10.0, 0.6 * len(contexts) + 4), sum(heights) + 1.5),
+                             gridspec_kw={"height_ratios": heights})
     xs = {c: i for i, c in enumerate(contexts)}
     # (a) component rankings
     ax = axes[0]
@@ -66,14 +70,16 @@ def plot_transfer(components: pd.DataFrame, probes: pd.DataFrame, circuits: pd.D
         for k, (model, context) in enumerate(keys):
             rows = probes[(probes["model"] == model) & (probes["context"] == context)].set_index("layer")
             floor = np.maximum(rows["chance"], rows["constant"])
-            grid[k] = (rows["accuracy"] - floor).reindex(layers).to_numpy(float)
+            if (rows["status"] == "ok").all():  # else one class or too few prompts: nothing to test, blank
+                grid[k] = (rows["accuracy"] - floor).reindex(layers).to_numpy(float)
         image = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         ax.set_yticks(range(len(keys)), [f"{style.label(m)} | {c}" for m, c in keys], fontsize=6)
         ax.set_xlabel("layer")
         fig.colorbar(image, ax=ax, fraction=0.04, label="accuracy - floor")
     else:
         ax.text(0.5, 0.5, "no probe rows", ha="center", transform=ax.transAxes, fontsize=8)
-    ax.set_title("(b) IPD probe on each context: accuracy - max(chance, constant)", fontsize=9, loc="left")
+    ax.set_title("(b) IPD probe on each context: accuracy - max(chance, constant); blank: no probe, or nothing to "
+                 "test (one class, too few prompts)", fontsize=9, loc="left")
     # (c) circuits
     ax = axes[2]
     experiments = list(dict.fromkeys(circuits["experiment"])) if len(circuits) else []
