@@ -6,7 +6,9 @@ patching job's 1-minimal circuits, one per prompt), most frequent first; when no
 reaches half, the single most frequent one. One job per (experiment, scenario) patches that
 set jointly from the source into the target on every prompt variant (`circuit_transfer`),
 beside N_RANDOM random sets of the same size drawn from the other components (the control:
-what any set of that many components does) and the target's noise floor.
+what any set of that many components does). The noise floor of each prompt is the one the
+patching job measured on the same runner path (`noise_floors`, from its patches table), not
+measured again.
 
 Per prompt: patched delta, gap recovered = (patched - baseline) / (source - baseline), and
 flipped = the patched target takes the source's action; both NaN / False where source and
@@ -50,17 +52,17 @@ def _gap(patched: float, base: float, source: float) -> float:
 
 def circuit_transfer(experiment: str, source_name: str, target_name: str, scenario: str, source_cache: str,
                      target_cache: str, source_dir: str, target_dir: str, members: list[str], support: float,
-                     positions: str = "all", head_site: str = "result", precision: str = "float32",
+                     noise_floors: dict, positions: str = "all", head_site: str = "result", precision: str = "float32",
                      device: str = "cpu", seed: int = 0, n_random: int = N_RANDOM) -> pd.DataFrame:
-    """COLUMNS, one row per prompt variant of `scenario` (empty without members)."""
+    """COLUMNS, one row per prompt variant of `scenario` (empty without members);
+    `noise_floors` maps variant -> the patching job's noise floor for that prompt."""
     from tqdm import tqdm
 
     from ..analyses.behaviour import action_of
     from ..cache import CacheFile
     from ..model.loading import load_hooked, read_fingerprint, resolve_device
     from ..model.precision import get_precision
-    from ..patching import (Component, PatchRunner, PromptActivations, all_components, load_W_O, noise_floor,
-                            own_W_O)
+    from ..patching import Component, PatchRunner, PromptActivations, all_components, load_W_O
 
     if not members:
         log.info("%s: no IPD circuit flipped; nothing to transfer", experiment)
@@ -81,7 +83,6 @@ def circuit_transfer(experiment: str, source_name: str, target_name: str, scenar
             cache_file.require_precision(mode.name)
         W_O = load_W_O(source_dir, hooked.n_layers, hooked.n_heads, hooked.cfg.d_head, device, mode.weights) \
             if head_site == "result" else None
-        target_W_O = own_W_O(hooked) if head_site == "result" else None
         for variant in tqdm(tgt_file.variants, desc=f"IPD circuit {experiment}/{scenario}"):
             tokens = tgt_file.action_tokens(variant)
             if src_file.action_tokens(variant) != tokens:
@@ -102,5 +103,5 @@ def circuit_transfer(experiment: str, source_name: str, target_name: str, scenar
                          "random_gap_recovered": float(np.mean([_gap(d, base, source) for d in random])),
                          "random_flip_share": math.nan if same else
                          float(np.mean([action_of(d) == action_of(source) for d in random])),
-                         "noise_floor": noise_floor(runner, tgt, target_W_O), "precision": mode.name})
+                         "noise_floor": float(noise_floors[variant]), "precision": mode.name})
     return pd.DataFrame(rows, columns=COLUMNS)

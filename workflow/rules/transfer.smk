@@ -6,6 +6,7 @@
 rule circuit_transfer_scenario:
     input:
         unpack(patch_inputs),
+        patches=R("patching/per/{experiment}/{scenario}/patches.csv"),
         ipd_circuits=expand(
             R("patching/per/{{experiment}}/{scenario}/circuits.csv"),
             scenario=IPD_PATCH_SCENARIOS,

@@ -25,6 +25,8 @@ with job_logging(snakemake.log[0]):
         target_dir=os.path.dirname(i.target_weights),
         members=members,
         support=support,
+        # the patching job measured each prompt's noise floor on the same runner path
+        noise_floors=pd.read_csv(i.patches).groupby("variant")["noise_floor"].first().to_dict(),
         positions=p.positions,
         head_site=p.head_site,
         precision=p.precision,
