@@ -77,6 +77,46 @@ def circuit_overview(circuits: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# key of Inputs.transfer -> (heading, what the table holds, its overview)
+PARTS = {
+    "components": (
+        "Component rankings (patching and DLA change)",
+        "Per experiment, each component's patching delta change (source into target) or DLA change (source minus "
+        "target), averaged over each context's prompts; Spearman between the IPD's and the context's means over all "
+        "components (the IPD's prompts in the context's own states where it has them), +- 1.96 bootstrap standard "
+        "deviations over prompts resampled within each context; the null band is what unrelated rankings of these "
+        "components reach by chance. Noise ceiling: what the same true ranking would give at these prompt counts "
+        "(split-half reliabilities, Spearman-Brown, attenuation): 'same ranking' when the interval is above the band "
+        "and reaches it, 'no shared ranking' when it reaches into the band and stays below the ceiling, "
+        "'undetermined' when it reaches both, 'ranking below noise' when a context's own prompts share no ranking. "
+        "Shared top: the top components (by |mean|, beyond 3 noise floors for patching) of both with the same sign; "
+        "opposite sign: in both tops with opposite signs.",
+        component_overview),
+    "steering": (
+        "The IPD steering directions in each context",
+        "Each steering experiment's direction (built from the scenarios its config names) added at every layer of "
+        "each context's prompts (standard labelling); the rank-1 layer, its mean delta change beside the random "
+        "direction of the same norm, and how many layers are beyond the noise floor and the control with the "
+        "expected sign.",
+        steering_overview),
+    "probes": (
+        "Probes trained on the IPD",
+        "A logistic-regression probe per layer fitted on the model's IPD prompts (both labellings) to its decision "
+        "in meaning, tested on each context's prompts (both labellings) against the model's own decision there; "
+        "accuracy with its 95% Wilson interval. A layer counts when the interval is above both the context's chance "
+        "(majority share) and the IPD majority's score there. Layers are not independent tests: read the count, not "
+        "the best layer.",
+        probe_overview),
+    "circuits": (
+        "The IPD circuit in each context",
+        "The IPD circuit (the members of at least half of the circuits that flipped the IPD prompts) patched jointly "
+        "from source into target on each context's prompts; over the prompts where source and target disagree, the "
+        "share flipped (95% Wilson interval) and the mean gap recovered (95% bootstrap interval), beside random "
+        "component sets of its size. The IPD row is in sample.",
+        circuit_overview),
+}
+
+
 def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
     """RQ4 (nothing when the transfer tables are not given: no context beside the IPD)."""
     if not inputs.transfer:
@@ -85,15 +125,13 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
     doc.p("Contexts: each scenario's game, and its format, preprompt or action symbols where they differ from the "
           "training prompts (interp_lib.contexts); the reference is the IPD in the training format. The DLA, "
           "patching and path-patching tables of RQ1-RQ3 above read the reference's prompts only; the steering, "
-          "probe and interaction sections pool every scenario they were given. Behaviour per game, with the label bias that says whether a model "
-          "decides by meaning or writes a token, is in `behavior/games.csv`: a transfer found for a model that "
+          "probe and interaction sections pool every scenario they were given. Behaviour per game, with the label "
+          "bias that says whether a model decides by meaning or writes a token, is in `behavior/games.csv`: a transfer found for a model that "
           "writes a token locates that token preference, not a decision.")
     if inputs.other_contexts:
-        doc.p("Scenarios outside the reference, left out of the DLA and patching tables of RQ1-RQ3: " + ", ".join(sorted(inputs.other_contexts)) + ".")
-    parts = [("components", "Component rankings (patching and DLA change)"), ("steering", "The IPD steering "
-             "directions in each context"), ("probes", "Probes trained on the IPD"), ("circuits", "The IPD circuit "
-             "in each context")]
-    for key, title in parts:
+        doc.p("Scenarios outside the reference, left out of the DLA and patching tables of RQ1-RQ3: "
+              + ", ".join(sorted(inputs.other_contexts)) + ".")
+    for key, (title, text, overview) in PARTS.items():
         doc.h(3, title)
         path = inputs.transfer.get(key)
         table = read_table(path)
@@ -103,37 +141,5 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
         if table.empty:
             doc.p(f"No rows in `{path}` (no scenario of this analysis outside the reference).")
             continue
-        if key == "components":
-            doc.p("Per experiment, each component's patching delta change (source into target) or DLA change "
-                  "(source minus target), averaged over each context's prompts; Spearman between the IPD's and the "
-                  "context's means over all components (the IPD's prompts in the context's own states where it has "
-                  "them), +- 1.96 bootstrap standard deviations over prompts resampled within each context; the null "
-                  "band is what unrelated rankings of these components reach by chance. "
-                  "Noise ceiling: what the same true ranking would give at these prompt counts (split-half "
-                  "reliabilities, Spearman-Brown, attenuation): 'same ranking' when the interval is above the band and "
-                  "reaches it, 'no shared ranking' when it reaches into the band and stays below the ceiling, "
-                  "'undetermined' when it reaches both, 'ranking below noise' when a context's own prompts share no "
-                  "ranking. Shared top: the top components (by |mean|, beyond 3 noise floors for patching) of both "
-                  f"with the same sign; opposite sign: in both tops with opposite signs. From `{path}`.")
-            doc.table(component_overview(table).head(n_rows * 4))
-        elif key == "steering":
-            doc.p("Each steering experiment's direction (built from the scenarios its config names) added at every "
-                  "layer of each context's prompts (standard labelling); the rank-1 layer, its mean delta change "
-                  "beside the random direction of the same norm, and how many layers are beyond the noise floor "
-                  f"and the control with the expected sign. From `{path}`.")
-            doc.table(steering_overview(table).head(n_rows * 4))
-        elif key == "probes":
-            doc.p("A logistic-regression probe per layer fitted on the model's IPD prompts (both labellings) to "
-                  "its decision in meaning, tested on each context's prompts (both labellings) against the model's "
-                  "own decision there; "
-                  "accuracy with its 95% Wilson interval. A layer counts when the interval is above both the "
-                  "context's chance (majority share) and the IPD majority's score there. Layers are not "
-                  f"independent tests: read the count, not the best layer. From `{path}`.")
-            doc.table(probe_overview(table).head(n_rows * 4))
-        else:
-            doc.p("The IPD circuit (the members of at least half of the circuits that flipped the IPD prompts) "
-                  "patched jointly from source into target on each context's prompts; over the prompts where "
-                  "source and target disagree, the share flipped (95% Wilson interval) and the mean gap recovered "
-                  "(95% bootstrap interval), beside random component sets of its size. The IPD row is in sample. "
-                  f"From `{path}`.")
-            doc.table(circuit_overview(table).head(n_rows * 4))
+        doc.p(f"{text} From `{path}`.")
+        doc.table(overview(table).head(n_rows * 4))

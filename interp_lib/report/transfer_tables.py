@@ -27,15 +27,17 @@ def component_tables(patch_files: dict, dla_files: dict, experiments: dict, cont
     `experiments` maps experiment -> (source, target); `states` scenario -> state (the
     reference's prompts are matched by state, analyses.transfer.component_transfer) and
     `labellings` scenario -> labelling (means balanced over labellings)."""
-    frames = []
+    frames, dla_of = [], {}  # a model's DLA tables, read once for all its experiments
     for experiment, files in patch_files.items():
         patches = pd.concat(_read(files), ignore_index=True)
         if len(patches):
             frames.append(patching_transfer(patches, contexts, top_k, seed, states, labellings))
         source, target = experiments[experiment]
         scenarios = set(patches["scenario"])
-        dla = {m: pd.concat(_read(dla_files[m]), ignore_index=True) for m in (source, target)}
-        dla = {m: d[d["scenario"].isin(scenarios)] for m, d in dla.items()}
+        for m in (source, target):
+            if m not in dla_of:
+                dla_of[m] = pd.concat(_read(dla_files[m]), ignore_index=True)
+        dla = {m: dla_of[m][dla_of[m]["scenario"].isin(scenarios)] for m in (source, target)}
         meta = {"experiment": experiment, "source": source, "target": target}
         frames.append(dla_transfer(dla[source], dla[target], contexts, top_k, meta, seed, states,
                                    labellings))
