@@ -388,8 +388,8 @@ CONTEXTS = scenario_contexts(config["scenarios"])
 TRANSFER = has_transfer(CONTEXTS)
 IPD_PATCH_SCENARIOS = [s for s in PATCH_SCENARIOS if CONTEXTS[s] == REFERENCE]
 
-# The tables RQ4 reads, in interp_lib.report.inputs.Inputs.transfer's keys (none without a
-# context beside the reference).
+# The tables RQ4 reads, in interp_lib.report.transfer.PARTS' order (none without a context
+# beside the reference).
 TRANSFER_PARTS = ("components", "steering", "probes", "circuits")
 TRANSFER_TABLES = [R(f"transfer/{p}.csv") for p in TRANSFER_PARTS] if TRANSFER else []
 
