@@ -95,6 +95,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.real)
 
 
+def spearman_with_float_ties(a, b) -> float:
+    """scipy's Spearman of a and b after rounding each to multiples of 2^-30 of its largest |value|
+    (the transfer tables' tie resolution, written here independently): means of exactly tied
+    float32 deltas otherwise tie or not by the float64 summation order of whoever averaged them."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    def rounded(v):
+        v = np.asarray(v, dtype=float)
+        return np.round(v / (np.abs(v).max() * 2.0 ** -30))
+
+    return float(spearmanr(rounded(a), rounded(b)).statistic)
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, tree: Path = REPO) -> subprocess.CompletedProcess:
     """Runs the Snakefile of `tree` (the repository, or a copy made by `copy_tree`, whose
     interp_lib is then the one imported) in `workdir` (which holds its own config.yaml)."""

@@ -44,6 +44,21 @@ def test_spearman_equals_scipy_with_ties():
     assert np.isnan(spearman(np.ones(5), np.arange(5.0)))
 
 
+def test_summation_order_noise_does_not_break_ties():
+    """Two components with exactly equal float32 deltas, averaged in another order, differ by an
+    ulp; ranked as they are, that ulp moves Spearman (scipy does), tied it does not."""
+    rng = np.random.default_rng(2)
+    deltas = rng.normal(size=(3, 40)).astype(np.float32).astype(float)
+    deltas[:, 1] = deltas[:, 0]  # a tie
+    a = deltas.mean(0)
+    b = a.copy()
+    b[1] = np.nextafter(b[1], np.inf)  # the same mean, summed in another order
+    other = rng.normal(size=40)
+    assert spearmanr(a, other).statistic != spearmanr(b, other).statistic
+    assert spearman(a, other) == spearman(b, other) == pytest.approx(spearmanr(a, other).statistic, abs=1e-12)
+    assert spearman(a + 1e-3 * np.arange(40), other) != spearman(a, other)  # real gaps still rank
+
+
 def test_split_half_reliability_of_identical_and_of_pure_noise_prompts():
     signal = np.arange(10.0)
     assert split_half_reliability(np.tile(signal, (8, 1))) == pytest.approx(1.0)

@@ -64,12 +64,27 @@ COLUMNS = ["analysis", "experiment", "source", "target", "context", "game", "ref
 NULL_Z = 1.96  # two-sided 95% of Spearman's null over k components, ~ N(0, 1 / (k - 1))
 
 
+TIE_RESOLUTION = 2.0 ** -30  # of a vector's largest |value|: closer values are tied
+
+
+def tie_quantized(values: np.ndarray) -> np.ndarray:
+    """values [..., k] rounded to multiples of TIE_RESOLUTION x the largest |value| along the
+    last axis. Means of float32 deltas that tie exactly differ by float64 summation-order noise
+    (~1e-16) once averaged in another order (another kernel set, a balanced mean); unrounded,
+    that noise breaks the tie one way or the other and moves Spearman by ~1e-6."""
+    values = np.asarray(values, dtype=float)
+    scale = np.nanmax(np.abs(values), axis=-1, keepdims=True) * TIE_RESOLUTION
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, np.round(values / np.where(scale > 0, scale, 1)), values)
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of a [..., k] and b [..., k] along the last axis (average ranks
-    for ties); NaN where either is constant."""
+    for ties, values within TIE_RESOLUTION of each other tied: tie_quantized); NaN where
+    either is constant."""
     from scipy.stats import rankdata
 
-    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
+    ra, rb = rankdata(tie_quantized(a), axis=-1), rankdata(tie_quantized(b), axis=-1)
     ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
     den = np.sqrt((ra ** 2).sum(-1) * (rb ** 2).sum(-1))
     with np.errstate(invalid="ignore", divide="ignore"):
