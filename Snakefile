@@ -28,6 +28,7 @@ include: "workflow/rules/steering.smk"
 include: "workflow/rules/adapter_edits.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/diffing.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/targets.smk"
 

@@ -31,12 +31,13 @@ def build_direction(spec: dict, site: str, caches: dict[str, list[str]]) -> Dire
 
 def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, direction_caches: dict[str, list[str]],
                    model_dir: str, precision: str = "float32", device: str = "cpu", seed: int = 0,
-                   max_rows: int | None = None) -> pd.DataFrame:
+                   max_rows: int | None = None, hooked=None) -> pd.DataFrame:
     """Tidy table: one row per (variant, direction, layer, alpha) of the target model on the
     scenario's prompts. `spec` is the experiment's validated config (target, direction,
     site, layers, alphas, positions, controls); `direction: random k` rows use random
     directions of the same norm per layer (the control). noise_floor = the largest
-    |delta - baseline| at alpha = 0 of the prompt (which must change nothing)."""
+    |delta - baseline| at alpha = 0 of the prompt (which must change nothing). `hooked`: the
+    target already loaded in `precision` on `device` (a job steering several scenarios)."""
     import torch
     from tqdm import tqdm
 
@@ -53,7 +54,7 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
         raise DirectionError(f"steering.{name}.direction: {exc}") from None
     device = resolve_device(device)
     mode = get_precision(precision)
-    hooked = load_hooked(model_dir, mode, device, target_name)
+    hooked = hooked or load_hooked(model_dir, mode, device, target_name)
     L = hooked.n_layers
     layers = list(range(L)) if spec["layers"] == "all" else [int(layer) for layer in spec["layers"]]
     bad = [layer for layer in layers if not 0 <= layer < L]

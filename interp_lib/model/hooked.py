@@ -128,6 +128,9 @@ class HookedModel:
     def post_attn_norm_gain(self, layer: int) -> torch.Tensor | None:
         return self.norm_gain(self._layers[layer].post_attention_layernorm) if self.cfg.post_norms else None
 
+    def post_mlp_norm_gain(self, layer: int) -> torch.Tensor | None:
+        return self.norm_gain(self._layers[layer].post_feedforward_layernorm) if self.cfg.post_norms else None
+
     def to_tokens(self, prompt: str) -> torch.Tensor:
         """[1, T] decision input for a prompt (see `tokens.decision_input_ids`)."""
         from ..tokens import decision_input_ids

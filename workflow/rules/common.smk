@@ -397,3 +397,46 @@ TRANSFER_TABLES = [R(f"transfer/{p}.csv") for p in TRANSFER_PARTS] if TRANSFER e
 def transfer_targets():
     """The transfer outputs of `all`."""
     return [*TRANSFER_TABLES, R("transfer/transfer.png")] if TRANSFER else []
+
+
+# N-way model diffing (rules/diffing.smk): every fine-tune against the base and against the
+# strategic model, when roles.base names a configured model.
+DIFF_BASE = config["roles"].get("base")
+DIFF_REFERENCES = [
+    r
+    for r in dict.fromkeys([DIFF_BASE, config["roles"].get("strategic")])
+    if r in MODELS
+]
+DIFF_PAIRS = [
+    (m, r) for r in DIFF_REFERENCES for m in MODELS if m not in (r, DIFF_BASE)
+]
+DIFFING = (
+    config["diffing"]["enabled"] and DIFF_BASE in MODELS and bool(DIFF_PAIRS)
+)
+ADL_PARTS = ("differences", "tokens", "lora", "steering", "cosines")
+ADL_TABLES = [R(f"diffing/adl_{p}.csv") for p in ADL_PARTS] if DIFFING else []
+
+
+def adl_pair_outputs():
+    return [
+        R(f"diffing/adl/per/{m}/{r}/{part}")
+        for m, r in DIFF_PAIRS
+        for part in ("differences.csv", "tokens.csv", "lora.csv", "steering.csv", "vectors.npz")
+    ]
+
+
+CROSSCODER_TABLES = ("history", "quality", "latents", "decisions", "top_activations")
+IPD_SCENARIOS = [s for s in SCENARIOS if CONTEXTS[s] == REFERENCE]
+
+
+def diffing_targets():
+    """The diffing outputs of `all`."""
+    if not DIFFING:
+        return []
+    return [
+        *ADL_TABLES,
+        R("diffing/adl.png"),
+        *[R(f"diffing/crosscoder/{t}.csv") for t in CROSSCODER_TABLES],
+        R("diffing/crosscoder/causal.csv"),
+        R("diffing/crosscoder.png"),
+    ]

@@ -66,6 +66,7 @@ def all_targets():
         R("probes/probe_accuracy.csv"),
         R("probes/probe_accuracy.png"),
         transfer_targets(),
+        diffing_targets(),
         R("weights/weight_deltas.csv"),
         R("weights/weight_deltas_modules.png"),
         R("weights/weight_deltas_heads.png"),
