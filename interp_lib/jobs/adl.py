@@ -115,8 +115,8 @@ def adl_pair(model: str, reference: str, model_caches: dict, reference_caches: d
     """The ADL tables of `model` against `reference` on every cached scenario: {"differences":
     COLUMNS frame, "tokens": TOKEN_COLUMNS frame (the IPD's and unrelated prompts' contexts),
     "lora": LORA_COLUMNS frame (empty unless the reference is the base and the model has an
-    adapter), "steering": steering rows (the reference steered by the IPD's decision-position
-    resid_pre difference, jobs.steering.COLUMNS), "vectors": {group_key: [L, d]}}.
+    adapter), "steering": steering rows (the reference steered on the IPD prompts by their
+    decision-position resid_pre difference, jobs.steering.COLUMNS), "vectors": {group_key: [L, d]}}.
     `steer`: {alphas, controls} or None for no steering."""
     import torch
 
@@ -165,7 +165,7 @@ def adl_pair(model: str, reference: str, model_caches: dict, reference_caches: d
         name = f"ADL {model} - {reference}"
         steering = pd.concat([steer_scenario(name, spec, s, reference_caches[s], direction_caches, reference_dir,
                                              precision, device, seed, max_rows, hooked=hooked)
-                              for s in model_caches], ignore_index=True)
+                              for s in ipd_scenarios], ignore_index=True)
     return {"differences": pd.DataFrame(rows, columns=COLUMNS), "tokens": pd.DataFrame(tokens, columns=TOKEN_COLUMNS),
             "lora": pd.DataFrame(lora, columns=LORA_COLUMNS), "steering": steering, "vectors": vectors}
 
