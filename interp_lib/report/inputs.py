@@ -30,6 +30,7 @@ class Inputs:
     path_saturation: str | None = None  # patching/path_patching_saturation.csv
     adapter_edits: dict = field(default_factory=dict)  # "summary", "verdicts", "sets" -> adapter_edits/*.csv
     transfer: dict = field(default_factory=dict)  # "components", "steering", "probes", "circuits" -> transfer/*.csv
+    diffing: dict = field(default_factory=dict)  # report.diffing's ADL_PARTS + CROSSCODER_PARTS -> diffing/*.csv
     # scenarios outside the reference context (other games and prompts, interp_lib.contexts):
     # left out of RQ1-RQ3, which are about the IPD; RQ4 compares them
     other_contexts: set = field(default_factory=set)

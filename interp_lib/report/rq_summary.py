@@ -35,6 +35,7 @@ from .interactions import interactions_section
 from .interventions import probe_section, steering_section
 from .path_patching import path_patching_section
 from .rq3 import MORAL_ROLES, rq3_section
+from .diffing import diffing_section
 from .transfer import transfer_section
 
 PT3_ROLES = ("deontological", "utilitarian")  # RQ1 patching targets, RQ2 pair
@@ -253,6 +254,7 @@ def build_summary(config: dict, inputs: Inputs, roles: dict | None = None, n_row
     path_patching_section(doc, inputs, n_rows)
     adapter_edits_section(doc, inputs, config, n_rows)
     transfer_section(doc, inputs, n_rows)
+    diffing_section(doc, inputs, n_rows)
     return doc
 
 

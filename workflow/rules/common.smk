@@ -426,6 +426,18 @@ def adl_pair_outputs():
 
 
 CROSSCODER_TABLES = ("history", "quality", "latents", "decisions", "top_activations")
+# What RQ5 reads, in interp_lib.report.diffing's ADL_PARTS + CROSSCODER_PARTS order.
+DIFFING_TABLES = (
+    [
+        *ADL_TABLES,
+        *[
+            R(f"diffing/crosscoder/{t}.csv")
+            for t in ("quality", "latents", "decisions", "causal")
+        ],
+    ]
+    if DIFFING
+    else []
+)
 IPD_SCENARIOS = [s for s in SCENARIOS if CONTEXTS[s] == REFERENCE]
 
 

@@ -123,6 +123,7 @@ rule rq_summary:
         path_saturation=R("patching/path_patching_saturation.csv"),
         adapter_edits=ADAPTER_EDIT_TABLES,
         transfer=TRANSFER_TABLES,
+        diffing=DIFFING_TABLES,
     output:
         md=R("rq_summary.md"),
         html=report(

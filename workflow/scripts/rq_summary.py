@@ -6,6 +6,7 @@ from interp_lib.io import job_logging
 from interp_lib.report.document import write_summary
 from interp_lib.report.inputs import Inputs
 from interp_lib.report.rq_summary import build_summary
+from interp_lib.report.diffing import ADL_PARTS, CROSSCODER_PARTS
 from interp_lib.report.transfer import PARTS as TRANSFER_PARTS
 
 with job_logging(snakemake.log[0]):
@@ -21,6 +22,7 @@ with job_logging(snakemake.log[0]):
                     path_saturation=inp.path_saturation,
                     adapter_edits=dict(zip(("summary", "verdicts", "sets"), inp.adapter_edits)),
                     transfer=dict(zip(TRANSFER_PARTS, inp.transfer)),
+                    diffing=dict(zip((*ADL_PARTS, *CROSSCODER_PARTS), inp.diffing)),
                     other_contexts=set(p.other_contexts))
     doc = build_summary(p.config, inputs, roles=p.roles, n_rows=p.n_rows, labels=p.labels)
     write_summary(doc, snakemake.output.md, snakemake.output.html)
