@@ -101,7 +101,9 @@ def test_a_scenario_adds_only_its_prompts_caches_patches_and_steering(tmp_path):
     # 5 scenarios of config.yaml, CD_punished's swapped sibling and one more (131 + 12 before
     # issue 27; its adapter edits add one job per fine-tune and scenario, and the adapter edits',
     # interactions' and path patching's table and figure jobs are one each)
-    assert sum(counts[1].values()) == 162 + 16  # issue 28: behaviour per game, one job
+    # issue 28: behaviour per game, one job; issue 29: 7 ADL pairs (4 fine-tunes against the base,
+    # 3 against the strategic model), their tables and figure, and the crosscoder's 3 jobs
+    assert sum(counts[1].values()) == 162 + 16 + 12
 
 
 

@@ -117,3 +117,16 @@ def test_pearson_interval_and_checked_latents():
     latents = pd.DataFrame({"class": ["shared", "moral-only", "fine-tune-only", "moral-only"],
                             "decision_frequency": [1.0, 0.5, 0.0, 0.2], "decision_mean_activation": [9.0, 1.0, 5.0, 2.0]})
     assert checked_latents(latents, 5).index.tolist() == [3, 1]  # specific and firing at the decision, strongest first
+
+
+def test_a_bad_crosscoder_layer_is_one_line_naming_the_key():
+    from interp_lib.config import ConfigError, read_yaml, validate_config
+
+    from conftest import REPO
+
+    config = read_yaml(REPO / "config.yaml")
+    config["diffing"]["crosscoder"]["layer"] = "middle"
+    with pytest.raises(ConfigError, match=r"^config: diffing\.crosscoder\.layer: 'middle' is not one of \['auto'\]$"):
+        validate_config(config)
+    config["diffing"]["crosscoder"]["layer"] = 3
+    assert validate_config(config)["diffing"]["crosscoder"]["layer"] == 3

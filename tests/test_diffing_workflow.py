@@ -74,6 +74,10 @@ def test_crosscoder_quality_recomputed_on_held_out_prompts(workflow_dir):
     data = collect_tokens(caches, layer, cfg["diffing"]["crosscoder"].get("holdout", 0.2), cfg.get("seed", 0))
     held = data.rows[data.rows["held_out"]]
     assert 0 < len(held) < len(data.rows) and held["decision"].any()
+    # neither the held-out prompts nor the rows depend on the order the caches are given in
+    shuffled = collect_tokens({m: dict(reversed(list(c.items()))) for m, c in caches.items()}, layer,
+                              cfg["diffing"]["crosscoder"].get("holdout", 0.2), cfg.get("seed", 0))
+    pd.testing.assert_frame_equal(shuffled.rows, data.rows)
     # the held-out rows read straight from the files
     x = np.stack([[h5py.File(res / f"cache/{m}/{r.scenario}.h5", "r")[str(r.variant)]["resid_post"][layer, r.position]
                    for m in models] for r in held.itertuples()]).astype(np.float32)

@@ -157,13 +157,19 @@ AGGREGATES = {"prompt_dataset": 1, "decisions": 1, "logit_lens_tables": 1, "logi
               "dla_tables": 1, "dla_plots": 1, "attention_tables": 1, "attention_plots": 1,
               "cross_experiment_summary": 1, "rq_summary": 1, "probe_plots": 1, "interaction_tables": 1,
               "interaction_plots": 1, "all": 1, "path_patch_tables": 1, "path_patch_plots": 1,
-              "games_behaviour": 1}  # issue 28: the behaviour-per-game table and figure
+              "games_behaviour": 1,  # issue 28: the behaviour-per-game table and figure
+              # issue 29: the diffing tables and figures, and the crosscoder (trained on, and
+              # checked on, every model's prompts)
+              "adl_tables": 1, "adl_plot": 1, "crosscoder_train": 1, "crosscoder_causal": 1, "crosscoder_plot": 1}
+# issue 29: one activation-difference-lens job per (fine-tune, reference): each fine-tune against
+# the base, and each other fine-tune against the strategic model; each reads every scenario
+ADL_PAIRS = 4 + 3
 # Jobs that run a model or build a scenario's prompts: adding a scenario adds one prompt job,
 # one cache per model, one patching job per experiment and one steering job per steering
 # experiment (those steering it), and reruns none of the old ones.
 MODEL_JOBS = {"demo_base", "demo_adapter", "convert_gguf", "rl_adapter", "merge_model", "scenario_prompts",
               "cache_activations", "patch_scenario", "counterfactual_patch", "steering_scenario",
-              "adapter_edits_scenario"}
+              "adapter_edits_scenario", "adl_pair", "crosscoder_causal"}
 
 
 def test_rerun_schedules_nothing(workflow_dir):
@@ -187,7 +193,7 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
     # scenario of its model)
     per_group = {"logit_lens_model": 5, "dla_model": 5, "probe_model": 5, "patch_experiment_tables": 4,
                  "patch_plots_experiment": 4, "steering_tables": 2, "steering_plots": 2,
-                 "adapter_edits_tables": 1, "adapter_edits_plots": 1}
+                 "adapter_edits_tables": 1, "adapter_edits_plots": 1, "adl_pair": ADL_PAIRS}
     assert rule_counts(jobs) == {**per_scenario, **per_group, **AGGREGATES}
     for rule, wc in jobs:
         if rule in per_scenario:
@@ -197,12 +203,13 @@ def test_adding_a_scenario_schedules_exactly_its_jobs(workflow_dir):
     assert {wc["model"] for r, wc in jobs if r == "cache_activations"} == set(MODELS)
     # issue 26 item 2: at most one model-running job per model, experiment, steering
     # experiment and (issue 27 item 1) fine-tune, plus the prompts; everything else is a
-    # grouped table or figure job
+    # grouped table or figure job; (issue 29) model diffing reads every scenario: its jobs per
+    # (fine-tune, reference) and the crosscoder's causal check rerun
     cfg = yaml.safe_load((workflow_dir / "config.yaml").read_text())
     model_jobs = [r for r, _ in jobs if r in MODEL_JOBS]
     fine_tunes = sum(1 for spec in cfg["models"].values() if spec.get("adapter"))
     assert len(model_jobs) <= (len(cfg["models"]) + len(cfg["experiments"]) + 1 + len(cfg["steering"])
-                               + fine_tunes) == 16
+                               + fine_tunes + ADL_PAIRS + 1) == 16 + 8
     assert set(rule_counts(jobs)) - MODEL_JOBS == set(per_group) | set(AGGREGATES)
 
 
@@ -216,8 +223,10 @@ def test_adding_a_model_and_an_experiment_schedules_exactly_their_jobs(workflow_
         "experiments": {"PT4copy_to_PT2": {"source": "PT4_copy", "target": "PT2_COREDe"}},
     }))
     jobs = dry_run_jobs(workflow_dir, "all", "--configfile", "config.yaml", str(extra))
+    # (issue 29: the new fine-tune against the base and against the strategic model)
     per_model = {"merge_model": 1, "cache_activations": N, "logit_lens_model": 1, "dla_model": 1,
-                 "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1, "probe_model": 1}
+                 "weight_deltas": 1, "weight_deltas_table": 1, "weight_deltas_plot": 1, "probe_model": 1,
+                 "adl_pair": 2}
     per_experiment = {"patch_scenario": N, "patch_experiment_tables": 1, "patch_plots_experiment": 1}
     # adapter edits (issue 27 item 1): the new fine-tune's on every scenario, and its
     # experiment's target's again (PT4_copy's update is now transplanted into PT2_COREDe)
@@ -279,7 +288,7 @@ def test_a_new_label_reruns_only_the_plots_and_tables_that_show_it(workflow_dir,
     assert rule_counts(jobs) == {
         "dla_plots": 1, "logit_lens_plots": 1, "patch_plots_experiment": 2, "weight_deltas_plot": 1,
         "attention_plots": 1, "probe_plots": 1, "interaction_plots": 1, "rq_summary": 1, "all": 1,
-        "path_patch_plots": 1, "adapter_edits_plots": 1, "games_behaviour": 1}
+        "path_patch_plots": 1, "adapter_edits_plots": 1, "games_behaviour": 1, "adl_plot": 1}
     assert {wc["experiment"] for r, wc in jobs if "experiment" in wc} == {"PT2_to_PT3De", "PT2_to_PT3Ut"}
     assert not [(r, wc) for r, wc in jobs if "model" in wc or "scenario" in wc]  # no per-model table reruns
 

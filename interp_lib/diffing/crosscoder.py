@@ -109,7 +109,7 @@ class Crosscoder(torch.nn.Module):
         return self.decode(f), f
 
     def save(self, path, metadata: dict) -> None:
-        """safetensors file; metadata (JSON-able, with "models": the M model names) and the config
+        """safetensors file (written to a temporary name and renamed); metadata (JSON-able, with "models": the M model names) and the config
         are stored as one JSON string in the file's metadata."""
         models = metadata.get("models")
         if not isinstance(models, (list, tuple)) or len(models) != self.n_models:
@@ -117,8 +117,11 @@ class Crosscoder(torch.nn.Module):
                              f"got {models!r}")
         header = {"config": asdict(self.config), "n_models": self.n_models, "d_model": self.d_model,
                   "metadata": metadata}
+        from ..io import atomic_path
+
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(header)})
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
 
     @classmethod
     def load(cls, path) -> tuple[Crosscoder, dict]:

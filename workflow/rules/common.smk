@@ -410,9 +410,7 @@ DIFF_REFERENCES = [
 DIFF_PAIRS = [
     (m, r) for r in DIFF_REFERENCES for m in MODELS if m not in (r, DIFF_BASE)
 ]
-DIFFING = (
-    config["diffing"]["enabled"] and DIFF_BASE in MODELS and bool(DIFF_PAIRS)
-)
+DIFFING = config["diffing"]["enabled"] and DIFF_BASE in MODELS and bool(DIFF_PAIRS)
 ADL_PARTS = ("differences", "tokens", "lora", "steering", "cosines")
 ADL_TABLES = [R(f"diffing/adl_{p}.csv") for p in ADL_PARTS] if DIFFING else []
 
@@ -421,7 +419,13 @@ def adl_pair_outputs():
     return [
         R(f"diffing/adl/per/{m}/{r}/{part}")
         for m, r in DIFF_PAIRS
-        for part in ("differences.csv", "tokens.csv", "lora.csv", "steering.csv", "vectors.npz")
+        for part in (
+            "differences.csv",
+            "tokens.csv",
+            "lora.csv",
+            "steering.csv",
+            "vectors.npz",
+        )
     ]
 
 

@@ -162,7 +162,6 @@ rule crosscoder_plot:
     conda:
         "../../envs/interp.yaml"
     params:
-        style=model_style(MODELS),
         code=code_version("crosscoder_plot"),
     script:
         "../scripts/crosscoder_plot.py"

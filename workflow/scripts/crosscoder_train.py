@@ -1,11 +1,10 @@
 """One crosscoder over every model's cached resid_post at one layer, and its latents read."""
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from interp_lib.io import atomic_path, job_logging, set_torch_threads, write_csv_atomic
+from interp_lib.io import job_logging, set_torch_threads, write_csv_atomic
 from interp_lib.jobs.crosscoder import train_and_read
 from interp_lib.model.loading import read_fingerprint
 
@@ -18,5 +17,4 @@ with job_logging(snakemake.log[0]):
     out = train_and_read(caches, p.roles, p.settings, pd.read_csv(i.probes), p.seed, fingerprints)
     for path in o.tables:
         write_csv_atomic(out[Path(path).stem.replace("top_activations", "top")], path)
-    with atomic_path(o.crosscoder) as tmp:
-        out["model"].save(tmp, out["metadata"])
+    out["model"].save(o.crosscoder, out["metadata"])
