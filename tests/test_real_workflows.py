@@ -19,7 +19,10 @@ the committed adapters' decisions on all five scenarios in the fast tier
 4). Every rule runs on Gemma-3 but the adapter edits (issue 27), which
 would add 16 model jobs (one per fine-tune and scenario, about 3 minutes of CI): they are checked
 against PEFT merges on the embedded family (tests/test_adapter_edits.py, tests/test_workflow.py),
-and their time on real weights is in docs/analyses.md (Adapter edits).
+and their time on real weights is in docs/analyses.md (Adapter edits), and the model diffing
+(issue 29), whose crosscoder alone would take some ten minutes of CI at the configs' size: it is
+checked on the embedded family (tests/test_diffing_workflow.py), and its time on real weights is
+in docs/diffing.md.
 
 INTERP_TEST_<FAMILY>_WORKDIR=<dir> (SMOLLM2, GEMMA3) keeps a run there and reuses it.
 """
@@ -87,6 +90,7 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
     # path patching from 2 start layers instead of the default 4 (CI's hour; module docstring)
     cfg["analysis"].update(patch_positions="decision", residual_patching="atp", path_patch_starts=CI_PATH_STARTS)
     cfg["adapter_edits"] = {**cfg.get("adapter_edits", {}), "enabled": False}  # module docstring
+    cfg["diffing"] = {**cfg.get("diffing", {}), "enabled": False}  # module docstring
     main = wd / "config.decision.yaml"
     main.write_text(yaml.safe_dump(cfg, sort_keys=False))
     exp = cfg["experiments"][ALLPOS_EXPERIMENT]

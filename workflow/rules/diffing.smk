@@ -90,7 +90,8 @@ rule adl_plot:
 rule crosscoder_train:
     input:
         caches=cache_files(),
-        probes=R("probes/probe_accuracy.csv"),
+        # each model's probe table, not probe_plots' concatenation (a new label rewrites that)
+        probes=expand(R("probes/per/{model}.csv"), model=MODELS),
         fingerprints=expand(R("models/{model}/fingerprint.json"), model=MODELS),
     output:
         crosscoder=R("diffing/crosscoder/crosscoder.safetensors"),
