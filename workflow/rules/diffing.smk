@@ -102,6 +102,8 @@ rule crosscoder_train:
         R("benchmarks/diffing/crosscoder_train.tsv")
     conda:
         "../../envs/interp.yaml"
+    # training is the one dense loop here; Snakemake lowers this to --cores where fewer
+    threads: 4
     resources:
         mem_mb=16000,
         runtime=120,
