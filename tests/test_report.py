@@ -30,7 +30,7 @@ TARGETS = ["results/weights/weight_deltas.csv", "results/weights/weight_deltas_m
            "results/weights/weight_deltas_heads.png", "results/rq_summary.md", "results/rq_summary.html"]
 CATEGORIES = {"Logit lens", "Direct logit attribution", "Activation patching", "Patching", "Behaviour", "Weights",
               "Research questions", "Attention patterns", "Counterfactual patching", "Steering", "Linear probes",
-              "Component interactions", "Adapter edits"}
+              "Component interactions", "Adapter edits", "Model diffing"}
 PLOT_SUFFIXES = {".png", ".svg", ".pdf", ".jpg", ".jpeg"}
 MORAL = ["PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
 
