@@ -115,7 +115,8 @@ def test_pearson_interval_and_checked_latents():
     assert r == pytest.approx(np.corrcoef(a, b)[0, 1]) and lo < r < hi
     assert np.isnan(_pearson_ci(np.zeros(10), b[:10])[0])
     latents = pd.DataFrame({"class": ["shared", "moral-only", "fine-tune-only", "moral-only"],
-                            "decision_frequency": [1.0, 0.5, 0.0, 0.2], "decision_mean_activation": [9.0, 1.0, 5.0, 2.0]})
+                            "decision_frequency": [1.0, 0.5, 0.0, 0.2],
+                            "decision_mean_activation": [9.0, 1.0, 5.0, 2.0]})
     assert checked_latents(latents, 5).index.tolist() == [3, 1]  # specific and firing at the decision, strongest first
 
 

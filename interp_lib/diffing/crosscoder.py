@@ -109,7 +109,8 @@ class Crosscoder(torch.nn.Module):
         return self.decode(f), f
 
     def save(self, path, metadata: dict) -> None:
-        """safetensors file (written to a temporary name and renamed); metadata (JSON-able, with "models": the M model names) and the config
+        """safetensors file (written to a temporary name and renamed); metadata (JSON-able, with
+        "models": the M model names) and the config
         are stored as one JSON string in the file's metadata."""
         models = metadata.get("models")
         if not isinstance(models, (list, tuple)) or len(models) != self.n_models:

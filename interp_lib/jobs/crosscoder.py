@@ -99,7 +99,9 @@ def train_and_read(caches: dict[str, dict], roles: dict, settings: dict, probes:
         "fve_train": fraction_of_variance_explained(x[~test], x_hat[~test]),
         "fve_held_out": fraction_of_variance_explained(x[test], x_hat[test]),
         "pca_fve_held_out": pca_baseline_fve(x[~test], x[test], n_pca), "pca_components": n_pca,
-        "l0_train": l0_train, "l0_held_out": l0_test, "dead_latents": int((~active.any(0)).sum()),
+        "l0_train": l0_train, "l0_held_out": l0_test,
+        # never firing on the training tokens: the latents Latent Scaling cannot fit ("dead" class)
+        "dead_latents": int((~active[~test].any(0)).sum()),
         "n_latents": config.n_latents, "k": config.k, "steps": config.steps, "tokens_train": int((~test).sum()),
         "tokens_held_out": int(test.sum()), "positions_before_dedup": data.n_positions,
         "prompts_train": int((~data.deltas["held_out"]).sum()), "prompts_held_out": int(data.deltas["held_out"].sum()),

@@ -192,7 +192,8 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
           f"resid_post at layer {int(q['layer'])} ({q['layer_reason']}): {int(q['tokens_train'])} training and "
           f"{int(q['tokens_held_out'])} held-out token positions ({int(q['prompts_train'])} and "
           f"{int(q['prompts_held_out'])} prompts; {int(q['positions_before_dedup'])} positions before repeated "
-          f"prefixes were removed), mean L0 {fmt(q['l0_held_out'])} held out, {int(q['dead_latents'])} dead latents. "
+          f"prefixes were removed), mean L0 {fmt(q['l0_held_out'])} held out, {int(q['dead_latents'])} dead "
+          "latents (never firing on the training tokens). "
           "Latent classes (present in a model when its decoder norm there is at least half its largest, or "
           "when Latent Scaling's error fit says that model's activations carry at least half of it): "
           + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")

@@ -14,7 +14,8 @@ with job_logging(snakemake.log[0]):
     n = len(p.scenarios)
     caches = {m: dict(zip(p.scenarios, i.caches[k * n:(k + 1) * n])) for k, m in enumerate(p.models)}
     fingerprints = {m: read_fingerprint(Path(f).parent)["fingerprint"] for m, f in zip(p.models, i.fingerprints)}
-    out = train_and_read(caches, p.roles, p.settings, pd.concat([pd.read_csv(f) for f in i.probes], ignore_index=True), p.seed, fingerprints)
+    probes = pd.concat([pd.read_csv(f) for f in i.probes], ignore_index=True)
+    out = train_and_read(caches, p.roles, p.settings, probes, p.seed, fingerprints)
     for path in o.tables:
         write_csv_atomic(out[Path(path).stem.replace("top_activations", "top")], path)
     out["model"].save(o.crosscoder, out["metadata"])
