@@ -118,6 +118,12 @@ def test_pearson_interval_and_checked_latents():
                             "decision_frequency": [1.0, 0.5, 0.0, 0.2],
                             "decision_mean_activation": [9.0, 1.0, 5.0, 2.0]})
     assert checked_latents(latents, 5).index.tolist() == [3, 1]  # specific and firing at the decision, strongest first
+    # too few specific latents: the live ones leaning most to the fine-tunes fill up, never a base-leaning one
+    latents = pd.DataFrame({"class": ["shared", "moral-only", "shared", "shared", "dead"],
+                            "decision_frequency": [1.0, 0.5, 0.3, 0.2, 0.0], "decision_mean_activation": 1.0,
+                            "relative_norm_base": [0.6, 0.1, 1.0, 0.9, 0.0],
+                            "relative_norm_A": [1.0, 1.0, 0.5, 1.0, 1.0], "relative_norm_B": [0.9, 0.2, 0.4, 1.0, 1.0]})
+    assert checked_latents(latents, 5, "base").index.tolist() == [1, 0, 3]  # lean 0.35, then 0.1; #2 leans to base
 
 
 def test_a_bad_crosscoder_layer_is_one_line_naming_the_key():

@@ -140,16 +140,29 @@ def train_and_read(caches: dict[str, dict], roles: dict, settings: dict, probes:
                                               "position", "token", "decision", "activation"])}
 
 
-def checked_latents(latents: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The n specific latents (SPECIFIC classes) that fire most at the decision positions."""
-    specific = latents[latents["class"].isin(SPECIFIC) & (latents["decision_frequency"] > 0)]
-    return specific.sort_values("decision_mean_activation", ascending=False).head(n)
+def checked_latents(latents: pd.DataFrame, n: int, base: str | None = None) -> pd.DataFrame:
+    """The n latents the causal check tests, among those that fire at the decision positions:
+    the specific ones (SPECIFIC classes) that fire most there, then, where fewer than n are
+    specific and `base` is given, the live ones whose decoder leans most to the fine-tunes (mean
+    relative norm over the fine-tunes minus the base's, > 0): a dictionary at this data size may
+    hold no latent the base lacks outright, and the check then asks what the most
+    fine-tune-leaning ones do."""
+    live = latents[(latents["decision_frequency"] > 0) & (latents["class"] != "dead")]
+    specific = live[live["class"].isin(SPECIFIC)].sort_values("decision_mean_activation", ascending=False).head(n)
+    if len(specific) >= n or base is None or f"relative_norm_{base}" not in latents:
+        return specific
+    rest = live.drop(specific.index)
+    others = [c for c in latents if c.startswith("relative_norm_") and c != f"relative_norm_{base}"]
+    lean = rest[others].mean(axis=1) - rest[f"relative_norm_{base}"]
+    lean = lean[lean > 0].sort_values(ascending=False)
+    return pd.concat([specific, rest.loc[lean.index[:n - len(specific)]]])
 
 
 def causal_check(crosscoder_path: str, latents: pd.DataFrame, caches: dict[str, dict], model_dirs: dict[str, str],
                  scenarios: list[str], top_latents: int, controls: int, precision: str = "float32",
                  device: str = "cpu", seed: int = 0) -> pd.DataFrame:
-    """CAUSAL_COLUMNS rows: for each checked latent (checked_latents) and prompt of
+    """CAUSAL_COLUMNS rows: for each checked latent (checked_latents: the specific ones, else the
+    most fine-tune-leaning) and prompt of
     `scenarios`, the decision change when its decoder direction, scaled by its activation on
     that prompt, is removed from each model it is present in ("ablate": x_m - f_j W_dec[j, m])
     or added to the base ("add": x_base + f_j W_dec[j, r], r its reference model), at the decision
@@ -167,7 +180,7 @@ def causal_check(crosscoder_path: str, latents: pd.DataFrame, caches: dict[str, 
     cc, meta = Crosscoder.load(crosscoder_path)
     models, layer, scales = meta["models"], int(meta["layer"]), np.asarray(meta["scales"])
     base = meta["roles"]["base"]
-    chosen = checked_latents(latents, top_latents)
+    chosen = checked_latents(latents, top_latents, base)
     W_dec = cc.W_dec.detach().double().numpy()  # [n, M, d]
     rng = np.random.default_rng(seed)
     mode, device = get_precision(precision), resolve_device(device)

@@ -127,11 +127,12 @@ def quality_overview(quality: pd.DataFrame) -> pd.DataFrame:
 
 
 def latent_overview(latents: pd.DataFrame, decisions: pd.DataFrame, causal: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The specific latents (not shared, not dead) that fire most at the decision: where they are
-    present, their correlation with each model's decision, and the causal check's effect beside
-    the random directions'."""
-    specific = latents[~latents["class"].isin(["shared", "dead"])]
-    specific = specific.sort_values("decision_mean_activation", ascending=False).head(n)
+    """The specific latents (not shared, not dead) that fire most at the decision, and those the
+    causal check tested: where they are present, their correlation with each model's decision,
+    and the causal check's effect beside the random directions'."""
+    checked = set(causal["latent"]) if len(causal) else set()
+    specific = latents[~latents["class"].isin(["shared", "dead"]) | latents["latent"].isin(checked)]
+    specific = specific.sort_values("decision_mean_activation", ascending=False).head(max(n, len(checked)))
     rows = []
     for _, lat in specific.iterrows():
         j = int(lat["latent"])
@@ -204,12 +205,14 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
     decisions = tables["decisions"] if tables["decisions"] is not None else pd.DataFrame()
     causal = tables["causal"] if tables["causal"] is not None else pd.DataFrame()
     overview = latent_overview(latents, decisions, causal, n_rows)
-    if overview.empty:
+    if not latents["class"].isin(["fine-tune-only", "moral-only", "game-only", "base-only", "other"]).any():
         doc.p("No latent is specific to any model: at this layer and data size every live latent is shared, so "
-              "the crosscoder finds nothing the fine-tunes wrote that the base lacks.")
-    else:
-        doc.p("The specific latents that fire most at the decision (Pearson r of the latent's decision-position "
-              "activation with each model's delta, Fisher 95% interval; causal: the latent's decoder direction, "
-              "scaled by its activation on each prompt, removed from a model that has it or added to the base at "
-              "the decision position of the next layer's resid_pre, beside random directions of equal norm).")
+              "the crosscoder finds nothing the fine-tunes wrote that the base lacks outright.")
+    if not overview.empty:
+        doc.p("The specific latents that fire most at the decision, and those the causal check tested (the specific "
+              "ones, else the live ones whose decoder leans most to the fine-tunes; Pearson r of the latent's "
+              "decision-position activation with each model's delta, Fisher 95% interval; causal: the latent's "
+              "decoder direction, scaled by its activation on each prompt, removed from each model that has it or "
+              "added to the base at the decision position of the next layer's resid_pre, beside random directions "
+              "of equal norm).")
         doc.table(overview)
