@@ -167,11 +167,19 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
           "is a decision, opposite signs a token preference. A difference that reads as a token preference, or "
           "that is as large on the unrelated prompts, says what the fine-tune wrote, not where it decides.")
     tables = {k: read_table(inputs.diffing.get(k)) for k in (*ADL_PARTS, *CROSSCODER_PARTS)}
-    for key, title, overview in (
-            ("differences", "The activation-difference lens", adl_overview),
-            ("steering", "The difference as a steering direction", steering_overview),
-            ("cosines", "Do the fine-tunes write the same direction?", cosine_overview),
-            ("lora", "The difference and the adapters' own directions", lora_overview)):
+    for key, title, overview, text in (
+            ("differences", "The activation-difference lens", adl_overview,
+             "The IPD's prompts at the decision position; 'layers: decision / token' counts the layers whose lens "
+             "intervals exclude 0 in both labellings with the same / opposite signs."),
+            ("steering", "The difference as a steering direction", steering_overview,
+             "The reference steered on the IPD prompts by the IPD's decision-position resid_pre difference at each "
+             "layer (alpha = 1); the best layer is picked on the same prompts, so its interval is optimistic; "
+             "random: directions of the same norm at that layer."),
+            ("cosines", "Do the fine-tunes write the same direction?", cosine_overview,
+             "Cosine similarity of the decision-position differences (IPD, standard labelling)."),
+            ("lora", "The difference and the adapters' own directions", lora_overview,
+             "The share of the difference against the base inside the span of the adapter's o_proj and down_proj B "
+             "columns of every layer up to it; a random direction's share is sqrt(rank / d).")):
         doc.h(3, title)
         table = tables[key]
         if table is None:
@@ -180,7 +188,7 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
         if table.empty:
             doc.p(f"No rows in `{inputs.diffing[key]}`.")
             continue
-        doc.p(f"From `{inputs.diffing[key]}`.")
+        doc.p(f"{text} From `{inputs.diffing[key]}`.")
         doc.table(overview(table).head(n_rows * 4))
     doc.h(3, "One crosscoder over the base and every fine-tune")
     quality, latents = tables["quality"], tables["latents"]
