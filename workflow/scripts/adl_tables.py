@@ -6,9 +6,7 @@ from interp_lib.diffing.tables import adl_tables
 from interp_lib.io import job_logging, write_csv_atomic
 
 with job_logging(snakemake.log[0]):
-    first = {Path(f).parent for f in snakemake.input}
-    pairs = {(m, r): Path(snakemake.input[0]).parents[3] / "per" / m / r for m, r in snakemake.params.pairs}
-    tables = adl_tables(pairs)
+    per = Path(snakemake.params.per_dir)
+    tables = adl_tables({(m, r): per / m / r for m, r in snakemake.params.pairs})
     for path in snakemake.output:
-        part = Path(path).stem.removeprefix("adl_")
-        write_csv_atomic(tables[part], path)
+        write_csv_atomic(tables[Path(path).stem.removeprefix("adl_")], path)
