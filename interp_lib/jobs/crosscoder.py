@@ -65,7 +65,8 @@ def train_and_read(caches: dict[str, dict], roles: dict, settings: dict, probes:
     "quality" (QUALITY_COLUMNS, one row per model), "latents" (one row per latent: class,
     relative norms, Latent Scaling nu_rec_/nu_err_<model>, how often it fires), "decisions"
     (latent x model Pearson r of its decision-position activation with the model's delta, Fisher
-    95% interval), "top" (the TOP_ACTIVATIONS strongest rows of every specific latent)}.
+    95% interval), "top" (the TOP_ACTIVATIONS strongest rows of every specific latent and of those
+    the causal check will test)}.
     `caches` = {model: {scenario: file}}; roles = the config's roles."""
     from ..cache import CacheFile
     from ..diffing.crosscoder import CrosscoderConfig, fraction_of_variance_explained, latent_classes, \
@@ -125,7 +126,9 @@ def train_and_read(caches: dict[str, dict], roles: dict, settings: dict, probes:
             decisions.append({"latent": int(j), "class": latents.at[j, "class"], "model": m, "r": r, "ci_low": lo,
                               "ci_high": hi, "n_prompts": int(decision.sum())})
     top = []
-    for j in latents.index[latents["class"].isin(SPECIFIC + ("base-only",))]:
+    shown = set(latents.index[latents["class"].isin(SPECIFIC + ("base-only",))])
+    shown |= set(checked_latents(latents, settings.get("top_latents", 5), base).index)  # what the causal check tests
+    for j in sorted(shown):
         for rank, i in enumerate(np.argsort(-f[:, j])[:TOP_ACTIVATIONS], 1):
             if f[i, j] > 0:
                 top.append({"latent": int(j), "class": latents.at[j, "class"], "rank": rank,
