@@ -101,7 +101,9 @@ def test_choose_layer():
                            "layer": [0, 1, 2, 3] * 2, "accuracy": [0.5, 0.97, 1.0, 1.0, 0.5, 0.6, 0.96, 1.0]})
     assert choose_layer("auto", probes, ["A", "B"], 6)[0] == 2  # A from 1, B from 2
     assert choose_layer("auto", probes, ["A", "B"], 3)[0] == 1  # capped at n_layers - 2
-    assert choose_layer("auto", probes, ["A", "C"], 6) == (3, "middle layer (the probes read no decision)")
+    # a fine-tune without a probe (one class) is left out; none at all: the middle layer
+    assert choose_layer("auto", probes, ["A", "C"], 6)[0] == 1
+    assert choose_layer("auto", probes, ["C"], 6) == (3, "middle layer (the probes read no decision)")
     assert choose_layer(4, None, ["A"], 6) == (4, "diffing.crosscoder.layer")
     with pytest.raises(ValueError, match=r"^diffing.crosscoder.layer: 5 is not in 0-4"):
         choose_layer(5, None, ["A"], 6)

@@ -39,12 +39,14 @@ def choose_layer(setting, probes: pd.DataFrame | None, fine_tunes: list[str], n_
         return layer, "diffing.crosscoder.layer"
     if probes is not None and len(probes):
         for target in PROBE_TARGETS:
+            # a fine-tune that answers one way on every prompt has no probe (accuracy NaN): left out
             t = probes[(probes["target"] == target) & probes["model"].isin(fine_tunes)].dropna(subset=["accuracy"])
-            if t["model"].nunique() == len(fine_tunes):
+            if len(t):
                 best = t.groupby("model")["accuracy"].transform("max")
                 ok = t[t["accuracy"] >= best - PROBE_MARGIN].groupby("model")["layer"].min()
                 layer = int(min(ok.max(), last))
-                return layer, (f"first layer where every fine-tune's {target} probe is within {PROBE_MARGIN} of its "
+                which = "every fine-tune's" if len(ok) == len(fine_tunes) else f"the {', '.join(ok.index)}"
+                return layer, (f"first layer where {which} {target} probe is within {PROBE_MARGIN} of its "
                                f"best accuracy" + (" (capped)" if ok.max() > last else ""))
     return n_layers // 2, "middle layer (the probes read no decision)"
 
