@@ -61,7 +61,6 @@ rule adl_tables:
         "../../envs/interp.yaml"
     params:
         pairs=DIFF_PAIRS,
-        per_dir=R("diffing/adl/per"),
         code=code_version("adl_tables"),
     script:
         "../scripts/adl_tables.py"
