@@ -10,17 +10,10 @@ import pandas as pd
 
 from ..contexts import REFERENCE
 from .document import Document, fmt
-from .inputs import Inputs, missing_file, read_table
+from .inputs import Inputs, interval_text, missing_file, read_table, table_section
 
 ADL_PARTS = ("differences", "tokens", "lora", "steering", "cosines")
 CROSSCODER_PARTS = ("quality", "latents", "decisions", "causal")
-
-
-def _interval(value, low, high, signed: bool = False) -> str:
-    text = fmt(value, signed=signed)
-    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
-        text += f" [{fmt(low, signed=signed)}, {fmt(high, signed=signed)}]"
-    return text
 
 
 def reading(std: pd.Series, swp: pd.Series) -> str:
@@ -49,13 +42,13 @@ def adl_overview(differences: pd.DataFrame) -> pd.DataFrame:
         s = std.loc[last]
         row = {"fine-tune": model, "reference": reference, "IPD prompts": int(s["n_prompts"]) + (
             int(swp.loc[last, "n_prompts"]) if last in swp.index else 0),
-               "last layer: |diff| / |activation| [95% CI]": _interval(
+               "last layer: |diff| / |activation| [95% CI]": interval_text(
                    s["relative_norm"], s["norm_ci_low"] / s["reference_norm"], s["norm_ci_high"] / s["reference_norm"]),
                "/ noise norm": s["norm"] / s["noise_norm"] if s["noise_norm"] > 0 else math.nan,
-               "lens, standard [95% CI]": _interval(s["lens_delta"], s["lens_ci_low"], s["lens_ci_high"], True)}
+               "lens, standard [95% CI]": interval_text(s["lens_delta"], s["lens_ci_low"], s["lens_ci_high"], True)}
         if last in swp.index:
             w = swp.loc[last]
-            row["lens, swapped [95% CI]"] = _interval(w["lens_delta"], w["lens_ci_low"], w["lens_ci_high"], True)
+            row["lens, swapped [95% CI]"] = interval_text(w["lens_delta"], w["lens_ci_low"], w["lens_ci_high"], True)
             row["reads as"] = reading(s, w)
             both = std.index.intersection(swp.index)
             readings = [reading(std.loc[layer], swp.loc[layer]) for layer in both]
@@ -83,7 +76,7 @@ def steering_overview(steering: pd.DataFrame) -> pd.DataFrame:
         rand = g[(g["direction"] != "mean difference") & (g["layer"] == best)]["delta_change"].abs().mean()
         flips = main[main["layer"] == best]["flipped"].astype(str).str.lower().eq("true").mean()
         rows.append({"steering (reference steered)": name, "expected sign": f"{sign:+d}", "best layer": best,
-                     "delta change [95% CI]": _interval(mean, lo, hi, True), "random: mean |change|": rand,
+                     "delta change [95% CI]": interval_text(mean, lo, hi, True), "random: mean |change|": rand,
                      "flipped": flips, "prompts": len(values)})
     return pd.DataFrame(rows)
 
@@ -140,7 +133,7 @@ def latent_overview(latents: pd.DataFrame, decisions: pd.DataFrame, causal: pd.D
         row = {"latent": j, "class": lat["class"], "present in": lat["present_in"],
                "fires at the decision": lat["decision_frequency"],
                "r with decision (per model)": ", ".join(
-                   f"{r['model']} {_interval(r['r'], r['ci_low'], r['ci_high'], True)}" for _, r in corr.iterrows())
+                   f"{r['model']} {interval_text(r['r'], r['ci_low'], r['ci_high'], True)}" for _, r in corr.iterrows())
                or "never fires at the decision"}
         c = causal[causal["latent"] == j] if len(causal) else causal
         if len(c):
@@ -166,7 +159,6 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
           "unembedding in both labellings. Each labelling's lens is in its own Defect token: the same sign in both "
           "is a decision, opposite signs a token preference. A difference that reads as a token preference, or "
           "that is as large on the unrelated prompts, says what the fine-tune wrote, not where it decides.")
-    tables = {k: read_table(inputs.diffing.get(k)) for k in (*ADL_PARTS, *CROSSCODER_PARTS)}
     for key, title, overview, text in (
             ("differences", "The activation-difference lens", adl_overview,
              "The IPD's prompts at the decision position; 'layers: decision / token' counts the layers whose lens "
@@ -180,16 +172,8 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
             ("lora", "The difference and the adapters' own directions", lora_overview,
              "The share of the difference against the base inside the span of the adapter's o_proj and down_proj B "
              "columns of every layer up to it; a random direction's share is sqrt(rank / d).")):
-        doc.h(3, title)
-        table = tables[key]
-        if table is None:
-            missing_file(doc, f"diffing table ({key})", inputs.diffing.get(key))
-            continue
-        if table.empty:
-            doc.p(f"No rows in `{inputs.diffing[key]}`.")
-            continue
-        doc.p(f"{text} From `{inputs.diffing[key]}`.")
-        doc.table(overview(table).head(n_rows * 4))
+        table_section(doc, title, inputs.diffing.get(key), text, overview, n_rows, f"diffing table ({key})")
+    tables = {k: read_table(inputs.diffing.get(k)) for k in CROSSCODER_PARTS}
     doc.h(3, "One crosscoder over the base and every fine-tune")
     quality, latents = tables["quality"], tables["latents"]
     if quality is None or latents is None:

@@ -75,6 +75,29 @@ def missing_file(doc: Document, what: str, path) -> None:
         doc.note(f"{what}: no file given.")
 
 
+def interval_text(value, low, high, signed: bool = False) -> str:
+    """"1.23 [0.95, 1.51]" of a value and its interval (the interval omitted unless both ends are finite)."""
+    text = fmt(value, signed=signed)
+    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
+        text += f" [{fmt(low, signed=signed)}, {fmt(high, signed=signed)}]"
+    return text
+
+
+def table_section(doc: Document, title: str, path, text: str, overview, n_rows: int, what: str,
+                  empty: str = "") -> None:
+    """A level-3 section showing overview(table) of the CSV at `path` under `text`; a note when
+    the file is missing, a line when it has no rows (`empty` says why)."""
+    doc.h(3, title)
+    table = read_table(path)
+    if table is None:
+        missing_file(doc, what, path)
+    elif table.empty:
+        doc.p(f"No rows in `{path}`{f' ({empty})' if empty else ''}.")
+    else:
+        doc.p(f"{text} From `{path}`.")
+        doc.table(overview(table).head(n_rows * 4))
+
+
 def token_text(text) -> str:
     """A token as shown in a table: surrounding spaces dropped, a newline as \\n."""
     return str(text).replace("\n", "\\n").strip() or "(space)"

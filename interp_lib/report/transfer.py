@@ -8,14 +8,7 @@ import math
 import pandas as pd
 
 from .document import Document, fmt
-from .inputs import Inputs, missing_file, read_table
-
-
-def _interval(value, low, high, signed: bool = False) -> str:
-    text = fmt(value, signed=signed)
-    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
-        text += f" [{fmt(low, signed=signed)}, {fmt(high, signed=signed)}]"
-    return text
+from .inputs import Inputs, interval_text, table_section
 
 
 def component_overview(components: pd.DataFrame) -> pd.DataFrame:
@@ -25,7 +18,7 @@ def component_overview(components: pd.DataFrame) -> pd.DataFrame:
     rows = [{"experiment": r["experiment"], "analysis": r["analysis"], "context": r["context"],
              "IPD states": r["reference_states"],
              "prompts (IPD / context)": f"{int(r['n_prompts_ipd'])} / {int(r['n_prompts_context'])}",
-             "Spearman [95% CI]": _interval(r["spearman"], r["ci_low"], r["ci_high"], signed=True),
+             "Spearman [95% CI]": interval_text(r["spearman"], r["ci_low"], r["ci_high"], signed=True),
              "null band": r["null_band"], "noise ceiling": r["noise_ceiling"], "verdict": r["verdict"],
              "shared top": text(r["shared"]), "opposite sign": text(r["shared_opposite"]),
              "only in context": text(r["context_only"])}
@@ -43,7 +36,7 @@ def steering_overview(steering: pd.DataFrame) -> pd.DataFrame:
         rows.append({"steering": name, "context": context,
                      "layers ranked": f"{len(ranked)} of {len(g)}",
                      "best layer": int(best["layer"]) if best is not None else pd.NA,
-                     "effect [95% CI]": _interval(best["effect"], best["ci_low"], best["ci_high"], True)
+                     "effect [95% CI]": interval_text(best["effect"], best["ci_low"], best["ci_high"], True)
                      if best is not None else "",
                      "random control": best["control_effect"] if best is not None else math.nan,
                      "flip share": best["flip_share"] if best is not None else math.nan})
@@ -62,7 +55,7 @@ def probe_overview(probes: pd.DataFrame) -> pd.DataFrame:
                      "chance": last["chance"], "IPD majority": last["constant"],
                      "layers above both": f"{len(above)} of {len(g)}",
                      "first such layer": int(above.iloc[0]["layer"]) if len(above) else pd.NA,
-                     "last-layer accuracy": _interval(last["accuracy"], last["ci_low"], last["ci_high"]),
+                     "last-layer accuracy": interval_text(last["accuracy"], last["ci_low"], last["ci_high"]),
                      "status": last["status"]})
     return pd.DataFrame(rows)
 
@@ -70,8 +63,8 @@ def probe_overview(probes: pd.DataFrame) -> pd.DataFrame:
 def circuit_overview(circuits: pd.DataFrame) -> pd.DataFrame:
     rows = [{"experiment": r["experiment"], "context": r["context"], "in sample": r["in_sample"],
              "circuit": r["circuit"], "to flip": f"{int(r['n_to_flip'])} of {int(r['n_prompts'])}",
-             "flipped [95% CI]": _interval(r["flip_share"], r["flip_ci_low"], r["flip_ci_high"]),
-             "gap recovered [95% CI]": _interval(r["gap_recovered"], r["gap_ci_low"], r["gap_ci_high"], True),
+             "flipped [95% CI]": interval_text(r["flip_share"], r["flip_ci_low"], r["flip_ci_high"]),
+             "gap recovered [95% CI]": interval_text(r["gap_recovered"], r["gap_ci_low"], r["gap_ci_high"], True),
              "random sets: gap": r["random_gap_recovered"], "random sets: flipped": r["random_flip_share"],
              "status": r["status"]} for _, r in circuits.iterrows()]
     return pd.DataFrame(rows)
@@ -132,14 +125,5 @@ def transfer_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
         doc.p("Scenarios outside the reference, left out of the DLA and patching tables of RQ1-RQ3: "
               + ", ".join(sorted(inputs.other_contexts)) + ".")
     for key, (title, text, overview) in PARTS.items():
-        doc.h(3, title)
-        path = inputs.transfer.get(key)
-        table = read_table(path)
-        if table is None:
-            missing_file(doc, f"transfer table ({key})", path)
-            continue
-        if table.empty:
-            doc.p(f"No rows in `{path}` (no scenario of this analysis outside the reference).")
-            continue
-        doc.p(f"{text} From `{path}`.")
-        doc.table(overview(table).head(n_rows * 4))
+        table_section(doc, title, inputs.transfer.get(key), text, overview, n_rows, f"transfer table ({key})",
+                      empty="no scenario of this analysis outside the reference")
