@@ -163,15 +163,38 @@ def checked_latents(latents: pd.DataFrame, n: int, base: str | None = None) -> p
     return pd.concat([specific, rest.loc[lean.index[:n - len(specific)]]])
 
 
+def _decision_latents(cc, caches: dict[str, dict], models: list[str], scenarios: list[str], layer: int,
+                      scales: np.ndarray) -> dict:
+    """{(scenario, variant): latent activations [n]} of every prompt's decision position, read once
+    from all models' caches (the crosscoder reads them jointly)."""
+    import torch
+
+    from ..cache import CacheFile
+
+    out = {}
+    for scenario in scenarios:
+        files = [CacheFile(caches[m][scenario]) for m in models]
+        try:
+            for v in files[0].variants:
+                joint = np.stack([np.asarray(f.group(v)["resid_post"][layer, -1], dtype=np.float32) for f in files])
+                with torch.no_grad():
+                    x = torch.from_numpy(joint[None] * scales[None, :, None].astype(np.float32))
+                    out[(scenario, v)] = cc.encode(x)[0].double().numpy()
+        finally:
+            for f in files:
+                f.close()
+    return out
+
+
 def causal_check(crosscoder_path: str, latents: pd.DataFrame, caches: dict[str, dict], model_dirs: dict[str, str],
                  scenarios: list[str], top_latents: int, controls: int, precision: str = "float32",
                  device: str = "cpu", seed: int = 0) -> pd.DataFrame:
     """CAUSAL_COLUMNS rows: for each checked latent (checked_latents: the specific ones, else the
-    most fine-tune-leaning) and prompt of
-    `scenarios`, the decision change when its decoder direction, scaled by its activation on
-    that prompt, is removed from each model it is present in ("ablate": x_m - f_j W_dec[j, m])
-    or added to the base ("add": x_base + f_j W_dec[j, r], r its reference model), at the decision
-    position of resid_pre[layer + 1], beside `controls` random directions of the same norm."""
+    most fine-tune-leaning) and prompt of `scenarios`, the decision change when its decoder
+    direction, scaled by its activation on that prompt, is removed from each model it is present
+    in ("ablate": x_m - f_j W_dec[j, m]) or added to the base ("add": x_base + f_j W_dec[j, r], r its
+    reference model), at the decision position of resid_pre[layer + 1], beside `controls` random
+    directions of the same norm. noise_floor: the prompt's largest |change| at strength 0."""
     import torch
     from tqdm import tqdm
 
@@ -189,6 +212,7 @@ def causal_check(crosscoder_path: str, latents: pd.DataFrame, caches: dict[str, 
     W_dec = cc.W_dec.detach().double().numpy()  # [n, M, d]
     rng = np.random.default_rng(seed)
     mode, device = get_precision(precision), resolve_device(device)
+    activations = _decision_latents(cc, caches, models, scenarios, layer, scales)
     rows = []
     for t, target_name in enumerate(models):
         plan = [(j, "ablate") for j in chosen.index if target_name in chosen.at[j, "present_in"].split("+")]
@@ -198,43 +222,37 @@ def causal_check(crosscoder_path: str, latents: pd.DataFrame, caches: dict[str, 
             continue
         hooked = load_hooked(model_dirs[target_name], mode, device, target_name)
         fingerprint = read_fingerprint(model_dirs[target_name])["fingerprint"]
+        per = 1 + controls  # rows per checked latent: its direction, then the random ones
         for scenario in scenarios:
-            files = {m: CacheFile(caches[m][scenario]) for m in models}
-            try:
-                cache = files[target_name]
+            with CacheFile(caches[target_name][scenario], fingerprint=fingerprint) as cache:
                 cache.require_precision(mode.name)
-                if cache.attrs.get("fingerprint") != fingerprint:
-                    raise ValueError(f"{caches[target_name][scenario]} was made from other weights than "
-                                     f"{model_dirs[target_name]}; rerun its caching job")
                 for v in tqdm(cache.variants, desc=f"crosscoder check {target_name}/{scenario}"):
-                    joint = np.stack([np.asarray(files[m].group(v)["resid_post"][layer, -1], dtype=np.float32)
-                                      for m in models]) * scales[:, None].astype(np.float32)
-                    with torch.no_grad():
-                        f = cc.encode(torch.from_numpy(joint[None]))[0].double().numpy()
-                    target = PromptActivations.from_cache(cache[v], device, mode.weights, mode.residual)
-                    tokens = cache.action_tokens(v)
-                    for j, action in plan:
+                    f = activations[(scenario, v)]
+                    stack = np.zeros((len(plan) * per, hooked.n_layers, W_dec.shape[-1]))
+                    norms = []
+                    for p, (j, action) in enumerate(plan):
                         ref = models.index(chosen.at[j, "reference_model"])
                         vec = (-f[j] * W_dec[j, t] / scales[t] if action == "ablate"
                                else f[j] * W_dec[j, ref] / scales[ref])
-                        norm = float(np.linalg.norm(vec))
+                        norms.append(float(np.linalg.norm(vec)))
                         raw = rng.standard_normal((controls, vec.size))
-                        randoms = raw / np.linalg.norm(raw, axis=1, keepdims=True) * norm
-                        stack = np.zeros((1 + controls, hooked.n_layers, vec.size))
-                        stack[:, layer + 1] = np.concatenate([vec[None], randoms])
-                        got = steered_deltas(hooked, target, [tokens["C"], tokens["D"]], torch.as_tensor(stack),
-                                             [layer + 1], [0.0, 1.0], "resid_pre", "decision")
-                        floor = float(np.abs(got[:, 0, 0] - target.delta).max())
-                        for k in range(1 + controls):
-                            delta = float(got[k, 0, 1])
+                        randoms = raw / np.linalg.norm(raw, axis=1, keepdims=True) * norms[-1]
+                        stack[p * per:(p + 1) * per, layer + 1] = np.concatenate([vec[None], randoms])
+                    target = PromptActivations.from_cache(cache[v], device, mode.weights, mode.residual)
+                    tokens = cache.action_tokens(v)
+                    # every checked latent and control of the prompt in one batch of steered passes
+                    got = steered_deltas(hooked, target, [tokens["C"], tokens["D"]], torch.as_tensor(stack),
+                                         [layer + 1], [0.0, 1.0], "resid_pre", "decision")
+                    floor = float(np.abs(got[:, 0, 0] - target.delta).max())
+                    for p, (j, action) in enumerate(plan):
+                        for k in range(per):
+                            delta = float(got[p * per + k, 0, 1])
                             rows.append({"latent": int(j), "class": chosen.at[j, "class"], "model": target_name,
                                          "action": action, "scenario": scenario, "variant": v,
                                          "labelling": cache.labelling(v), "activation": float(f[j]),
-                                         "vector_norm": norm, "direction": "latent" if k == 0 else f"random {k}",
+                                         "vector_norm": norms[p],
+                                         "direction": "latent" if k == 0 else f"random {k}",
                                          "baseline_delta": target.delta, "delta": delta,
                                          "delta_change": delta - target.delta, "noise_floor": floor,
                                          "flipped": (delta > 0) != (target.delta > 0)})
-            finally:
-                for fh in files.values():
-                    fh.close()
     return pd.DataFrame(rows, columns=CAUSAL_COLUMNS)
