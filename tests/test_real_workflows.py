@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -108,8 +110,11 @@ def family_configs(family: str, wd: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
-def real_run(request, tmp_path_factory) -> tuple[str, Path]:
-    """(family, workdir) of a finished run; results under <workdir>/results_<family>."""
+def real_run(request, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """(family, workdir) of a finished run; results under <workdir>/results_<family>. A run of
+    its own (not INTERP_TEST_<FAMILY>_WORKDIR's) is removed once its family's tests are done:
+    SmolLM2's holds some 11 GB of caches, and pytest finishes one family before it starts the
+    next, so the disk need not hold both."""
     family = request.param
     needs, hint, _ = REAL_FAMILIES[family]
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
@@ -127,7 +132,9 @@ def real_run(request, tmp_path_factory) -> tuple[str, Path]:
         snakemake(wd, "--cores", "2", *[f"results_{family}/{t}" for t in targets], "--configfile", str(main))
     target = f"results_allpos/patching/per/{ALLPOS_EXPERIMENT}/{ALLPOS_SCENARIO}/patches.csv"
     snakemake(wd, "--cores", "2", target, "--configfile", str(allpos))
-    return family, wd
+    yield family, wd
+    if not reuse:
+        shutil.rmtree(wd, ignore_errors=True)
 
 
 def test_the_committed_adapters_behave_as_trained_in_both_labellings(real_run):
