@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from interp_lib.analyses.logit_lens import ActionReadout
-from interp_lib.diffing.adl import class_positions, cosine_matrix, difference_stats, lens_delta, span_alignment, \
-    span_rank, top_tokens
+from interp_lib.diffing.adl import ClassActivations, class_positions, cosine_matrix, difference_stats, group_key, \
+    lens_delta, span_alignment, span_rank, split_key, state_groups, top_tokens
 from interp_lib.diffing.dataset import held_out_prompts
 from interp_lib.diffing.tables import cosine_rows
+from interp_lib.jobs.adl import difference_rows
 from interp_lib.jobs.crosscoder import _pearson_ci, checked_latents, choose_layer
+from interp_lib.report.diffing import state_overview
 
 
 def test_difference_stats_equal_a_naive_paired_mean_and_bootstrap():
@@ -80,6 +82,110 @@ def test_cosine_matrix_and_rows():
     rows = cosine_rows(vectors, "base")
     assert len(rows) == 4  # the keys both have, every ordered pair
     assert rows.set_index(["model_a", "model_b"])["cosine"][("A", "B")] == pytest.approx(0.0)
+
+
+def test_state_groups_and_keys():
+    idx = np.array([0, 2, 3, 5])
+    state = np.array(["CC", "x", "CD", "CC", "x", "CD"], dtype=object)
+    groups = {name: members.tolist() for name, members in state_groups(idx, state)}
+    assert groups == {"all": [0, 2, 3, 5], "CC": [0, 3], "CD": [2, 5]}
+    assert [name for name, _ in state_groups(np.array([0, 3]), state)] == ["all"]  # one state: pooled only
+    for key in (("ipd", "standard", "all"), ("ipd", "swapped", "CD")):
+        assert split_key(group_key(*key[:2], key[2])) == key
+    assert group_key("ipd", "standard") == "ipd|standard"  # the pooled key of tables written before the states
+
+
+def _tit_for_tat_pair(n_per: int = 6, L: int = 2, d: int = 4, seed: int = 0):
+    """A model and a reference on 2 states x 2 labellings: the model's difference is +v after
+    C (CC) and -v after D (CD), so its pooled mean is ~0; returns (model, ref, states, v)."""
+    rng = np.random.default_rng(seed)
+    v = np.zeros((L, d))
+    v[:, 0] = 2.0
+    scen = [s + suffix for s in ("CC", "CD") for suffix in ("", "_swapped") for _ in range(n_per)]
+    n = len(scen)
+    ref = rng.normal(size=(n, L, d))
+    sign = np.array([1.0 if s.startswith("CC") else -1.0 for s in scen])
+    model = ref + sign[:, None, None] * v + 0.05 * rng.normal(size=(n, L, d))
+
+    def acts(x):
+        return ClassActivations({"decision": x.astype(np.float32), "action_mentions": np.full_like(x, np.nan, np.float32),
+                                 "prompt": x.astype(np.float32)}, np.array(scen, dtype=object),
+                                np.arange(n) % n_per, np.array(["swapped" if "_swapped" in s else "standard"
+                                                               for s in scen], dtype=object),
+                                np.zeros(n), np.tile([7, 9], (n, 1)))
+    states = {s: s[:2] for s in set(scen)}
+    return acts(model), acts(ref), states, v, model - ref, np.array(scen)
+
+
+class _Readout:
+    def __init__(self, ids):
+        self.direction = np.eye(4)[0] * (1.0 if ids["D"] == 9 else -1.0)  # > 0 along v = towards Defect
+
+
+def test_difference_rows_split_a_conditional_policy_by_state():
+    acts_m, acts_r, states, v, diff, scen = _tit_for_tat_pair()
+    contexts = {s: "ipd" for s in states}
+    rows, vectors = difference_rows("F", "R", acts_m, acts_r, contexts, _Readout, 50, 0, states)
+    table = pd.DataFrame(rows)
+    assert set(table["state"]) == {"all", "CC", "CD"}
+    for state, pick in (("all", np.ones(len(scen), bool)), ("CC", np.char.startswith(scen.astype(str), "CC")),
+                        ("CD", np.char.startswith(scen.astype(str), "CD"))):
+        lab = np.array(["_swapped" in s for s in scen])
+        expected = diff[pick & ~lab].mean(0)  # standard labelling
+        np.testing.assert_allclose(vectors[group_key("ipd", "standard", state)], expected, rtol=1e-5, atol=1e-6)
+        got = table[(table["state"] == state) & (table["labelling"] == "standard")
+                    & (table["position_class"] == "decision")].sort_values("layer")
+        np.testing.assert_allclose(got["norm"], np.linalg.norm(expected, axis=-1), rtol=1e-5)
+        assert (got["n_prompts"] == (pick & ~lab).sum()).all()
+    dec = table[table["position_class"] == "decision"].set_index(["state", "labelling", "layer"])
+    assert dec.loc[("CC", "standard", 1), "lens_ci_low"] > 0 and dec.loc[("CD", "standard", 1), "lens_ci_high"] < 0
+    # pooled over both states the policy cancels: the mean is within its own noise
+    assert dec.loc[("all", "standard", 1), "norm"] < 3 * dec.loc[("all", "standard", 1), "noise_norm"]
+    pooled_only, _ = difference_rows("F", "R", acts_m, acts_r, contexts, _Readout, 50, 0, None)
+    assert set(pd.DataFrame(pooled_only)["state"]) == {"all"}
+
+
+def test_state_overview_reads_each_state_in_both_labellings():
+    acts_m, acts_r, states, *_ = _tit_for_tat_pair()
+    rows, _ = difference_rows("F", "R", acts_m, acts_r, {s: "ipd" for s in states}, _Readout, 50, 0, states)
+    table = pd.DataFrame(rows)
+    # the swapped labelling's Defect token is the other one: flip its lens, as a real decision would read
+    swapped = table["labelling"] == "swapped"
+    table.loc[swapped, ["lens_delta", "lens_ci_low", "lens_ci_high"]] = \
+        -table.loc[swapped, ["lens_delta", "lens_ci_high", "lens_ci_low"]].to_numpy()
+    steer = pd.DataFrame({"steering": "ADL F - R | CC", "alpha": 1.0, "direction": ["mean difference"] * 2 + ["random 1"] * 2,
+                          "expected_sign": -1, "layer": [0, 1, 0, 1], "delta_change": [-1.0, -3.0, 0.5, -0.2],
+                          "flipped": [False, True, False, False]})
+    got = state_overview(table, steer).set_index("state")
+    assert list(got.index) == ["CC", "CD"]
+    assert got.loc["CC", "reads as"] == "token preference" and got.loc["CD", "reads as"] == "token preference"
+    assert got.loc["CC", "steered: best layer"] == 1 and got.loc["CC", "random: mean |change|"] == pytest.approx(0.2)
+    assert np.isnan(got.loc["CD", "steered: best layer"])  # that state was not steered
+    table.loc[swapped, ["lens_delta", "lens_ci_low", "lens_ci_high"]] = \
+        -table.loc[swapped, ["lens_delta", "lens_ci_high", "lens_ci_low"]].to_numpy()
+    assert (state_overview(table, None)["reads as"] == "decision").all()
+
+
+def test_the_adl_figure_shows_each_states_lens_and_reads_tables_without_states(tmp_path, monkeypatch):
+    import interp_lib.plots.diffing as plots
+
+    acts_m, acts_r, states, *_ = _tit_for_tat_pair()
+    rows, _ = difference_rows("F", "R", acts_m, acts_r, {s: "ipd" for s in states}, _Readout, 50, 0, states)
+    table = pd.DataFrame(rows)
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    plots.plot_adl(table, pd.DataFrame(columns=["steering"]), tmp_path / "adl.png")
+    panel = figures[0].axes[3]
+    assert [t.get_text() for t in panel.get_xticklabels()] == ["CC", "CD"]
+    # one errorbar per labelling: the standard one at the states' last-layer lens
+    (standard, _), last = panel.containers, table[(table["layer"] == 1) & (table["labelling"] == "standard")
+                                                   & (table["position_class"] == "decision")]
+    np.testing.assert_allclose(np.asarray(standard.lines[0].get_ydata(), float), last.set_index("state").loc[["CC", "CD"], "lens_delta"])
+    # panel (b) reads the pooled rows only: one line per labelling
+    assert len(figures[0].axes[1].get_lines()) == 2 + 1  # and the zero line
+    plots.plot_adl(table[table["state"] == "all"].drop(columns="state"), pd.DataFrame(columns=["steering"]),
+                   tmp_path / "old.png")
+    assert "one state" in figures[1].axes[3].texts[0].get_text()
 
 
 def test_position_classes():

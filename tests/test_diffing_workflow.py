@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 FINE_TUNES = ["PT2_COREDe", "PT3_COREDe", "PT3_COREUt", "PT4_COREDe"]
 IPD = ["CC_continue", "CC_temptation", "CD_punished", "DC_exploited", "DD_trapped"]
+STATES = {"CC": ["CC_continue", "CC_temptation"], "CD": ["CD_punished"], "DC": ["DC_exploited"], "DD": ["DD_trapped"]}
 
 
 def _decision_rows(path) -> dict:
@@ -24,21 +25,27 @@ def _decision_rows(path) -> dict:
 
 def test_adl_means_equal_a_direct_h5py_computation(workflow_dir):
     res = workflow_dir / "results"
+    table = pd.read_csv(res / "diffing/adl_differences.csv")
     for model, reference in (("PT3_COREDe", "base"), ("PT3_COREUt", "PT2_COREDe")):
-        diffs = []
+        diffs = {}
         for s in IPD:
             a, b = _decision_rows(res / f"cache/{model}/{s}.h5"), _decision_rows(res / f"cache/{reference}/{s}.h5")
-            diffs += [a[v][0] - b[v][0] for v in a]
-        expected = np.mean(diffs, axis=0)  # [L, d]
+            diffs[s] = [a[v][0] - b[v][0] for v in a]
         per = res / f"diffing/adl/per/{model}/{reference}"
-        with np.load(per / "vectors.npz") as z:
-            np.testing.assert_allclose(z["ipd|standard"], expected, rtol=1e-5, atol=1e-6)
-        table = pd.read_csv(res / "diffing/adl_differences.csv")
-        rows = table[(table["model"] == model) & (table["reference"] == reference) & (table["context"] == "ipd")
-                     & (table["labelling"] == "standard") & (table["position_class"] == "decision")]
-        np.testing.assert_allclose(rows.sort_values("layer")["norm"], np.linalg.norm(expected, axis=-1), rtol=1e-5)
-        assert (rows["n_prompts"] == len(diffs)).all()
-        assert (rows["norm_ci_low"] <= rows["norm"]).all() and (rows["norm"] <= rows["norm_ci_high"]).all()
+        # pooled over every state, and each state (the config's self_last / opponent_last) alone
+        for state, scenarios in {"all": IPD, **STATES}.items():
+            picked = [x for s in scenarios for x in diffs[s]]
+            expected = np.mean(picked, axis=0)  # [L, d]
+            with np.load(per / "vectors.npz") as z:
+                key = "ipd|standard" if state == "all" else f"ipd|standard|{state}"
+                np.testing.assert_allclose(z[key], expected, rtol=1e-5, atol=1e-6)
+            rows = table[(table["model"] == model) & (table["reference"] == reference) & (table["context"] == "ipd")
+                         & (table["labelling"] == "standard") & (table["position_class"] == "decision")
+                         & (table["state"] == state)]
+            np.testing.assert_allclose(rows.sort_values("layer")["norm"], np.linalg.norm(expected, axis=-1),
+                                       rtol=1e-5)
+            assert (rows["n_prompts"] == len(picked)).all()
+            assert (rows["norm_ci_low"] <= rows["norm"]).all() and (rows["norm"] <= rows["norm_ci_high"]).all()
     pairs = table[["model", "reference"]].drop_duplicates()
     # every fine-tune against the base, every other fine-tune against the strategic model
     assert len(pairs) == len(FINE_TUNES) + len(FINE_TUNES) - 1
@@ -56,6 +63,12 @@ def test_adl_steering_at_strength_zero_reproduces_the_cached_delta(workflow_dir)
         np.testing.assert_allclose(g["delta"], cached, atol=1e-4)
     one = steering[steering["alpha"] == 1.0]
     assert set(one["direction"]) == {"mean difference", "random 1", "random 2", "random 3"}
+    # each state's prompts steered by that state's difference, and only those prompts
+    for state, scenarios in STATES.items():
+        run = one[one["steering"] == f"ADL PT3_COREDe - base | {state}"]
+        siblings = {s + "_swapped" for s in scenarios if s == "CD_punished"}  # config.yaml's counterbalanced one
+        assert set(run["scenario"]) == set(scenarios) | siblings, state
+        assert run["in_sample"].astype(str).str.lower().eq("true").all()
 
 
 def test_crosscoder_quality_recomputed_on_held_out_prompts(workflow_dir):

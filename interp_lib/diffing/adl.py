@@ -13,6 +13,10 @@ at each position class (POSITION_CLASSES). Each mean difference delta [L, d] car
   does not depend on the difference's size. Read in meaning across the two labellings: the
   same sign in both = a decision, opposite signs = a token preference;
 - the top tokens it promotes and suppresses through the whole unembedding.
+
+Differences are taken over a context's prompts pooled and, where they show several states
+(the last moves), over each state's prompts alone (state_groups): a conditional policy writes
+opposite differences in different states, and their mean can read as nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,30 @@ import numpy as np
 POSITION_CLASSES = ("decision", "action_mentions", "prompt")
 N_RESAMPLES = 200  # each resample is a [L, d] mean; the interval is on its norm and lens readout
 CONFIDENCE = 0.95
+ALL_STATES = "all"  # the state column of a difference pooled over every state of its context
+
+
+def group_key(context: str, labelling: str, state: str = ALL_STATES) -> str:
+    """The key of a group's decision-class difference in vectors.npz: "context|labelling", and
+    "context|labelling|state" for one state's."""
+    return f"{context}|{labelling}" if state == ALL_STATES else f"{context}|{labelling}|{state}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """(context, labelling, state) of a group_key."""
+    ctx, lab, *state = key.split("|")
+    return ctx, lab, state[0] if state else ALL_STATES
+
+
+def state_groups(idx: np.ndarray, state: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """[(state, prompt indices)]: every prompt of the group pooled (ALL_STATES), then each of
+    its states on its own where it has more than one: a state-dependent policy (tit-for-tat
+    cooperates after C and defects after D) writes differences that a mean over states cancels."""
+    groups = [(ALL_STATES, idx)]
+    found = sorted(set(state[idx]))
+    if len(found) > 1:
+        groups += [(s, idx[state[idx] == s]) for s in found]
+    return groups
 
 
 @dataclass

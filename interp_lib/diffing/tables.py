@@ -8,25 +8,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .adl import cosine_matrix
+from .adl import cosine_matrix, split_key
 
 PARTS = ("differences", "tokens", "lora", "steering")
-COSINE_COLUMNS = ["reference", "context", "labelling", "layer", "model_a", "model_b", "cosine"]
+COSINE_COLUMNS = ["reference", "context", "state", "labelling", "layer", "model_a", "model_b", "cosine"]
 
 
 def cosine_rows(vectors: dict[str, dict], reference: str) -> pd.DataFrame:
     """COSINE_COLUMNS rows: cosine similarities between the fine-tunes' decision-position
-    differences against one reference, per (context, labelling) and layer, for every ordered
-    pair of fine-tunes. vectors = {model: {"context|labelling": [L, d]}}."""
+    differences against one reference, per (context, state, labelling) and layer, for every
+    ordered pair of fine-tunes. vectors = {model: {group_key: [L, d]}} (jobs.adl.group_key)."""
     models = list(vectors)
     rows = []
     keys = sorted(set.intersection(*(set(v) for v in vectors.values()))) if vectors else []
     for key in keys:
-        ctx, lab = key.split("|")
+        ctx, lab, state = split_key(key)
         stack = np.stack([vectors[m][key] for m in models])  # [m, L, d]
         for layer in range(stack.shape[1]):
             cos = cosine_matrix(stack[:, layer])
-            rows += [{"reference": reference, "context": ctx, "labelling": lab, "layer": layer, "model_a": a,
+            rows += [{"reference": reference, "context": ctx, "state": state, "labelling": lab, "layer": layer,
+                      "model_a": a,
                       "model_b": b, "cosine": cos[i, j]} for i, a in enumerate(models) for j, b in enumerate(models)]
     return pd.DataFrame(rows, columns=COSINE_COLUMNS)
 

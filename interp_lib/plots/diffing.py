@@ -9,23 +9,31 @@ import numpy as np
 import pandas as pd
 
 from ..contexts import REFERENCE
+from ..diffing.adl import ALL_STATES
 from ..style import ModelStyle, color_at
 from . import save_figure
 
 
 def plot_adl(differences: pd.DataFrame, steering: pd.DataFrame, path, style: ModelStyle | None = None) -> None:
     """One row per reference: (a) |mean difference| / mean |reference activation| per layer
-    (IPD prompts, decision position, standard labelling; band = 95% interval, dotted = noise
-    norm), (b) its logit lens (> 0 = towards the labelling's Defect token; solid standard,
-    dashed swapped: opposite signs = a token preference), (c) the reference steered by the
-    difference at each layer (alpha = 1): mean delta change, beside the random directions'."""
+    (IPD prompts, decision position, standard labelling, pooled over states; band = 95%
+    interval, dotted = noise norm), (b) its logit lens (> 0 = towards the labelling's Defect
+    token; solid standard, dashed swapped: opposite signs = a token preference), (c) the
+    reference steered by the difference at each layer (alpha = 1): mean delta change, beside the
+    random directions', (d) each state's difference's lens at the last layer in both labellings
+    (95% intervals; the same sign in both = a decision in that state)."""
     import matplotlib.pyplot as plt
 
     d = differences[(differences["context"] == REFERENCE) & (differences["position_class"] == "decision")]
+    if "state" not in d.columns:  # a table written before the states
+        d = d.assign(state=ALL_STATES)
+    by_state, d = d[d["state"] != ALL_STATES], d[d["state"] == ALL_STATES]
+    steering = steering[~steering["steering"].str.contains(" | ", regex=False)] if len(steering) else steering
     references = list(dict.fromkeys(d["reference"])) or ["(none)"]
     style = (style or ModelStyle()).with_models(d["model"].unique() if len(d) else [])
-    fig, axes = plt.subplots(len(references), 3, figsize=(15, 3.6 * len(references)), squeeze=False)
+    fig, axes = plt.subplots(len(references), 4, figsize=(20, 3.6 * len(references)), squeeze=False)
     for r, reference in enumerate(references):
+        _plot_states(axes[r, 3], by_state[by_state["reference"] == reference], style)
         rows = d[d["reference"] == reference]
         for model in dict.fromkeys(rows["model"]):
             color = style.color(model)
@@ -53,7 +61,7 @@ def plot_adl(differences: pd.DataFrame, steering: pd.DataFrame, path, style: Mod
         axes[r, 0].set_ylabel(f"vs {reference}\n|mean diff| / |activation|")
         axes[r, 1].set_ylabel("logit lens of the difference")
         axes[r, 2].set_ylabel("delta change steered (alpha = 1)")
-        for ax in axes[r]:
+        for ax in axes[r, :3]:
             ax.set_xlabel("layer")
             ax.axhline(0, color="#999999", linewidth=0.6)
             ax.grid(alpha=0.3, linewidth=0.5)
@@ -64,8 +72,36 @@ def plot_adl(differences: pd.DataFrame, steering: pd.DataFrame, path, style: Mod
     axes[0, 1].set_title("(b) its logit lens; solid standard, dashed swapped", fontsize=9, loc="left")
     axes[0, 2].set_title("(c) the reference steered by it; dotted: mean |change| of random directions", fontsize=9,
                          loc="left")
+    axes[0, 3].set_title("(d) each state's difference, lens at the last layer;\nfilled standard, open swapped",
+                         fontsize=9, loc="left")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _plot_states(ax, rows: pd.DataFrame, style: ModelStyle) -> None:
+    """Panel (d) of plot_adl: per state (x) and fine-tune, the last layer's lens with its 95%
+    interval, filled = standard labelling, open = swapped."""
+    ax.axhline(0, color="#999999", linewidth=0.6)
+    ax.grid(alpha=0.3, linewidth=0.5)
+    if not len(rows):
+        ax.text(0.5, 0.5, "the prompts show one state\n(or diffing.by_state is off)", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
+        return
+    last = rows[rows["layer"] == rows["layer"].max()]
+    states = sorted(last["state"].unique())
+    models = list(dict.fromkeys(last["model"]))
+    width = 0.8 / max(len(models), 1)
+    for m, model in enumerate(models):
+        for lab, face, shift in (("standard", style.color(model), -0.2), ("swapped", "none", 0.2)):
+            g = last[(last["model"] == model) & (last["labelling"] == lab)].set_index("state").reindex(states)
+            x = np.arange(len(states)) - 0.4 + width * (m + 0.5) + shift * width
+            err = np.abs(np.stack([g["lens_delta"] - g["lens_ci_low"], g["lens_ci_high"] - g["lens_delta"]]))
+            ax.errorbar(x, g["lens_delta"], yerr=err, fmt="o", color=style.color(model), markerfacecolor=face,
+                        capsize=2, markersize=4, label=style.label(model) if lab == "standard" else None)
+    ax.set_xticks(range(len(states)), states)
+    ax.set_xlabel("state (own, opponent's last move)")
+    ax.set_ylabel("logit lens, last layer")
+    ax.legend(fontsize=7, frameon=False)
 
 
 def plot_crosscoder(quality: pd.DataFrame, latents: pd.DataFrame, causal: pd.DataFrame, path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..contexts import REFERENCE
+from ..diffing.adl import ALL_STATES
 from .document import Document, fmt
 from .inputs import Inputs, interval_text, missing_file, read_table, table_section
 
@@ -26,66 +27,114 @@ def reading(std: pd.Series, swp: pd.Series) -> str:
     return "decision" if sign[0] == sign[1] else "token preference"
 
 
+def pooled(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows pooled over states (all of a table written before the state column)."""
+    return table[table["state"] == ALL_STATES] if "state" in table.columns else table
+
+
+def lens_columns(ipd: pd.DataFrame) -> dict | None:
+    """From one group's IPD decision-position rows (both labellings, every layer): the prompts,
+    the last layer's lens in each labelling and how it reads, and how many layers read a
+    decision or a token; None without standard-labelling rows."""
+    std, swp = (ipd[ipd["labelling"] == lab].set_index("layer") for lab in ("standard", "swapped"))
+    if not len(std):
+        return None
+    last = std.index.max()
+    s = std.loc[last]
+    row = {"IPD prompts": int(s["n_prompts"]) + (int(swp.loc[last, "n_prompts"]) if last in swp.index else 0),
+           "lens, standard [95% CI]": interval_text(s["lens_delta"], s["lens_ci_low"], s["lens_ci_high"], True)}
+    if last in swp.index:
+        w = swp.loc[last]
+        row["lens, swapped [95% CI]"] = interval_text(w["lens_delta"], w["lens_ci_low"], w["lens_ci_high"], True)
+        row["reads as"] = reading(s, w)
+        both = std.index.intersection(swp.index)
+        readings = [reading(std.loc[layer], swp.loc[layer]) for layer in both]
+        row["layers: decision / token"] = f"{readings.count('decision')} / {readings.count('token preference')}"
+    return row
+
+
 def adl_overview(differences: pd.DataFrame) -> pd.DataFrame:
-    """Per (fine-tune, reference), the IPD's decision position at the last layer: the difference's
-    size relative to the reference's activations (95% CI) and to the noise norm, its lens in each
-    labelling and how it reads; how many layers read a decision or a token; and the same size
-    on the unrelated prompts (the control)."""
-    d = differences[differences["position_class"] == "decision"]
+    """Per (fine-tune, reference), the IPD's decision position at the last layer, pooled over
+    states: the difference's size relative to the reference's activations (95% CI) and to the
+    noise norm, its lens in each labelling and how it reads; how many layers read a decision or
+    a token; and the same size on the unrelated prompts (the control)."""
+    d = pooled(differences[differences["position_class"] == "decision"])
     rows = []
     for (model, reference), g in d.groupby(["model", "reference"], sort=False):
         ipd = g[g["context"] == REFERENCE]
-        std, swp = (ipd[ipd["labelling"] == lab].set_index("layer") for lab in ("standard", "swapped"))
-        if not len(std):
+        lens = lens_columns(ipd)
+        if lens is None:
             continue
-        last = std.index.max()
-        s = std.loc[last]
-        row = {"fine-tune": model, "reference": reference, "IPD prompts": int(s["n_prompts"]) + (
-            int(swp.loc[last, "n_prompts"]) if last in swp.index else 0),
+        s = ipd[ipd["labelling"] == "standard"].set_index("layer").sort_index().iloc[-1]
+        row = {"fine-tune": model, "reference": reference, "IPD prompts": lens.pop("IPD prompts"),
                "last layer: |diff| / |activation| [95% CI]": interval_text(
                    s["relative_norm"], s["norm_ci_low"] / s["reference_norm"], s["norm_ci_high"] / s["reference_norm"]),
-               "/ noise norm": s["norm"] / s["noise_norm"] if s["noise_norm"] > 0 else math.nan,
-               "lens, standard [95% CI]": interval_text(s["lens_delta"], s["lens_ci_low"], s["lens_ci_high"], True)}
-        if last in swp.index:
-            w = swp.loc[last]
-            row["lens, swapped [95% CI]"] = interval_text(w["lens_delta"], w["lens_ci_low"], w["lens_ci_high"], True)
-            row["reads as"] = reading(s, w)
-            both = std.index.intersection(swp.index)
-            readings = [reading(std.loc[layer], swp.loc[layer]) for layer in both]
-            row["layers: decision / token"] = f"{readings.count('decision')} / {readings.count('token preference')}"
-        unrelated = g[g["context"].str.startswith("unrelated_") & (g["layer"] == last)]
+               "/ noise norm": s["norm"] / s["noise_norm"] if s["noise_norm"] > 0 else math.nan, **lens}
+        unrelated = g[g["context"].str.startswith("unrelated_") & (g["layer"] == s.name)]
         row["unrelated prompts: |diff| / |activation|"] = (
             fmt(unrelated["relative_norm"].mean()) if len(unrelated) else "no unrelated prompts")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def steering_overview(steering: pd.DataFrame) -> pd.DataFrame:
-    """Per pair: the layer whose alpha = 1 steering moves delta most in the expected direction,
-    its mean change with a 95% interval over prompts, beside the random directions' mean |change|."""
+STATE_SEPARATOR = " | "  # jobs.adl names a state's steering "ADL <model> - <reference> | <state>"
+
+
+def steering_summary(g: pd.DataFrame) -> dict:
+    """One steering run's alpha = 1 rows: the layer that moves delta most in the expected
+    direction, its mean change with a 95% interval over prompts, beside the random directions'
+    mean |change|, and the share of prompts flipped."""
     from ..stats import mean_ci
 
+    main = g[g["direction"] == "mean difference"]
+    sign = int(main["expected_sign"].iloc[0])
+    by_layer = main.groupby("layer")["delta_change"].mean() * sign
+    best = int(by_layer.idxmax())
+    values = main[main["layer"] == best]["delta_change"]
+    mean, lo, hi = mean_ci(values.to_numpy())
+    rand = g[(g["direction"] != "mean difference") & (g["layer"] == best)]["delta_change"].abs().mean()
+    flips = main[main["layer"] == best]["flipped"].astype(str).str.lower().eq("true").mean()
+    return {"expected sign": f"{sign:+d}", "best layer": best, "delta change [95% CI]": interval_text(mean, lo, hi, True),
+            "random: mean |change|": rand, "flipped": flips, "prompts": len(values)}
+
+
+def steering_overview(steering: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, steered by the difference pooled over states: steering_summary."""
+    one = steering[(steering["alpha"] == 1.0) & ~steering["steering"].str.contains(STATE_SEPARATOR, regex=False)]
+    return pd.DataFrame([{"steering (reference steered)": name, **steering_summary(g)}
+                         for name, g in one.groupby("steering", sort=False)])
+
+
+def state_overview(differences: pd.DataFrame, steering: pd.DataFrame | None) -> pd.DataFrame:
+    """Per (fine-tune, reference, state) of the IPD's decision position: the state's difference
+    read at the last layer in both labellings (lens_columns) and, where it was steered, the
+    reference steered on that state's prompts by it (steering_summary)."""
+    if "state" not in differences.columns:
+        return pd.DataFrame()
+    d = differences[(differences["position_class"] == "decision") & (differences["context"] == REFERENCE)
+                    & (differences["state"] != ALL_STATES)]
+    one = steering[steering["alpha"] == 1.0] if steering is not None and len(steering) else None
     rows = []
-    for name, g in steering[steering["alpha"] == 1.0].groupby("steering", sort=False):
-        main = g[g["direction"] == "mean difference"]
-        sign = int(main["expected_sign"].iloc[0])
-        by_layer = main.groupby("layer")["delta_change"].mean() * sign
-        best = int(by_layer.idxmax())
-        values = main[main["layer"] == best]["delta_change"]
-        mean, lo, hi = mean_ci(values.to_numpy())
-        rand = g[(g["direction"] != "mean difference") & (g["layer"] == best)]["delta_change"].abs().mean()
-        flips = main[main["layer"] == best]["flipped"].astype(str).str.lower().eq("true").mean()
-        rows.append({"steering (reference steered)": name, "expected sign": f"{sign:+d}", "best layer": best,
-                     "delta change [95% CI]": interval_text(mean, lo, hi, True), "random: mean |change|": rand,
-                     "flipped": flips, "prompts": len(values)})
+    for (model, reference, state), g in d.groupby(["model", "reference", "state"], sort=False):
+        lens = lens_columns(g)
+        if lens is None:
+            continue
+        row = {"fine-tune": model, "reference": reference, "state": state, **lens}
+        run = one[one["steering"] == f"ADL {model} - {reference}{STATE_SEPARATOR}{state}"] if one is not None else ()
+        if len(run):
+            summary = steering_summary(run)
+            row.update({"steered: best layer": summary["best layer"],
+                        "delta change [95% CI]": summary["delta change [95% CI]"],
+                        "random: mean |change|": summary["random: mean |change|"], "flipped": summary["flipped"]})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def cosine_overview(cosines: pd.DataFrame) -> pd.DataFrame:
     """The fine-tunes' IPD differences against the base (standard labelling), at the last layer
     and the middle one: cosine similarity of every pair."""
-    c = cosines[(cosines["context"] == REFERENCE) & (cosines["labelling"] == "standard")
-                & (cosines["model_a"] < cosines["model_b"])]
+    c = pooled(cosines)
+    c = c[(c["context"] == REFERENCE) & (c["labelling"] == "standard") & (c["model_a"] < c["model_b"])]
     if not len(c):
         return pd.DataFrame()
     last = int(c["layer"].max())
@@ -159,20 +208,30 @@ def diffing_section(doc: Document, inputs: Inputs, n_rows: int) -> None:
           "unembedding in both labellings. Each labelling's lens is in its own Defect token: the same sign in both "
           "is a decision, opposite signs a token preference. A difference that reads as a token preference, or "
           "that is as large on the unrelated prompts, says what the fine-tune wrote, not where it decides.")
-    for key, title, overview, text in (
+    for key, title, overview, text, empty in (
             ("differences", "The activation-difference lens", adl_overview,
              "The IPD's prompts at the decision position; 'layers: decision / token' counts the layers whose lens "
-             "intervals exclude 0 in both labellings with the same / opposite signs."),
+             "intervals exclude 0 in both labellings with the same / opposite signs. Pooled over the states the "
+             "prompts show; \"By state\" below splits them.", ""),
             ("steering", "The difference as a steering direction", steering_overview,
              "The reference steered on the IPD prompts by the IPD's decision-position resid_pre difference at each "
              "layer (alpha = 1); the best layer is picked on the same prompts, so its interval is optimistic; "
-             "random: directions of the same norm at that layer."),
+             "random: directions of the same norm at that layer.", ""),
+            ("differences", "By state: what a conditional policy wrote",
+             lambda d: state_overview(d, read_table(inputs.diffing.get("steering"))),
+             "Each state's IPD prompts alone (own and opponent's last moves, both labellings), at the decision "
+             "position: a policy that cooperates in one state and defects in another (tit-for-tat) writes "
+             "differences of opposite sign that the pooled mean cancels. Steered: the reference on that state's "
+             "prompts by that state's resid_pre difference (alpha = 1, best layer picked on the same prompts, "
+             "random directions of the same norm beside it).",
+             "the IPD prompts show one state, or diffing.by_state is off"),
             ("cosines", "Do the fine-tunes write the same direction?", cosine_overview,
-             "Cosine similarity of the decision-position differences (IPD, standard labelling)."),
+             "Cosine similarity of the decision-position differences (IPD, standard labelling, pooled over states).",
+             ""),
             ("lora", "The difference and the adapters' own directions", lora_overview,
              "The share of the difference against the base inside the span of the adapter's o_proj and down_proj B "
-             "columns of every layer up to it; a random direction's share is sqrt(rank / d).")):
-        table_section(doc, title, inputs.diffing.get(key), text, overview, n_rows, f"diffing table ({key})")
+             "columns of every layer up to it; a random direction's share is sqrt(rank / d).", "")):
+        table_section(doc, title, inputs.diffing.get(key), text, overview, n_rows, f"diffing table ({key})", empty)
     tables = {k: read_table(inputs.diffing.get(k)) for k in CROSSCODER_PARTS}
     doc.h(3, "One crosscoder over the base and every fine-tune")
     quality, latents = tables["quality"], tables["latents"]

@@ -86,16 +86,19 @@ def interval_text(value, low, high, signed: bool = False) -> str:
 def table_section(doc: Document, title: str, path, text: str, overview, n_rows: int, what: str,
                   empty: str = "") -> None:
     """A level-3 section showing overview(table) of the CSV at `path` under `text`; a note when
-    the file is missing, a line when it has no rows (`empty` says why)."""
+    the file is missing, a line when it or its overview has no rows (`empty` says why)."""
     doc.h(3, title)
     table = read_table(path)
+    why = f" ({empty})" if empty else ""
     if table is None:
         missing_file(doc, what, path)
     elif table.empty:
-        doc.p(f"No rows in `{path}`{f' ({empty})' if empty else ''}.")
+        doc.p(f"No rows in `{path}`{why}.")
     else:
-        doc.p(f"{text} From `{path}`.")
-        doc.table(overview(table).head(n_rows * 4))
+        shown = overview(table)
+        doc.p(f"{text} From `{path}`." + ("" if len(shown) else f" Nothing to show{why}."))
+        if len(shown):
+            doc.table(shown.head(n_rows * 4))
 
 
 def token_text(text) -> str:

@@ -29,6 +29,11 @@ rule adl_pair:
     params:
         scenarios=SCENARIOS,
         contexts=CONTEXTS,
+        states=(
+            scenario_states(config["scenarios"])
+            if config["diffing"]["by_state"]
+            else None
+        ),
         adapter=lambda wc: (
             config["models"][wc.model].get("adapter")
             if wc.reference == DIFF_BASE

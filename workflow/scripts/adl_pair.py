@@ -26,6 +26,7 @@ with job_logging(snakemake.log[0]):
         seed=p.seed,
         max_rows=p.max_rows,
         allow_pickle=p.allow_pickle,
+        states=p.states,
     )
     for part in ("differences", "tokens", "lora", "steering"):
         write_csv_atomic(out[part], o[part])
