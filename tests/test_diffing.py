@@ -143,6 +143,9 @@ def test_difference_rows_split_a_conditional_policy_by_state():
     assert dec.loc[("all", "standard", 1), "norm"] < 3 * dec.loc[("all", "standard", 1), "noise_norm"]
     pooled_only, _ = difference_rows("F", "R", acts_m, acts_r, contexts, _Readout, 50, 0, None)
     assert set(pd.DataFrame(pooled_only)["state"]) == {"all"}
+    with pytest.raises(ValueError, match="^states: no state given for scenario CD_swapped$"):
+        difference_rows("F", "R", acts_m, acts_r, contexts, _Readout, 50, 0,
+                        {s: v for s, v in states.items() if s != "CD_swapped"})
 
 
 def test_state_overview_reads_each_state_in_both_labellings():

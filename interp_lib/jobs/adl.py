@@ -34,7 +34,10 @@ def difference_rows(model: str, reference: str, acts_model, acts_ref, contexts: 
         raise ValueError(f"{model} and {reference} caches hold different prompts; rerun their caching jobs")
     rows, vectors = [], {}
     context = np.array([contexts[s] for s in acts_model.scenario], dtype=object)
-    state = np.array([(states or {}).get(s, ALL_STATES) for s in acts_model.scenario], dtype=object)
+    missing = sorted(set(acts_model.scenario) - set(states)) if states else []
+    if missing:
+        raise ValueError(f"states: no state given for scenario {missing[0]}")
+    state = np.array([states[s] if states else ALL_STATES for s in acts_model.scenario], dtype=object)
     for (ctx, lab), idx in pd.Series(range(len(context))).groupby([context, acts_model.labelling]).groups.items():
         idx = np.asarray(idx)
         ids = {tuple(t) for t in acts_model.action_ids[idx]}
