@@ -248,3 +248,10 @@ def test_a_bad_crosscoder_layer_is_one_line_naming_the_key():
         validate_config(config)
     config["diffing"]["crosscoder"]["layer"] = 3
     assert validate_config(config)["diffing"]["crosscoder"]["layer"] == 3
+
+
+def test_steering_names_carry_their_state():
+    from interp_lib.diffing.adl import steering_name, steering_state
+
+    assert steering_name("F", "R") == "ADL F - R" and steering_state("ADL F - R") == "all"
+    assert steering_name("F", "R", "CD") == "ADL F - R | CD" and steering_state(steering_name("F", "R", "CD")) == "CD"

@@ -29,6 +29,7 @@ POSITION_CLASSES = ("decision", "action_mentions", "prompt")
 N_RESAMPLES = 200  # each resample is a [L, d] mean; the interval is on its norm and lens readout
 CONFIDENCE = 0.95
 ALL_STATES = "all"  # the state column of a difference pooled over every state of its context
+STATE_SEPARATOR = " | "  # between a steering run's name and its state (steering_name)
 
 
 def group_key(context: str, labelling: str, state: str = ALL_STATES) -> str:
@@ -41,6 +42,18 @@ def split_key(key: str) -> tuple[str, str, str]:
     """(context, labelling, state) of a group_key."""
     ctx, lab, *state = key.split("|")
     return ctx, lab, state[0] if state else ALL_STATES
+
+
+def steering_name(model: str, reference: str, state: str = ALL_STATES) -> str:
+    """The `steering` column of the ADL's steering rows: "ADL <model> - <reference>", with
+    " | <state>" for a state's run."""
+    name = f"ADL {model} - {reference}"
+    return name if state == ALL_STATES else f"{name}{STATE_SEPARATOR}{state}"
+
+
+def steering_state(name: str) -> str:
+    """The state of a steering_name (ALL_STATES for a pooled run)."""
+    return name.split(STATE_SEPARATOR, 1)[1] if STATE_SEPARATOR in name else ALL_STATES
 
 
 def state_groups(idx: np.ndarray, state: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..diffing.adl import ALL_STATES, POSITION_CLASSES, difference_stats, group_key, read_class_activations, \
-    span_alignment, span_rank, split_key, state_groups, top_tokens
+    span_alignment, span_rank, split_key, state_groups, steering_name, top_tokens
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def adl_pair(model: str, reference: str, model_caches: dict, reference_caches: d
     from ..contexts import REFERENCE
     from ..model.loading import load_hooked, read_fingerprint, resolve_device
     from ..model.precision import get_precision
-    from .steering import COLUMNS as STEER_COLUMNS, steer_scenario
+    from .steering import COLUMNS as STEER_COLUMNS, checked_direction, steer_scenario
 
     fingerprint = {m: read_fingerprint(merged_dir_of(next(iter(c.values())), m))["fingerprint"]
                    for m, c in ((model, model_caches), (reference, reference_caches))}
@@ -158,7 +158,7 @@ def adl_pair(model: str, reference: str, model_caches: dict, reference_caches: d
     decode = lambda t: hooked.tokenizer.decode([t])  # noqa: E731
     tokens = token_rows(model, reference, vectors, W_U, gain, decode, top_k, read)
     lora = []
-    ipd = [v for k, v in vectors.items() if split_key(k)[0] == REFERENCE and split_key(k)[2] == ALL_STATES]
+    ipd = [v for k, v in vectors.items() if split_key(k)[::2] == (REFERENCE, ALL_STATES)]
     if adapter and ipd:
         from ..model.adapter_deltas import adapter_config, lora_updates
 
@@ -171,21 +171,20 @@ def adl_pair(model: str, reference: str, model_caches: dict, reference_caches: d
     steering = pd.DataFrame(columns=STEER_COLUMNS)
     ipd_scenarios = [s for s in model_caches if contexts[s] == REFERENCE]
     if steer and ipd_scenarios:
-        runs = [(f"ADL {model} - {reference}", ipd_scenarios)]
-        by_state = {}
-        for s in ipd_scenarios if states else []:
-            by_state.setdefault(states[s], []).append(s)
-        if len(by_state) > 1:
-            runs += [(f"ADL {model} - {reference} | {st}", scenarios) for st, scenarios in sorted(by_state.items())]
+        scen = np.array(ipd_scenarios, dtype=object)
+        runs = state_groups(np.arange(len(scen)), np.array([states[s] for s in scen], dtype=object)) if states \
+            else [(ALL_STATES, np.arange(len(scen)))]
         frames = []
-        for name, scenarios in runs:
+        for state, idx in runs:
+            scenarios, name = list(scen[idx]), steering_name(model, reference, state)
             spec = {"target": reference, "site": "resid_pre", "positions": "decision", "layers": "all",
                     "alphas": list(steer["alphas"]), "controls": int(steer["controls"]),
                     "direction": {"from": "models", "source": model, "reference": reference, "scenarios": scenarios}}
             direction_caches = {model: [model_caches[s] for s in scenarios],
                                 reference: [reference_caches[s] for s in scenarios]}
+            direction = checked_direction(name, spec, direction_caches)  # once for all its scenarios
             frames += [steer_scenario(name, spec, s, reference_caches[s], direction_caches, reference_dir, precision,
-                                      device, seed, max_rows, hooked=hooked) for s in scenarios]
+                                      device, seed, max_rows, hooked=hooked, direction=direction) for s in scenarios]
         steering = pd.concat(frames, ignore_index=True)
     return {"differences": pd.DataFrame(rows, columns=COLUMNS), "tokens": pd.DataFrame(tokens, columns=TOKEN_COLUMNS),
             "lora": pd.DataFrame(lora, columns=LORA_COLUMNS), "steering": steering, "vectors": vectors}

@@ -29,15 +29,25 @@ def build_direction(spec: dict, site: str, caches: dict[str, list[str]]) -> Dire
     raise ValueError(f"direction.from must be models or decisions, got {spec['from']!r}")
 
 
+def checked_direction(name: str, spec: dict, caches: dict[str, list[str]]) -> Direction:
+    """build_direction of steering experiment `name`, its errors naming the experiment."""
+    try:
+        return build_direction(spec["direction"], spec["site"], caches)
+    except DirectionError as exc:
+        raise DirectionError(f"steering.{name}.direction: {exc}") from None
+
+
 def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, direction_caches: dict[str, list[str]],
                    model_dir: str, precision: str = "float32", device: str = "cpu", seed: int = 0,
-                   max_rows: int | None = None, hooked=None) -> pd.DataFrame:
+                   max_rows: int | None = None, hooked=None, direction: Direction | None = None) -> pd.DataFrame:
     """Tidy table: one row per (variant, direction, layer, alpha) of the target model on the
     scenario's prompts. `spec` is the experiment's validated config (target, direction,
     site, layers, alphas, positions, controls); `direction: random k` rows use random
     directions of the same norm per layer (the control). noise_floor = the largest
     |delta - baseline| at alpha = 0 of the prompt (which must change nothing). `hooked`: the
-    target already loaded in `precision` on `device` (a job steering several scenarios)."""
+    target already loaded in `precision` on `device` (a job steering several scenarios);
+    `direction`: build_direction's result for `spec` already built (it reads every direction
+    cache), else built here from `direction_caches`."""
     import torch
     from tqdm import tqdm
 
@@ -48,10 +58,8 @@ def steer_scenario(name: str, spec: dict, scenario: str, target_cache: str, dire
     from ..steering.steer import steered_deltas
 
     site, positions, target_name = spec["site"], spec["positions"], spec["target"]
-    try:
-        direction = build_direction(spec["direction"], site, direction_caches)
-    except DirectionError as exc:
-        raise DirectionError(f"steering.{name}.direction: {exc}") from None
+    if direction is None:
+        direction = checked_direction(name, spec, direction_caches)
     device = resolve_device(device)
     mode = get_precision(precision)
     hooked = hooked or load_hooked(model_dir, mode, device, target_name)

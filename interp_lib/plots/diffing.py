@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..contexts import REFERENCE
-from ..diffing.adl import ALL_STATES
+from ..diffing.adl import ALL_STATES, steering_state
 from ..style import ModelStyle, color_at
 from . import save_figure
 
@@ -28,7 +28,7 @@ def plot_adl(differences: pd.DataFrame, steering: pd.DataFrame, path, style: Mod
     if "state" not in d.columns:  # a table written before the states
         d = d.assign(state=ALL_STATES)
     by_state, d = d[d["state"] != ALL_STATES], d[d["state"] == ALL_STATES]
-    steering = steering[~steering["steering"].str.contains(" | ", regex=False)] if len(steering) else steering
+    steering = steering[steering["steering"].map(steering_state) == ALL_STATES] if len(steering) else steering
     references = list(dict.fromkeys(d["reference"])) or ["(none)"]
     style = (style or ModelStyle()).with_models(d["model"].unique() if len(d) else [])
     fig, axes = plt.subplots(len(references), 4, figsize=(20, 3.6 * len(references)), squeeze=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..contexts import REFERENCE
-from ..diffing.adl import ALL_STATES
+from ..diffing.adl import ALL_STATES, steering_name, steering_state
 from .document import Document, fmt
 from .inputs import Inputs, interval_text, missing_file, read_table, table_section
 
@@ -32,10 +32,11 @@ def pooled(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["state"] == ALL_STATES] if "state" in table.columns else table
 
 
-def lens_columns(ipd: pd.DataFrame) -> dict | None:
+def lens_columns(ipd: pd.DataFrame) -> tuple[dict, pd.Series] | None:
     """From one group's IPD decision-position rows (both labellings, every layer): the prompts,
     the last layer's lens in each labelling and how it reads, and how many layers read a
-    decision or a token; None without standard-labelling rows."""
+    decision or a token; with the standard labelling's last-layer row. None without
+    standard-labelling rows."""
     std, swp = (ipd[ipd["labelling"] == lab].set_index("layer") for lab in ("standard", "swapped"))
     if not len(std):
         return None
@@ -50,7 +51,7 @@ def lens_columns(ipd: pd.DataFrame) -> dict | None:
         both = std.index.intersection(swp.index)
         readings = [reading(std.loc[layer], swp.loc[layer]) for layer in both]
         row["layers: decision / token"] = f"{readings.count('decision')} / {readings.count('token preference')}"
-    return row
+    return row, s
 
 
 def adl_overview(differences: pd.DataFrame) -> pd.DataFrame:
@@ -62,10 +63,10 @@ def adl_overview(differences: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, reference), g in d.groupby(["model", "reference"], sort=False):
         ipd = g[g["context"] == REFERENCE]
-        lens = lens_columns(ipd)
-        if lens is None:
+        read = lens_columns(ipd)
+        if read is None:
             continue
-        s = ipd[ipd["labelling"] == "standard"].set_index("layer").sort_index().iloc[-1]
+        lens, s = read
         row = {"fine-tune": model, "reference": reference, "IPD prompts": lens.pop("IPD prompts"),
                "last layer: |diff| / |activation| [95% CI]": interval_text(
                    s["relative_norm"], s["norm_ci_low"] / s["reference_norm"], s["norm_ci_high"] / s["reference_norm"]),
@@ -75,9 +76,6 @@ def adl_overview(differences: pd.DataFrame) -> pd.DataFrame:
             fmt(unrelated["relative_norm"].mean()) if len(unrelated) else "no unrelated prompts")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-STATE_SEPARATOR = " | "  # jobs.adl names a state's steering "ADL <model> - <reference> | <state>"
 
 
 def steering_summary(g: pd.DataFrame) -> dict:
@@ -100,7 +98,7 @@ def steering_summary(g: pd.DataFrame) -> dict:
 
 def steering_overview(steering: pd.DataFrame) -> pd.DataFrame:
     """Per pair, steered by the difference pooled over states: steering_summary."""
-    one = steering[(steering["alpha"] == 1.0) & ~steering["steering"].str.contains(STATE_SEPARATOR, regex=False)]
+    one = steering[(steering["alpha"] == 1.0) & (steering["steering"].map(steering_state) == ALL_STATES)]
     return pd.DataFrame([{"steering (reference steered)": name, **steering_summary(g)}
                          for name, g in one.groupby("steering", sort=False)])
 
@@ -116,11 +114,11 @@ def state_overview(differences: pd.DataFrame, steering: pd.DataFrame | None) -> 
     one = steering[steering["alpha"] == 1.0] if steering is not None and len(steering) else None
     rows = []
     for (model, reference, state), g in d.groupby(["model", "reference", "state"], sort=False):
-        lens = lens_columns(g)
-        if lens is None:
+        read = lens_columns(g)
+        if read is None:
             continue
-        row = {"fine-tune": model, "reference": reference, "state": state, **lens}
-        run = one[one["steering"] == f"ADL {model} - {reference}{STATE_SEPARATOR}{state}"] if one is not None else ()
+        row = {"fine-tune": model, "reference": reference, "state": state, **read[0]}
+        run = one[one["steering"] == steering_name(model, reference, state)] if one is not None else ()
         if len(run):
             summary = steering_summary(run)
             row.update({"steered: best layer": summary["best layer"],
