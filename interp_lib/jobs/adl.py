@@ -44,7 +44,7 @@ def difference_rows(model: str, reference: str, acts_model, acts_ref, contexts: 
         if len(ids) > 1:
             raise ValueError(f"context {ctx} ({lab}) mixes action tokens {sorted(ids)}; it must name one pair")
         direction = readout_of(dict(zip("CD", next(iter(ids))))).direction
-        for st_name, sub in state_groups(idx, state) if states else [(ALL_STATES, idx)]:
+        for st_name, sub in state_groups(idx, state):  # pooled only without states: one "state"
             rows += _group_rows(model, reference, ctx, st_name, lab, acts_model, acts_ref, sub, direction,
                                 n_resamples, seed, vectors)
     return rows, vectors
@@ -172,10 +172,9 @@ def adl_pair(model: str, reference: str, model_caches: dict, reference_caches: d
     ipd_scenarios = [s for s in model_caches if contexts[s] == REFERENCE]
     if steer and ipd_scenarios:
         scen = np.array(ipd_scenarios, dtype=object)
-        runs = state_groups(np.arange(len(scen)), np.array([states[s] for s in scen], dtype=object)) if states \
-            else [(ALL_STATES, np.arange(len(scen)))]
         frames = []
-        for state, idx in runs:
+        for state, idx in state_groups(np.arange(len(scen)), np.array([(states or {}).get(s, ALL_STATES)
+                                                                        for s in scen], dtype=object)):
             scenarios, name = list(scen[idx]), steering_name(model, reference, state)
             spec = {"target": reference, "site": "resid_pre", "positions": "decision", "layers": "all",
                     "alphas": list(steer["alphas"]), "controls": int(steer["controls"]),
